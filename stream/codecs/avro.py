@@ -1,0 +1,82 @@
+"""Schemaless Avro with a local schema: one record per Kafka value.
+
+Decoding is strict: a value must be consumed to its last byte, so trailing garbage is an
+error rather than a silently wrong record. A whole-batch path (framing the values as one
+Avro block) measured only 1.25x faster here and cannot tell which record of a batch was
+corrupt, so the per-value path is kept.
+
+>>> c = AvroCodec({"type": "record", "name": "P", "fields": [{"name": "a", "type": "long"}]})
+>>> c.decode(c.encode({"a": 7}))
+{'a': 7}
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import fastavro
+
+from stream.errors import DecodeError, EncodeError
+
+
+class AvroCodec:
+    """Encode and decode schemaless Avro; the parsed schema is built once per process."""
+
+    def __init__(self, schema: dict[str, Any], reader_schema: dict[str, Any] | None = None):
+        self.schema = schema
+        self.reader_schema = reader_schema
+        self._parsed: Any = None
+        self._parsed_reader: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"schema": self.schema, "reader_schema": self.reader_schema}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["schema"], state["reader_schema"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"AvroCodec({self.schema.get('name', '?')})"
+
+    def _schemas(self) -> tuple[Any, Any]:
+        if self._parsed is None:
+            self._parsed = fastavro.parse_schema(self.schema)
+            if self.reader_schema is not None:
+                self._parsed_reader = fastavro.parse_schema(self.reader_schema)
+        return self._parsed, self._parsed_reader
+
+    @property
+    def fields(self) -> list[str]:
+        """Field names of the records this codec yields."""
+        return [f["name"] for f in (self.reader_schema or self.schema).get("fields", [])]
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        """Bytes to a record; raises DecodeError with a stable reason."""
+        if data is None:
+            raise DecodeError("tombstone", "null value", None)
+        writer, reader = self._schemas()
+        return read_exact(data, writer, reader)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """A record to bytes; raises EncodeError naming the problem."""
+        writer, _ = self._schemas()
+        buf = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buf, writer, record)
+        except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError ...
+            raise EncodeError(f"cannot encode {record!r:.200} with {self!r}: {exc}") from exc
+        return buf.getvalue()
+
+
+def read_exact(data: bytes, writer: Any, reader: Any, skip: int = 0) -> dict[str, Any]:
+    """Decode one schemaless record from `data[skip:]`, requiring every byte be used."""
+    buf = io.BytesIO(data)
+    buf.seek(skip)
+    try:
+        record = fastavro.schemaless_reader(buf, writer, reader)
+    except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, SchemaResolutionError ...
+        raise DecodeError("decode_failed", f"{type(exc).__name__}: {exc}", data) from exc
+    if buf.tell() != len(data):
+        raise DecodeError("trailing_bytes",
+                          f"{len(data) - buf.tell()} bytes left after the record", data)
+    return record  # type: ignore[return-value]

@@ -1,0 +1,144 @@
+"""The per-batch work a worker does: decode, operators, event time, partial aggregation.
+
+Pure: no Kafka, Dask or Prometheus. A record that fails to decode or makes an operator
+raise becomes a Failure; the rest of the batch goes on.
+
+>>> from operators import Count
+>>> from stream.pipeline import Pipeline, Tumbling
+>>> p = (Pipeline("t").source("in", {"type": "record", "name": "R", "fields": [
+...      {"name": "k", "type": "string"}, {"name": "ts", "type": "long"}]}, timestamp="ts")
+...      .key_by("k").window(Tumbling(seconds=10), aggregate={"n": Count()}))
+>>> aggregate_records(p, [(0, {"k": "a", "ts": 1}, 0), (1, {"k": "a", "ts": 2}, 0)]).partials
+{('a', 0): [2]}
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any, Callable, Iterable
+
+from operators.transform import KeyBy
+from stream.errors import DecodeError
+from stream.pipeline import Pipeline
+from stream.records import Failure, Partial, RawMessage
+
+Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
+
+
+def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | None) -> Failure:
+    text = str(exc)
+    return Failure(offset, reason, type(exc).__name__, text[:500],
+                   msg.key if msg else None, msg.value if msg else None)
+
+
+def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Partial) -> list[Row]:
+    """Decode values with the source codec; failures and tombstones are recorded in `out`."""
+    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
+    rows: list[Row] = []
+    for m in messages:
+        out.records_in += 1
+        out.bytes_in += len(m.value) if m.value is not None else 0
+        if m.value is None:
+            out.skipped += 1
+            continue
+        try:
+            rows.append((m.offset, codec.decode(m.value), m.timestamp_ms))
+        except DecodeError as exc:
+            out.failures.append(_failure(m.offset, exc.reason, exc, m))
+    return rows
+
+
+def _run_steps(pipeline: Pipeline, row: Row) -> list[tuple[Any, dict[str, Any]]]:
+    """Apply every operator to one record; returns (key, record) pairs."""
+    items: list[tuple[Any, dict[str, Any]]] = [(None, row[1])]
+    for op in pipeline.steps:
+        if isinstance(op, KeyBy):
+            items = [(op.key_of(r), r) for _, r in items]
+        else:
+            items = [(k, r2) for k, r in items for r2 in op.process(r)]
+    return items
+
+
+def _event_time(pipeline: Pipeline, record: dict[str, Any], kafka_ts: int) -> int:
+    field = pipeline.source_spec.timestamp  # type: ignore[union-attr]
+    if field is None:
+        return kafka_ts
+    ts = record[field]
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise TypeError(f"event time field {field!r} must be integer epoch ms, got {ts!r}")
+    return ts
+
+
+def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | None = None,
+                      raw: Callable[[int], RawMessage | None] = lambda offset: None) -> Partial:
+    """Run operators and partial aggregation over decoded rows (in offset order).
+
+    `raw(offset)` finds the original message, so failures keep their bytes.
+    """
+    out = out if out is not None else Partial()
+    stage = pipeline.window_stage
+    aggs = list(stage.aggregations.values()) if stage is not None else []
+    groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
+    for offset, record, kafka_ts in rows:
+        try:
+            items = _run_steps(pipeline, (offset, record, kafka_ts))
+            ts = _event_time(pipeline, record, kafka_ts)
+            if stage is None:
+                out.outputs.extend(_encode_passthrough(pipeline, items))
+            else:
+                extracted = [(k, [a.extract(r, ts) for a in aggs]) for k, r in items]
+        except Exception as exc:  # an operator raised: dead-letter this record, keep going
+            out.failures.append(_failure(offset, "operator_error", exc, raw(offset)))
+            continue
+        if not items:
+            continue
+        out.max_ts = ts if out.max_ts is None else max(out.max_ts, ts)
+        if stage is not None:
+            pane = stage.spec.pane_of(ts)
+            for key, values in extracted:
+                offsets, columns = groups.setdefault((key, pane), ([], [[] for _ in aggs]))
+                offsets.append(offset)
+                for column, value in zip(columns, values):
+                    column.append(value)
+            out.first_offsets.setdefault(pane, offset)
+            out.pane_counts[pane] = out.pane_counts.get(pane, 0) + len(items)
+    for slot, (offsets, columns) in groups.items():
+        out.partials[slot] = _fold(aggs, offsets, columns, out, raw)
+    return out
+
+
+def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Partial,
+          raw: Callable[[int], RawMessage | None]) -> list[Any]:
+    """Add each column into a fresh accumulator; if a batch add raises, isolate the records."""
+    try:
+        return [a.add(a.create(), col) for a, col in zip(aggs, columns)]
+    except Exception:
+        pass
+    accs = [a.create() for a in aggs]
+    for i, offset in enumerate(offsets):
+        try:
+            accs = [a.add(acc, [col[i]]) for a, acc, col in zip(aggs, accs, columns)]
+        except Exception as exc:
+            out.failures.append(_failure(offset, "aggregation_error", exc, raw(offset)))
+    return accs
+
+
+def _encode_passthrough(pipeline: Pipeline, items: list[tuple[Any, dict[str, Any]]]):
+    codec = pipeline.sink_spec.codec  # type: ignore[union-attr]
+    return [(None if k is None else str(k).encode(), codec.encode(r)) for k, r in items]
+
+
+def _finder(messages: list[RawMessage]) -> Callable[[int], RawMessage | None]:
+    offsets = [m.offset for m in messages]
+
+    def find(offset: int) -> RawMessage | None:
+        i = bisect_left(offsets, offset)
+        return messages[i] if i < len(offsets) and offsets[i] == offset else None
+    return find
+
+
+def process_messages(pipeline: Pipeline, messages: list[RawMessage]) -> Partial:
+    """Decode and process one batch of raw messages (in offset order)."""
+    out = Partial()
+    rows = decode_messages(pipeline, messages, out)
+    return aggregate_records(pipeline, rows, out, _finder(messages))

@@ -1,0 +1,75 @@
+"""One exception root with a few specific subclasses that carry fields and say what to do.
+
+>>> raise TopicMissing("payments", ["orders"])
+Traceback (most recent call last):
+...
+stream.errors.TopicMissing: input topic 'payments' does not exist; topics on the broker: orders. Create it first (stream demo creates its own).
+"""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class PipelineError(StreamError):
+    """The pipeline definition is invalid (raised when it is defined)."""
+
+
+class ConfigError(StreamError):
+    """A configuration setting is invalid; `setting` names it."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        super().__init__(f"configuration setting {setting!r}: {problem}")
+
+
+class BrokerUnavailable(StreamError):
+    """No Kafka broker answered at `address` within the wait."""
+
+    def __init__(self, address: str, waited_s: float, detail: str = "") -> None:
+        self.address = address
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"no Kafka broker answered at {address} within {waited_s:.0f} s{extra}. "
+            "Check --bootstrap, or run `stream broker` to start the embedded one.")
+
+
+class SchedulerUnavailable(StreamError):
+    """No Dask scheduler answered at `address` within the wait."""
+
+    def __init__(self, address: str, waited_s: float, detail: str = "") -> None:
+        self.address = address
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"no Dask scheduler answered at {address} within {waited_s:.0f} s{extra}. "
+            "Check --scheduler, or leave it out to start a local cluster.")
+
+
+class TopicMissing(StreamError):
+    """A topic the pipeline needs is not on the broker."""
+
+    def __init__(self, topic: str, existing: list[str], role: str = "input") -> None:
+        self.topic = topic
+        names = ", ".join(sorted(existing)) or "(none)"
+        super().__init__(
+            f"{role} topic {topic!r} does not exist; topics on the broker: {names}. "
+            "Create it first (stream demo creates its own).")
+
+
+class DecodeError(StreamError):
+    """A value could not be decoded; the raw bytes are kept for the dead-letter path."""
+
+    def __init__(self, reason: str, message: str, raw: bytes | None = None) -> None:
+        self.reason = reason
+        self.raw = raw
+        super().__init__(f"{reason}: {message}")
+
+
+class EncodeError(StreamError):
+    """A result could not be encoded with the sink schema."""
+
+
+class FatalError(StreamError):
+    """The driver cannot go on safely (for example, outputs that could not be delivered)."""

@@ -1,0 +1,1 @@
+"""Execution: the range task that workers run, and the executors that run it."""

@@ -1,0 +1,73 @@
+"""Dask executor: range tasks on a `distributed` cluster, partition `p` pinned to one worker.
+
+By default starts an in-process `LocalCluster` (one single-threaded worker process per
+core); with `scheduler="tcp://host:8786"` it uses an existing cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from distributed import Client, Future, LocalCluster
+from distributed import wait as dask_wait
+
+from stream.errors import SchedulerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class DaskExecutor:
+    """Executor protocol over a Dask client; tasks for pin `p` prefer worker `p mod n`."""
+
+    def __init__(self, scheduler: str | None = None, workers: int = 2,
+                 connect_timeout_s: float = 10.0) -> None:
+        self.cluster: LocalCluster | None = None
+        if scheduler is None:
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=logging.ERROR)
+            address = self.cluster.scheduler_address
+        else:
+            address = scheduler
+        try:
+            self.client = Client(address, timeout=f"{connect_timeout_s}s")
+        except (OSError, TimeoutError) as exc:
+            self._close_cluster()
+            raise SchedulerUnavailable(address, connect_timeout_s, type(exc).__name__) from exc
+        self.address = address
+        self._workers: list[str] = []
+        self.refresh_workers()
+
+    def refresh_workers(self) -> list[str]:
+        """Addresses of the connected workers, sorted (the pinning order)."""
+        self._workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return self._workers
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, pin: int) -> Future:
+        target = [self._workers[pin % len(self._workers)]] if self._workers else None
+        return self.client.submit(fn, *args, workers=target, allow_other_workers=True, pure=False)
+
+    def wait(self, futures: list[Future], timeout: float) -> list[Future]:
+        """The futures that are done within `timeout` (possibly none)."""
+        try:
+            done, _ = dask_wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        return [f for f in futures if f in done]
+
+    def describe(self) -> str:
+        where = "local cluster" if self.cluster is not None else "scheduler"
+        return f"Dask {where} {self.address} ({self.workers} workers)"
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def close(self) -> None:
+        self.client.close()
+        self._close_cluster()

@@ -1,0 +1,209 @@
+"""The pipeline definition: a pure, picklable value built step by step.
+
+Each builder method returns a new Pipeline and checks what it can at definition time
+(a window needs a key; aggregations name known fields; grace is not negative).
+
+>>> from operators import Count, Sum
+>>> p = (Pipeline("spend").source("payments", schema="schemas/payment.avsc", timestamp="ts")
+...      .key_by("user_id")
+...      .window(Tumbling(minutes=1), aggregate={"n": Count(), "total": Sum("amount")}))
+>>> p.window_stage.spec.size_ms
+60000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from operators.aggregate import Aggregation
+from operators.base import Operator
+from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
+from stream.codecs.avro import AvroCodec
+from stream.codecs.schemas import field_names, load_schema, required_fields
+from stream.errors import PipelineError
+from stream.windows.specs import Hopping, Tumbling, to_ms
+
+__all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
+
+Codec = Any  # decode(bytes) -> dict, encode(dict) -> bytes, fields
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Input topics, their codec and where event time comes from (None: Kafka timestamp)."""
+
+    topics: tuple[str, ...]
+    codec: Codec
+    timestamp: str | None = None
+    out_of_order_ms: int = 0
+
+
+@dataclass(frozen=True)
+class WindowStage:
+    """The window stage: spec, grace after the window end, and named aggregations."""
+
+    spec: Hopping
+    grace_ms: int
+    aggregations: Mapping[str, Aggregation]
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    topic: str
+    codec: Codec
+
+
+def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
+               registry_url: str | None = None) -> Codec:
+    """The codec for a topic: an explicit one, or Avro from a schema (file path or dict)."""
+    if codec is not None:
+        return codec
+    if schema is None:
+        raise PipelineError("give a schema (an .avsc path or dict) or a codec")
+    parsed = schema if isinstance(schema, dict) else load_schema(schema)
+    if registry_url:
+        from stream.codecs.registry import RegistryAvroCodec  # imports confluent_kafka lazily
+        return RegistryAvroCodec(registry_url, parsed)
+    return AvroCodec(parsed)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A named, immutable chain: source → operators → (key_by → window) → sink."""
+
+    name: str
+    source_spec: SourceSpec | None = None
+    steps: tuple[Operator, ...] = ()
+    window_stage: WindowStage | None = None
+    sink_spec: SinkSpec | None = None
+    _fields: tuple[str, ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise PipelineError(f"pipeline name {self.name!r} must be non-empty and use only "
+                                "letters, digits, '-', '_' or '.' (it names topics and groups)")
+
+    # -- source ---------------------------------------------------------------------------
+    def source(self, topics: str | Iterable[str], schema: str | Path | dict | None = None, *,
+               codec: Codec | None = None, timestamp: str | None = None,
+               out_of_order: int | timedelta = 0, registry_url: str | None = None) -> Pipeline:
+        """Read `topics`; event time from field `timestamp` (epoch ms) or the Kafka timestamp."""
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not names:
+            raise PipelineError("source() needs at least one topic")
+        c = make_codec(schema, codec, registry_url)
+        known = tuple(c.fields) if getattr(c, "fields", None) else None
+        if timestamp is not None and known is not None and timestamp not in known:
+            raise PipelineError(f"timestamp field {timestamp!r} is not in the source schema "
+                                f"(fields: {', '.join(known)})")
+        ooo = to_ms(out_of_order, "out_of_order")
+        if ooo < 0:
+            raise PipelineError(f"out_of_order must be >= 0, got {ooo} ms")
+        return replace(self, source_spec=SourceSpec(names, c, timestamp, ooo), _fields=known)
+
+    # -- operators ------------------------------------------------------------------------
+    def _then(self, op: Operator, fields: tuple[str, ...] | None) -> Pipeline:
+        if self.source_spec is None:
+            raise PipelineError(f"{op.name}() before source(): define the source first")
+        if self.window_stage is not None or self.sink_spec is not None:
+            raise PipelineError(f"{op.name}() after window() or sink() is not supported")
+        return replace(self, steps=self.steps + (op,), _fields=fields)
+
+    def map(self, fn: Callable[[dict], dict]) -> Pipeline:
+        return self._then(MapOp(fn), None)
+
+    def filter(self, predicate: Callable[[dict], bool]) -> Pipeline:
+        return self._then(FilterOp(predicate), self._fields)
+
+    def flat_map(self, fn: Callable[[dict], Iterable[dict]]) -> Pipeline:
+        return self._then(FlatMapOp(fn), None)
+
+    def project(self, fields: Iterable[str]) -> Pipeline:
+        wanted = tuple(fields)
+        self._check_fields(wanted, "project()")
+        return self._then(Project(wanted), wanted)
+
+    def key_by(self, by: str | Callable[[dict], Any]) -> Pipeline:
+        if isinstance(by, str):
+            self._check_fields((by,), "key_by()")
+        return self._then(KeyBy(by), self._fields)
+
+    def apply(self, op: Operator) -> Pipeline:
+        """Append any operator object (for user-defined operators)."""
+        return self._then(op, None)
+
+    def _check_fields(self, wanted: Iterable[str], where: str) -> None:
+        if self._fields is None:
+            return
+        missing = [f for f in wanted if f not in self._fields]
+        if missing:
+            raise PipelineError(f"{where}: unknown field(s) {', '.join(map(repr, missing))}; "
+                                f"records here have: {', '.join(self._fields)}")
+
+    @property
+    def key(self) -> KeyBy | None:
+        """The last key_by() step, if any."""
+        keys = [s for s in self.steps if isinstance(s, KeyBy)]
+        return keys[-1] if keys else None
+
+    @property
+    def key_field(self) -> str:
+        """Name of the key in window results: the key_by field, or "key"."""
+        return (self.key.field if self.key is not None else None) or "key"
+
+    # -- window ---------------------------------------------------------------------------
+    def window(self, spec: Hopping, *, grace: int | timedelta = 0,
+               aggregate: Mapping[str, Aggregation]) -> Pipeline:
+        """Aggregate per key over event-time windows; results are emitted once, final."""
+        if self.key is None:
+            raise PipelineError("window() needs key_by() before it: windows are per key")
+        if not isinstance(spec, Hopping):
+            raise PipelineError(f"window spec must be Tumbling or Hopping, got {spec!r}")
+        grace_ms = to_ms(grace, "grace")
+        if grace_ms < 0:
+            raise PipelineError(f"grace must be >= 0, got {grace_ms} ms")
+        if not aggregate:
+            raise PipelineError("window() needs at least one aggregation")
+        for name, agg in aggregate.items():
+            if not isinstance(agg, Aggregation):
+                raise PipelineError(f"aggregation {name!r} is not an Aggregation: {agg!r}")
+            if agg.field is not None:
+                self._check_fields((agg.field,), f"aggregation {name!r}")
+        stage = WindowStage(spec, grace_ms, dict(aggregate))
+        return replace(self, window_stage=stage)
+
+    def output_fields(self) -> list[str]:
+        """Fields of each output record (None for a stateless pipeline: unknown here)."""
+        if self.window_stage is None:
+            return list(self._fields or ())
+        return [self.key_field, "window_start", "window_end", *self.window_stage.aggregations]
+
+    # -- sink -----------------------------------------------------------------------------
+    def sink(self, topic: str, schema: str | Path | dict | None = None, *,
+             codec: Codec | None = None, registry_url: str | None = None) -> Pipeline:
+        """Write results to `topic`; the schema must hold every output field."""
+        if self.source_spec is None:
+            raise PipelineError("sink() before source(): define the source first")
+        c = make_codec(schema, codec, registry_url)
+        schema_dict = getattr(c, "schema", None)
+        if isinstance(schema_dict, dict) and (self.window_stage or self._fields):
+            produced = set(self.output_fields())
+            names = field_names(schema_dict)
+            missing = [f for f in required_fields(schema_dict) if f not in produced]
+            extra = [f for f in produced if f not in names]
+            if missing or extra:
+                raise PipelineError(
+                    f"sink schema for {topic!r} does not match the results: "
+                    f"results have {sorted(produced)}; schema lacks {extra or 'nothing'}, "
+                    f"and needs {missing or 'nothing'} that results do not have")
+        return replace(self, sink_spec=SinkSpec(topic, c))
+
+    def validate(self) -> None:
+        """Raise PipelineError if the pipeline cannot run (no source or no sink)."""
+        if self.source_spec is None:
+            raise PipelineError(f"pipeline {self.name!r} has no source()")
+        if self.sink_spec is None:
+            raise PipelineError(f"pipeline {self.name!r} has no sink()")

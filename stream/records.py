@@ -1,0 +1,55 @@
+"""Records as they travel: raw messages in, failures and partial aggregates out.
+
+>>> RawMessage(offset=5, key=b"u1", value=b"...", timestamp_ms=1000).offset
+5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BEGINNING = -2  # a range may start here before the partition's first offset is known (librdkafka's OFFSET_BEGINNING)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One input message as read from a partition (value None is a tombstone)."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record that could not be processed: where it was, why (a stable reason), and its bytes."""
+
+    offset: int
+    reason: str
+    error_type: str
+    message: str
+    key: bytes | None = None
+    value: bytes | None = None
+
+
+@dataclass(slots=True)
+class Partial:
+    """What processing one batch of records yields.
+
+    `partials` maps (key, pane start) to one accumulator per aggregation; `first_offsets`
+    and `pane_counts` map pane start to its first offset and record count; `outputs` are
+    encoded (key, value) pairs of a pipeline without a window.
+    """
+
+    partials: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
+    first_offsets: dict[int, int] = field(default_factory=dict)
+    pane_counts: dict[int, int] = field(default_factory=dict)
+    outputs: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    max_ts: int | None = None
+    records_in: int = 0
+    bytes_in: int = 0
+    skipped: int = 0

@@ -1,0 +1,91 @@
+"""Wiring a pipeline to real components: broker checks, topics, executor, metrics, driver.
+
+>>> run_pipeline(pipeline, RunConfig(app_id="spend", kafka=KafkaConfig("127.0.0.1:9092")))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from typing import Any, Callable
+
+from stream.admin import check_topics, ensure_topic, wait_for_broker
+from stream.checkpoint import KafkaCheckpoints
+from stream.config import RunConfig
+from stream.driver import Driver, DriverStats
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+from stream.sinks.kafka import KafkaSink
+from stream.sources.kafka import KafkaReader, KafkaSession
+
+log = logging.getLogger(__name__)
+
+
+def make_executor(config: RunConfig, local: bool = False) -> Any:
+    """The executor for a run: in-process, an embedded LocalCluster, or an existing scheduler."""
+    if local:
+        from stream.execution.local import LocalExecutor
+        return LocalExecutor()
+    from stream.execution.dask import DaskExecutor
+    return DaskExecutor(config.scheduler, config.workers, config.connect_timeout_s)
+
+
+def check_broker_topics(pipeline: Pipeline, config: RunConfig) -> None:
+    """Fail early, naming the address or the topic, if the broker or a topic is missing."""
+    md = wait_for_broker(config.kafka.client(), config.connect_timeout_s)
+    check_topics(md, list(pipeline.source_spec.topics), "input")  # type: ignore[union-attr]
+    check_topics(md, [pipeline.sink_spec.topic], "output")  # type: ignore[union-attr]
+    ensure_topic(config.kafka.client(), config.checkpoint_topic, 1,
+                 {"cleanup.policy": "compact", "retention.ms": "-1"})
+
+
+class PipelineRun:
+    """A started pipeline: `driver.run(...)` drives it; `close()` releases everything."""
+
+    def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
+                 metrics: Metrics | None = None) -> None:
+        pipeline.validate()
+        check_broker_topics(pipeline, config)
+        self._stack = ExitStack()
+        try:
+            self.executor = executor if executor is not None else make_executor(config)
+            if executor is None:
+                self._stack.callback(self.executor.close)
+            kafka = config.kafka
+            reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
+            self.session = KafkaSession(kafka.consumer({"group.id": config.app_id}),
+                                        list(pipeline.source_spec.topics), reader)  # type: ignore[union-attr]
+            self._stack.callback(self.session.close)
+            self.sink = KafkaSink(kafka.producer())
+            self._stack.callback(self.sink.close)
+            self.metrics = metrics or Metrics(pipeline.name)
+            if config.metrics_port is not None:
+                self.metrics_port = self.metrics.serve(config.metrics_port)
+            checkpoints = KafkaCheckpoints(config.checkpoint_topic, self.sink,
+                                           kafka.consumer({"group.id": f"{config.app_id}.restore"}))
+            self.driver = Driver(pipeline, self.session, self.sink, self.executor, checkpoints,
+                                 range_records=config.range_records, max_inflight=config.inflight,
+                                 commit_interval_s=config.commit_interval_s,
+                                 idle_timeout_ms=config.idle_timeout_ms, metrics=self.metrics,
+                                 app_id=config.app_id)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "PipelineRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
+                 until: Callable[[Driver], bool] = lambda d: False,
+                 should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
+                 on_step: Callable[[Driver], None] | None = None) -> DriverStats:
+    """Run `pipeline` until `until(driver)` or `should_stop()`; returns the driver's counts."""
+    with PipelineRun(pipeline, config, executor) as run:
+        return run.driver.run(until=until, should_stop=should_stop, drain=drain, on_step=on_step)

@@ -1,0 +1,1 @@
+"""Sinks: the Kafka producer side and its in-memory twin."""

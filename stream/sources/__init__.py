@@ -1,0 +1,1 @@
+"""Sources: a Kafka source and its in-memory twin behind the same protocols."""

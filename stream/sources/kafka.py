@@ -1,0 +1,200 @@
+"""The Kafka source: the driver's group membership and the workers' pooled range readers.
+
+The driver never reads records: it subscribes, pauses every partition it is assigned and
+keeps polling to stay in the group. Workers read ranges with `assign()`, stop when their
+position reaches the range end or at partition EOF (never by waiting for offset end - 1,
+which may be a transaction marker), and report the end offset they saw from the fetch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream.execution.task import ReadBatch
+from stream.records import BEGINNING, RawMessage
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+assert BEGINNING == OFFSET_BEGINNING
+
+
+class KafkaSession:
+    """The driver's consumer-group member: assignment, committed offsets, commits."""
+
+    def __init__(self, config: dict[str, Any], topics: list[str], reader: "KafkaReader") -> None:
+        self._reader = reader
+        self._consumer = Consumer({**config, "enable.auto.commit": False,
+                                   "auto.offset.reset": "earliest"})
+        self._events: list[tuple[str, list[TP]]] = []
+        self._assigned: set[TP] = set()
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.pause(partitions)
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._assigned.update(tps)
+        self._events.append(("assigned", tps))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._assigned.difference_update(tps)
+        self._events.append(("revoked", tps))
+
+    def poll(self, timeout: float) -> list[tuple[str, list[TP]]]:
+        """Serve group callbacks; returns the assignment changes since the last call."""
+        msg = self._consumer.poll(timeout)
+        if msg is not None and msg.error() is not None:
+            log.warning("consumer group: %s", msg.error())
+        events, self._events = self._events, []
+        return events
+
+    def assigned(self) -> list[TP]:
+        return sorted(self._assigned)
+
+    def committed(self, tps: list[TP], timeout: float = 10.0) -> dict[TP, int]:
+        """Committed offsets; BEGINNING where the group has none."""
+        got = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout)
+        return {(x.topic, x.partition): (x.offset if x.offset >= 0 else BEGINNING) for x in got}
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        if offsets:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=False)
+
+    def reader(self) -> "KafkaReader":
+        """The picklable reader that range tasks use."""
+        return self._reader
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+# One consumer per worker process per configuration, kept across ranges (creating one per
+# range costs more than the read).
+_POOL: dict[tuple, "_PooledConsumer"] = {}
+
+
+@dataclass
+class _PooledConsumer:
+    consumer: Consumer
+    tp: TP | None = None
+    position: int | None = None
+
+
+def _pooled(config: tuple) -> _PooledConsumer:
+    entry = _POOL.get(config)
+    if entry is None:
+        settings = dict(config)
+        settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
+                         "fetch.wait.max.ms": 100})
+        entry = _POOL[config] = _PooledConsumer(Consumer(settings))
+    return entry
+
+
+@atexit.register
+def close_pool() -> None:
+    """Close every pooled reader of this process."""
+    while _POOL:
+        _, entry = _POOL.popitem()
+        try:
+            entry.consumer.close()
+        except Exception:  # closing at exit: nothing useful to do with an error
+            pass
+
+
+@dataclass(frozen=True)
+class KafkaReader:
+    """Reads partition ranges with a consumer pooled per worker process."""
+
+    config: tuple[tuple[str, Any], ...]
+    max_wait_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "KafkaReader":
+        return cls(tuple(sorted(config.items())))
+
+    def read(self, topic: str, partition: int, start: int, end: int | None,
+             max_records: int, tail_wait_s: float = 0.0) -> ReadBatch:
+        entry = _pooled(self.config)
+        c = entry.consumer
+        if entry.tp != (topic, partition) or entry.position != start or start < 0:
+            c.assign([TopicPartition(topic, partition, start)])
+            entry.tp, entry.position = (topic, partition), None
+        entry.position = None  # unknown until this read ends cleanly
+        batch = _read_loop(c, (topic, partition), start, end, max_records, tail_wait_s, self.max_wait_s)
+        entry.position = batch.next_offset if not batch.past_end else None
+        low_high = c.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        high = low_high[1] if low_high and low_high[1] >= 0 else None
+        return ReadBatch(batch.messages, batch.next_offset, high, batch.eof)
+
+
+@dataclass
+class _Loop:
+    messages: list[RawMessage]
+    next_offset: int
+    eof: bool
+    past_end: bool
+
+
+def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: int,
+               tail_wait_s: float, max_wait_s: float) -> _Loop:
+    msgs: list[RawMessage] = []
+    eof_at: int | None = None
+    past_end = False
+    t0 = time.monotonic()
+    while len(msgs) < max_records and not past_end:
+        for m in c.consume(min(max_records - len(msgs), 10_000), 0.1):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    eof_at = m.offset()
+                    continue
+                raise KafkaException(err)
+            off = m.offset()
+            if end is not None and off >= end:
+                past_end = True
+                break
+            if off >= start or start < 0:
+                ts_type, ts = m.timestamp()
+                msgs.append(RawMessage(off, m.key(), m.value(), ts if ts_type else 0,
+                                       tuple(m.headers() or ())))
+        nxt = msgs[-1].offset + 1 if msgs else start
+        if end is not None and nxt >= end:
+            break
+        if eof_at is None and nxt >= 0:
+            # A consumer left at the end by the previous read gets no second EOF event: ask
+            # the end offset the last fetch saw (never ListOffsets, see DESIGN.md).
+            high = c.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            if high and 0 <= high[1] <= nxt:
+                eof_at = high[1]
+        waited = time.monotonic() - t0
+        if eof_at is not None and (msgs or waited >= tail_wait_s or end is not None):
+            break
+        if waited >= max_wait_s:
+            break
+    nxt = max(msgs[-1].offset + 1 if msgs else start, eof_at if eof_at is not None else start)
+    if end is not None and (past_end or nxt > end):
+        nxt = end
+    return _Loop(msgs, nxt, eof_at is not None and nxt >= eof_at, past_end)
+
+
+def read_all(config: dict[str, Any], topic: str, partition: int,
+             timeout_s: float = 30.0) -> list[RawMessage]:
+    """Every message of one partition, from the beginning to EOF (end offsets from the fetch)."""
+    reader = KafkaReader.from_config({**config, "group.id": config.get("group.id", "stream-read-all")})
+    out: list[RawMessage] = []
+    start, t0 = BEGINNING, time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        batch = reader.read(topic, partition, start, None, 100_000, 0.0)
+        out.extend(batch.messages)
+        start = batch.next_offset
+        if batch.eof:
+            return out
+    raise TimeoutError(f"reading {topic}[{partition}] did not reach its end in {timeout_s:.0f} s")

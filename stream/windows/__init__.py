@@ -1,0 +1,1 @@
+"""Window specs, watermarks and window state: pure, integer milliseconds, half-open ranges."""

@@ -1,0 +1,108 @@
+"""Window specs: frozen values in integer milliseconds over half-open ranges ``[start, end)``.
+
+Hopping windows are made of tumbling panes of the slide size: a record is aggregated once
+into its pane, and each window combines ``size / slide`` panes. A tumbling window is the
+case ``slide == size``.
+
+>>> Tumbling(seconds=10).assign(12_345)
+[(10000, 20000)]
+>>> Hopping(seconds=10, slide=timedelta(seconds=5)).assign(12_345)
+[(5000, 15000), (10000, 20000)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from stream.errors import PipelineError
+
+
+def to_ms(value: int | timedelta, what: str = "duration") -> int:
+    """Convert a timedelta (or integer milliseconds) to integer milliseconds.
+
+    >>> to_ms(timedelta(seconds=1.5))
+    1500
+    """
+    if isinstance(value, timedelta):
+        return value // timedelta(milliseconds=1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PipelineError(f"{what} must be a timedelta or integer milliseconds, got {value!r}")
+    return value
+
+
+def seconds(n: float) -> timedelta:
+    """``seconds(5)`` is ``timedelta(seconds=5)``."""
+    return timedelta(seconds=n)
+
+
+def minutes(n: float) -> timedelta:
+    """``minutes(1)`` is ``timedelta(minutes=1)``."""
+    return timedelta(minutes=n)
+
+
+def _duration(size: int | timedelta | None, parts: dict[str, float], what: str) -> int:
+    given = {k: v for k, v in parts.items() if v}
+    if size is not None and given:
+        raise PipelineError(f"{what}: give either a size or keyword units, not both")
+    ms = to_ms(size, what) if size is not None else to_ms(timedelta(**given), what)
+    if ms <= 0:
+        raise PipelineError(f"{what} must be positive, got {ms} ms")
+    return ms
+
+
+@dataclass(frozen=True, slots=True)
+class Hopping:
+    """Windows of `size_ms` starting every `slide_ms`; `size_ms` must be a multiple of `slide_ms`."""
+
+    size_ms: int
+    slide_ms: int
+
+    def __init__(self, size: int | timedelta | None = None, *, slide: int | timedelta,
+                 hours: float = 0, minutes: float = 0, seconds: float = 0,
+                 milliseconds: float = 0) -> None:
+        units = dict(hours=hours, minutes=minutes, seconds=seconds, milliseconds=milliseconds)
+        size_ms = _duration(size, units, "window size")
+        slide_ms = _duration(slide, {}, "window slide")
+        if size_ms % slide_ms:
+            raise PipelineError(
+                f"window size ({size_ms} ms) must be a multiple of the slide ({slide_ms} ms)")
+        object.__setattr__(self, "size_ms", size_ms)
+        object.__setattr__(self, "slide_ms", slide_ms)
+
+    @property
+    def pane_ms(self) -> int:
+        """Width of the panes records are aggregated into."""
+        return self.slide_ms
+
+    def pane_of(self, ts: int) -> int:
+        """Start of the pane that holds event time `ts`."""
+        return ts - ts % self.slide_ms
+
+    def windows_of_pane(self, pane: int) -> list[tuple[int, int]]:
+        """The windows (oldest first) that contain the pane starting at `pane`."""
+        first = pane - self.size_ms + self.slide_ms
+        return [(s, s + self.size_ms) for s in range(first, pane + 1, self.slide_ms)]
+
+    def panes_of_window(self, start: int) -> range:
+        """Pane starts that make up the window starting at `start`."""
+        return range(start, start + self.size_ms, self.slide_ms)
+
+    def assign(self, ts: int) -> list[tuple[int, int]]:
+        """Every window ``[start, end)`` that event time `ts` falls in, oldest first."""
+        return self.windows_of_pane(self.pane_of(ts))
+
+
+class Tumbling(Hopping):
+    """Back-to-back windows of one size: a hopping window whose slide equals its size."""
+
+    __slots__ = ()
+
+    def __init__(self, size: int | timedelta | None = None, *, hours: float = 0,
+                 minutes: float = 0, seconds: float = 0, milliseconds: float = 0) -> None:
+        units = dict(hours=hours, minutes=minutes, seconds=seconds, milliseconds=milliseconds)
+        size_ms = _duration(size, units, "window size")
+        super().__init__(size_ms, slide=size_ms)
+
+    def __repr__(self) -> str:
+        return f"Tumbling(size_ms={self.size_ms})"

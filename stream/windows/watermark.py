@@ -1,0 +1,65 @@
+"""Watermarks: per partition, the max event time seen minus the allowed out-of-orderness.
+
+The pipeline watermark is the minimum over active partitions; an idle partition (caught up
+and without new records for longer than the idle timeout) stops holding it back. When every
+partition is idle, the watermark is the highest partition watermark, so a quiet stream still
+closes the windows it has seen past. It never goes backwards.
+
+>>> w = Watermarks(out_of_order_ms=1000, idle_timeout_ms=5000)
+>>> w.observe("p0", max_ts=10_000, now_ms=0); w.observe("p1", max_ts=4_000, now_ms=0)
+>>> w.current(now_ms=0)
+3000
+>>> w.current(now_ms=6000)  # both idle now: the quiet stream still advances
+9000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable
+
+NEVER = -(2**62)
+
+
+@dataclass(slots=True)
+class _Partition:
+    max_ts: int = NEVER
+    last_data_ms: int = NEVER
+    caught_up: bool = False
+
+
+@dataclass(slots=True)
+class Watermarks:
+    out_of_order_ms: int
+    idle_timeout_ms: int
+    floor: int = NEVER
+    _parts: dict[Hashable, _Partition] = field(default_factory=dict)
+
+    def add(self, part: Hashable, now_ms: int) -> None:
+        """Start tracking a partition (it holds the watermark until it is idle)."""
+        self._parts.setdefault(part, _Partition(last_data_ms=now_ms))
+
+    def remove(self, part: Hashable) -> None:
+        self._parts.pop(part, None)
+
+    def observe(self, part: Hashable, max_ts: int | None, now_ms: int,
+                caught_up: bool = False) -> None:
+        """Record a processed range: its max event time (None if it had no records)."""
+        p = self._parts.setdefault(part, _Partition(last_data_ms=now_ms))
+        if max_ts is not None:
+            p.max_ts = max(p.max_ts, max_ts)
+            p.last_data_ms = now_ms
+        p.caught_up = caught_up
+
+    def _idle(self, p: _Partition, now_ms: int) -> bool:
+        return p.caught_up and now_ms - p.last_data_ms >= self.idle_timeout_ms
+
+    def current(self, now_ms: int) -> int:
+        """The pipeline watermark now (monotonic)."""
+        if self._parts:
+            active = [p.max_ts for p in self._parts.values() if not self._idle(p, now_ms)]
+            seen = active or [p.max_ts for p in self._parts.values()]
+            wm = (min(seen) if active else max(seen))
+            if wm != NEVER:
+                self.floor = max(self.floor, wm - self.out_of_order_ms)
+        return self.floor
