@@ -51,14 +51,23 @@ class PaymentGenerator:
 
 def produce_payments(config: dict[str, Any], topic: str, n: int, partitions: int,
                      codec: Any, generator: PaymentGenerator | None = None,
-                     progress: Any = None) -> list[dict[str, Any]]:
-    """Encode and produce `n` payments; returns them (for verification)."""
+                     progress: Any = None, rate: float | None = None,
+                     should_stop: Any = lambda: False) -> list[dict[str, Any]]:
+    """Encode and produce up to `n` payments (at most `rate` per second); returns them."""
+    import time
+
     from confluent_kafka import Producer
 
     producer = Producer({**config, "linger.ms": 20, "batch.num.messages": 10_000,
                          "queue.buffering.max.messages": 500_000})
-    out = []
+    out: list[dict[str, Any]] = []
+    t0 = time.monotonic()
     for i, rec in enumerate((generator or PaymentGenerator()).records(n)):
+        if i % 1000 == 0:
+            if should_stop():
+                break
+            if rate:
+                time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         key = rec["user_id"]
         while True:
             try:

@@ -15,6 +15,10 @@ from distributed import wait as dask_wait
 from stream.errors import SchedulerUnavailable
 
 log = logging.getLogger(__name__)
+# distributed logs every worker start and stop at INFO; keep the user's console for progress.
+for _name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.core",
+              "distributed.worker", "distributed.http.proxy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class DaskExecutor:
@@ -25,7 +29,7 @@ class DaskExecutor:
         self.cluster: LocalCluster | None = None
         if scheduler is None:
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+                                        dashboard_address=None, silence_logs=False)
             address = self.cluster.scheduler_address
         else:
             address = scheduler

@@ -1,0 +1,187 @@
+"""The `stream` command: run, demo, tail, broker.
+
+    stream run examples.user_spend:pipeline --bootstrap 127.0.0.1:9092
+    stream demo --records 200000
+    stream tail user-spend-1m --schema schemas/user_spend.avsc --bootstrap 127.0.0.1:9092
+    stream broker --port 9092
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from stream.errors import PipelineError, StreamError
+
+log = logging.getLogger("stream")
+
+
+def load_pipeline(ref: str) -> Any:
+    """Import `MODULE:ATTR` (the working directory is importable); ATTR may be a factory."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise PipelineError(f"expected MODULE:ATTR (for example examples.user_spend:pipeline), got {ref!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PipelineError(f"cannot import module {module_name!r}: {exc}") from exc
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise PipelineError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj() if callable(obj) else obj
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stopped:
+            raise KeyboardInterrupt
+        self.stopped = True
+        print("\nstopping (press Ctrl-C again to stop at once)...", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stream.config import KafkaConfig, RunConfig
+    from stream.progress import Progress
+    from stream.runner import make_executor, run_pipeline
+
+    pipeline = load_pipeline(args.pipeline)
+    if not args.bootstrap:
+        raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP "
+                          "(`stream broker` starts an embedded one)")
+    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
+                       scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
+                       metrics_port=args.metrics_port)
+    executor = make_executor(config, local=args.local)
+    stop, progress = StopFlag(), Progress(every_s=5.0)
+    log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
+             executor.describe(), args.metrics_port)
+    try:
+        stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
+                             on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
+                                                               d.lag(), d.store.open_windows() if d.store else 0))
+    finally:
+        executor.close()
+    progress.done()
+    log.info("stopped: %s", stats)
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from stream.admin import check_topics, wait_for_broker
+    from stream.codecs.avro import AvroCodec
+    from stream.codecs.schemas import load_schema
+    from stream.config import KafkaConfig
+    from stream.sources.kafka import read_all
+
+    kafka = KafkaConfig(args.bootstrap)
+    md = wait_for_broker(kafka.client(), 10)
+    partitions = check_topics(md, [args.topic], "tailed")[args.topic]
+    codec = AvroCodec(load_schema(args.schema)) if args.schema else None
+    shown = 0
+    for p in range(partitions):
+        for m in read_all(kafka.consumer({"group.id": "stream-tail"}), args.topic, p):
+            try:
+                value = codec.decode(m.value) if codec else (m.value or b"").decode("utf-8", "replace")
+            except StreamError as exc:
+                value = f"<undecodable: {exc}>"
+            print(json.dumps({"partition": p, "offset": m.offset, "key": (m.key or b"").decode("utf-8", "replace"),
+                              "value": value}, default=str))
+            shown += 1
+            if args.limit and shown >= args.limit:
+                return 0
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(args.port).start()
+    print(f"embedded broker listening; bootstrap: {broker.bootstrap}  (Ctrl-C stops it; data is in memory only)",
+          flush=True)
+    try:
+        broker.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(records=args.records, duration_s=args.duration, workers=args.workers,
+                    metrics_port=args.metrics_port, local=args.local, rate=args.rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream", description="Windowed Kafka stream processing on Dask.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline against a Kafka cluster")
+    run.add_argument("pipeline", help="MODULE:ATTR of a Pipeline (or a function returning one)")
+    run.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP"), help="Kafka HOST:PORT")
+    run.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 (default: local cluster)")
+    run.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port (default 9108)")
+    run.add_argument("--app-id", help="consumer group and state name (default: the pipeline name)")
+    run.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
+    run.set_defaults(fn=_cmd_run)
+
+    demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
+    demo.add_argument("--records", type=int, default=200_000, help="payments to generate (default 200000)")
+    demo.add_argument("--duration", type=float, help="generate for this many seconds instead")
+    demo.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Dask workers")
+    demo.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port")
+    demo.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
+    demo.set_defaults(fn=_cmd_demo)
+
+    tail = sub.add_parser("tail", help="print the decoded records of a topic")
+    tail.add_argument("topic")
+    tail.add_argument("--schema", help=".avsc file of the values (default: print raw text)")
+    tail.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
+    tail.add_argument("--limit", type=int, default=0, help="stop after this many records")
+    tail.set_defaults(fn=_cmd_tail)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(fn=_cmd_broker)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.fn(args)
+    except StreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

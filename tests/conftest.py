@@ -1,0 +1,54 @@
+"""Shared fixtures: one embedded broker and one Dask cluster per test session.
+
+Each test makes its own topics (`topic_name`), so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from stream.config import KafkaConfig
+
+
+@pytest.fixture(scope="session")
+def broker():
+    from stream.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def kafka(broker) -> KafkaConfig:
+    return KafkaConfig(broker.bootstrap)
+
+
+@pytest.fixture
+def topic_name(request):
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"
+    return make
+
+
+@pytest.fixture(scope="session")
+def dask_executor():
+    from stream.execution.dask import DaskExecutor
+
+    ex = DaskExecutor(workers=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(params=["local", "dask"])
+def executor(request):
+    """The same pipeline tests run under both executors."""
+    if request.param == "dask":
+        yield request.getfixturevalue("dask_executor")
+    else:
+        from stream.execution.local import LocalExecutor
+
+        ex = LocalExecutor()
+        yield ex
+        ex.close()

@@ -1,0 +1,85 @@
+"""Helpers for tests: a payment pipeline and an independent recomputation of its windows."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from operators import Count, Last, Max, Mean, Min, Sum
+from stream.pipeline import Pipeline
+from stream.windows.specs import Hopping, Tumbling
+
+PAYMENT = "schemas/payment.avsc"
+
+OUT_SCHEMA = {
+    "type": "record", "name": "Out", "fields": [
+        {"name": "user_id", "type": "string"},
+        {"name": "window_start", "type": "long"},
+        {"name": "window_end", "type": "long"},
+        {"name": "n", "type": "long"},
+        {"name": "total", "type": "double"},
+        {"name": "low", "type": ["null", "double"]},
+        {"name": "high", "type": ["null", "double"]},
+        {"name": "mean", "type": ["null", "double"]},
+        {"name": "last_merchant", "type": ["null", "string"]},
+    ]}
+
+
+def payment_pipeline(name: str, source: str, sink: str, size_ms: int = 10_000,
+                     slide_ms: int | None = None, grace_ms: int = 3_000) -> Pipeline:
+    spec = Tumbling(size_ms) if slide_ms is None else Hopping(size_ms, slide=slide_ms)
+    return (Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
+            .filter(lambda r: r["amount"] > 0)
+            .key_by("user_id")
+            .window(spec, grace=grace_ms, aggregate={
+                "n": Count(), "total": Sum("amount"), "low": Min("amount"), "high": Max("amount"),
+                "mean": Mean("amount"), "last_merchant": Last("merchant_id")})
+            .sink(sink, schema=OUT_SCHEMA))
+
+
+def recompute(payments: list[dict[str, Any]], size_ms: int = 10_000,
+              slide_ms: int | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """Windows computed the slow, obvious way: for each record, every window it falls in."""
+    slide = slide_ms or size_ms
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for p in payments:
+        if p["amount"] <= 0:
+            continue
+        start = p["ts"] - p["ts"] % slide
+        while start > p["ts"] - size_ms:
+            groups[(p["user_id"], start)].append(p)
+            start -= slide
+    out = {}
+    for key, recs in groups.items():
+        amounts = [r["amount"] for r in recs]
+        latest = max(range(len(recs)), key=lambda i: (recs[i]["ts"], i))
+        out[key] = {"n": len(recs), "total": sum(amounts), "low": min(amounts), "high": max(amounts),
+                    "mean": sum(amounts) / len(amounts), "last_merchant": recs[latest]["merchant_id"],
+                    "window_end": key[1] + size_ms}
+    return out
+
+
+def diff_windows(expected: dict[tuple[str, int], dict[str, Any]], rows: list[dict[str, Any]],
+                 allow_duplicates: bool = False) -> list[str]:
+    """Every (key, window) that is missing, wrong, unexpected or (unless allowed) duplicated."""
+    problems, seen = [], {}
+    for r in rows:
+        k = (r["user_id"], r["window_start"])
+        if k in seen and not allow_duplicates:
+            problems.append(f"duplicate {k}")
+        if k in seen and seen[k] != r:
+            problems.append(f"conflicting duplicates for {k}: {seen[k]} vs {r}")
+        seen[k] = r
+    for k, want in expected.items():
+        got = seen.get(k)
+        if got is None:
+            problems.append(f"missing {k}")
+            continue
+        for f, v in want.items():
+            g = got[f]
+            same = math.isclose(g, v, rel_tol=1e-9, abs_tol=1e-9) if isinstance(v, float) else g == v
+            if not same:
+                problems.append(f"{k}.{f}: got {g!r}, expected {v!r}")
+    problems += [f"unexpected {k}" for k in seen if k not in expected]
+    return problems

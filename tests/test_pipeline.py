@@ -1,0 +1,66 @@
+"""An invalid pipeline fails when it is defined, with a message naming the problem."""
+
+import pickle
+
+import cloudpickle
+import pytest
+
+from operators import Count, Sum
+from stream.errors import PipelineError
+from stream.pipeline import Pipeline
+from stream.windows.specs import Tumbling
+
+from helpers import OUT_SCHEMA, PAYMENT, payment_pipeline
+
+
+def src():
+    return Pipeline("p").source("payments", schema=PAYMENT, timestamp="ts")
+
+
+def test_window_without_key_is_rejected():
+    with pytest.raises(PipelineError, match="needs key_by"):
+        src().window(Tumbling(seconds=10), aggregate={"n": Count()})
+
+
+def test_unknown_aggregation_field_is_rejected():
+    with pytest.raises(PipelineError, match="'amout'.*records here have"):
+        src().key_by("user_id").window(Tumbling(seconds=10), aggregate={"t": Sum("amout")})
+
+
+def test_negative_grace_is_rejected():
+    with pytest.raises(PipelineError, match="grace must be >= 0"):
+        src().key_by("user_id").window(Tumbling(seconds=10), grace=-1, aggregate={"n": Count()})
+
+
+def test_unknown_key_and_timestamp_fields_are_rejected():
+    with pytest.raises(PipelineError, match="key_by"):
+        src().key_by("nobody")
+    with pytest.raises(PipelineError, match="timestamp field 'when'"):
+        Pipeline("p").source("payments", schema=PAYMENT, timestamp="when")
+
+
+def test_project_narrows_known_fields():
+    with pytest.raises(PipelineError, match="records here have: user_id, ts"):
+        src().project(["user_id", "ts"]).key_by("user_id").window(
+            Tumbling(seconds=1), aggregate={"t": Sum("amount")})
+
+
+def test_sink_schema_must_match_results():
+    p = src().key_by("user_id").window(Tumbling(seconds=10), aggregate={"count": Count()})
+    with pytest.raises(PipelineError, match="does not match"):
+        p.sink("out", schema=OUT_SCHEMA)
+
+
+def test_bad_name_and_missing_parts():
+    with pytest.raises(PipelineError, match="name"):
+        Pipeline("has space")
+    with pytest.raises(PipelineError, match="no sink"):
+        src().validate()
+
+
+def test_pipeline_is_a_picklable_value():
+    p = payment_pipeline("p", "in", "out")
+    back = cloudpickle.loads(cloudpickle.dumps(p))
+    assert back.window_stage.spec == p.window_stage.spec and back.name == "p"
+    with pytest.raises(Exception):
+        pickle.dumps(p)  # plain pickle cannot take the lambda; Dask ships with cloudpickle
