@@ -16,8 +16,11 @@ from stream.config import KafkaConfig
 def broker():
     from stream.broker import EmbeddedBroker
 
+    from stream.sources.kafka import close_pool
+
     with EmbeddedBroker() as b:
         yield b
+        close_pool()  # pooled readers of this process: close them before their broker goes
 
 
 @pytest.fixture

@@ -55,10 +55,11 @@ class MemoryReader:
 class MemorySession:
     """The consumer-group side for in-memory topics: all partitions, offsets in a dict."""
 
-    def __init__(self, topics: list[MemoryTopic]) -> None:
+    def __init__(self, topics: list[MemoryTopic], offsets: dict[TP, int] | None = None) -> None:
         self.topics = topics
-        self.offsets: dict[TP, int] = {}
+        self.offsets: dict[TP, int] = offsets if offsets is not None else {}
         self._reader = MemoryReader({})
+        self._announced = False
         self.refresh()
 
     def refresh(self) -> None:
@@ -69,7 +70,11 @@ class MemorySession:
         self._reader = MemoryReader(logs)
 
     def poll(self, timeout: float) -> list[tuple[str, list[TP]]]:
-        return []
+        """The first call assigns every partition, as a group of one would."""
+        if self._announced:
+            return []
+        self._announced = True
+        return [("assigned", self.assigned())]
 
     def assigned(self) -> list[TP]:
         return [(t.name, p) for t in self.topics for p in range(t.partitions)]

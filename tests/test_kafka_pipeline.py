@@ -1,0 +1,118 @@
+"""End to end on the real embedded broker: produce, run, read the output, check every window."""
+
+import pytest
+
+from stream.admin import ensure_topic
+from stream.codecs.avro import AvroCodec
+from stream.config import KafkaConfig, RunConfig
+from stream.errors import BrokerUnavailable, TopicMissing
+from stream.generator import PaymentGenerator, produce_payments
+from stream.runner import PipelineRun, run_pipeline
+from stream.sources.kafka import read_all
+
+from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
+
+pytestmark = pytest.mark.kafka
+
+
+def setup_topics(kafka, topic_name, partitions=4):
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, partitions)
+    ensure_topic(kafka.client(), out, 2)
+    return src, out
+
+
+def read_windows(kafka, topic, partitions=2):
+    codec = AvroCodec(OUT_SCHEMA)
+    return [codec.decode(m.value) for p in range(partitions)
+            for m in read_all(kafka.consumer({"group.id": "verify"}), topic, p)]
+
+
+def produce(kafka, topic, n, seed=11, skip=0, partitions=4):
+    gen = PaymentGenerator(users=300, step_ms=4, disorder_ms=2_000, seed=seed)
+    codec = payment_pipeline("x", topic, "o").source_spec.codec
+    records = list(gen.records(skip + n))[skip:]
+    from confluent_kafka import Producer
+    from stream.generator import partition_of
+
+    p = Producer(kafka.producer())
+    for r in records:
+        p.produce(topic, codec.encode(r), r["user_id"].encode(), partition=partition_of(r["user_id"], partitions))
+    assert p.flush(30) == 0
+    return records
+
+
+def config(kafka, app, **kw):
+    return RunConfig(app_id=app, kafka=kafka, commit_interval_s=0.2, range_records=2_000, **kw)
+
+
+def test_out_of_order_input_every_window_matches_recomputation(kafka, topic_name, executor):
+    src, out = setup_topics(kafka, topic_name)
+    records = produce(kafka, src, 30_000)
+    pipeline = payment_pipeline(topic_name("app"), src, out, size_ms=10_000, slide_ms=5_000)
+    stats = run_pipeline(pipeline, config(kafka, pipeline.name), executor=executor,
+                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up(), drain=True)
+    assert stats.records_in == len(records) and stats.failed == 0 and stats.late == 0
+    assert diff_windows(recompute(records, 10_000, 5_000), read_windows(kafka, out)) == []
+
+
+def test_stop_mid_stream_and_restart_loses_no_window(kafka, topic_name, dask_executor):
+    src, out = setup_topics(kafka, topic_name)
+    first = produce(kafka, src, 20_000)
+    app = topic_name("app")
+    pipeline = payment_pipeline(app, src, out)
+    with PipelineRun(pipeline, config(kafka, app), dask_executor) as run:
+        stats1 = run.driver.run(until=lambda d: d.stats.records_in >= 8_000)  # stop, no drain
+    assert 0 < stats1.records_in < len(first) or stats1.windows > 0
+    more = produce(kafka, src, 10_000, skip=20_000)
+    with PipelineRun(pipeline, config(kafka, app), dask_executor) as run:
+        stats2 = run.driver.run(until=lambda d: d.caught_up() and d.stats.records_in > 0, drain=True)
+    assert stats2.skipped > 0  # replayed records of windows emitted before the stop
+    assert diff_windows(recompute(first + more), read_windows(kafka, out)) == []
+
+
+def test_undecodable_records_are_counted_and_good_ones_processed(kafka, topic_name):
+    from confluent_kafka import Producer
+    from stream.execution.local import LocalExecutor
+
+    src, out = setup_topics(kafka, topic_name, partitions=1)
+    records = produce(kafka, src, 2_000, partitions=1)
+    p = Producer(kafka.producer())
+    for bad in (b"\x02truncated", b"", None):
+        p.produce(src, bad, b"bad", partition=0)
+    p.flush(10)
+    later = produce(kafka, src, 500, skip=2_000, partitions=1)
+    pipeline = payment_pipeline(topic_name("app"), src, out)
+    ex = LocalExecutor()
+    stats = run_pipeline(pipeline, config(kafka, pipeline.name), executor=ex,
+                         until=lambda d: d.stats.records_in >= 2_503 and d.caught_up(), drain=True)
+    ex.close()
+    assert (stats.failed, stats.skipped) == (2, 1)
+    assert diff_windows(recompute(records + later), read_windows(kafka, out)) == []
+
+
+def test_missing_input_topic_names_it_and_the_existing_ones(kafka, topic_name):
+    src, out = setup_topics(kafka, topic_name)
+    pipeline = payment_pipeline("app", "no-such-topic", out)
+    with pytest.raises(TopicMissing, match="'no-such-topic' does not exist; topics on the broker: .*" + src):
+        PipelineRun(pipeline, config(kafka, "app"))
+
+
+def test_unreachable_broker_is_reported_with_the_address():
+    from stream.broker import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    pipeline = payment_pipeline("app", "in", "out")
+    cfg = RunConfig(app_id="app", kafka=KafkaConfig(address), connect_timeout_s=1.0)
+    with pytest.raises(BrokerUnavailable, match=f"no Kafka broker answered at {address} within 1 s"):
+        PipelineRun(pipeline, cfg)
+
+
+def test_unreachable_scheduler_is_reported_with_the_address():
+    from stream.broker import free_port
+    from stream.errors import SchedulerUnavailable
+    from stream.execution.dask import DaskExecutor
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(SchedulerUnavailable, match=f"no Dask scheduler answered at {address}"):
+        DaskExecutor(address, connect_timeout_s=1.0)
