@@ -6,10 +6,10 @@ from stream.admin import ensure_topic
 from stream.codecs.avro import AvroCodec
 from stream.config import KafkaConfig, RunConfig
 from stream.errors import BrokerUnavailable, TopicMissing
-from stream.generator import PaymentGenerator, produce_payments
 from stream.runner import PipelineRun, run_pipeline
 from stream.sources.kafka import read_all
 
+from tests_payments import produce_into as produce
 from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
 
 pytestmark = pytest.mark.kafka
@@ -26,20 +26,6 @@ def read_windows(kafka, topic, partitions=2):
     codec = AvroCodec(OUT_SCHEMA)
     return [codec.decode(m.value) for p in range(partitions)
             for m in read_all(kafka.consumer({"group.id": "verify"}), topic, p)]
-
-
-def produce(kafka, topic, n, seed=11, skip=0, partitions=4):
-    gen = PaymentGenerator(users=300, step_ms=4, disorder_ms=2_000, seed=seed)
-    codec = payment_pipeline("x", topic, "o").source_spec.codec
-    records = list(gen.records(skip + n))[skip:]
-    from confluent_kafka import Producer
-    from stream.generator import partition_of
-
-    p = Producer(kafka.producer())
-    for r in records:
-        p.produce(topic, codec.encode(r), r["user_id"].encode(), partition=partition_of(r["user_id"], partitions))
-    assert p.flush(30) == 0
-    return records
 
 
 def config(kafka, app, **kw):

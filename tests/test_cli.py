@@ -1,0 +1,114 @@
+"""The command line as a user runs it: real processes, real broker."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from stream.admin import ensure_topic
+from stream.broker import free_port
+
+from helpers import diff_windows, recompute
+
+STREAM = [sys.executable, "-m", "stream.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=240, **kw):
+    return subprocess.run([*STREAM, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_demo_runs_and_verifies_every_window():
+    out = run_cli("demo", "--records", "20000", "--workers", "2", "--metrics-port", "0")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "verified: all" in out.stdout and "windows match an independent recomputation" in out.stdout
+    assert "sample results" in out.stdout
+
+
+def test_run_against_missing_broker_names_the_address():
+    address = f"127.0.0.1:{free_port()}"
+    out = run_cli("run", "examples.user_spend:pipeline", "--bootstrap", address, "--local",
+                  "--metrics-port", "0", timeout=60)
+    assert out.returncode == 2
+    assert f"error: no Kafka broker answered at {address}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_run_with_bad_pipeline_reference_says_what_is_wrong():
+    out = run_cli("run", "examples.user_spend", "--bootstrap", "127.0.0.1:1", timeout=60)
+    assert out.returncode == 2 and "expected MODULE:ATTR" in out.stderr
+
+
+@pytest.mark.kafka
+def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_name, tmp_path):
+    from tests_payments import produce_into
+
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 2)
+    ensure_topic(kafka.client(), out, 1)
+    records = produce_into(kafka, src, 6_000, partitions=2)
+    (tmp_path / "mypipe.py").write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from helpers import payment_pipeline
+        pipeline = payment_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r})
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*STREAM, "run", "mypipe:pipeline", "--bootstrap", kafka.bootstrap, "--workers", "1",
+                             "--metrics-port", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        rows = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(rows) < 50:
+            time.sleep(1)
+            rows = _read(kafka, out)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert len(rows) >= 50
+    expected = recompute(records)
+    emitted = _read(kafka, out)
+    assert diff_windows({k: v for k, v in expected.items() if k in {(r["user_id"], r["window_start"]) for r in emitted}},
+                        emitted) == []
+    tail = run_cli("tail", out, "--bootstrap", kafka.bootstrap, "--schema", str(ROOT / "tests" / "out.avsc"),
+                   "--limit", "3", timeout=60)
+    assert tail.returncode == 0 and tail.stdout.count('"window_start"') == 3, tail.stderr
+
+
+def _read(kafka, topic):
+    from stream.codecs.avro import AvroCodec
+    from stream.sources.kafka import read_all
+    from helpers import OUT_SCHEMA
+
+    codec = AvroCodec(OUT_SCHEMA)
+    return [codec.decode(m.value) for m in read_all(kafka.consumer({"group.id": "cli-check"}), topic, 0)]
+
+
+@pytest.mark.kafka
+def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c():
+    port = free_port()
+    proc = subprocess.Popen([*STREAM, "broker", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"bootstrap: 127.0.0.1:{port}" in line
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from stream.admin import wait_for_broker
+    from stream.errors import BrokerUnavailable
+    with pytest.raises(BrokerUnavailable):
+        wait_for_broker({"bootstrap.servers": f"127.0.0.1:{port}"}, 1.0)
