@@ -7,8 +7,10 @@ core); with `scheduler="tcp://host:8786"` it uses an existing cluster.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
+import dask
 from distributed import Client, Future, LocalCluster
 from distributed import wait as dask_wait
 
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 for _name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.core",
               "distributed.worker", "distributed.http.proxy"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+dask.config.set({"logging.distributed": "warning"})
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes at start
 
 
 class DaskExecutor:

@@ -6,7 +6,7 @@ partition is idle, the watermark is the highest partition watermark, so a quiet 
 closes the windows it has seen past. It never goes backwards.
 
 >>> w = Watermarks(out_of_order_ms=1000, idle_timeout_ms=5000)
->>> w.observe("p0", max_ts=10_000, now_ms=0); w.observe("p1", max_ts=4_000, now_ms=0)
+>>> w.observe("p0", 10_000, now_ms=0, caught_up=True); w.observe("p1", 4_000, now_ms=0, caught_up=True)
 >>> w.current(now_ms=0)
 3000
 >>> w.current(now_ms=6000)  # both idle now: the quiet stream still advances
