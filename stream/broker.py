@@ -35,6 +35,16 @@ def broker_binary() -> str:
         raise BrokerNotFound(f"the embedded broker binary was not found: {exc}") from exc
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to kill it when the process that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: stop() still stops it on a normal exit
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +70,8 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         try:
             wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
         except StreamError:
