@@ -13,7 +13,7 @@ sequential one. Accumulators are plain numbers, tuples or None so they serialize
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 
 class Aggregation:
@@ -92,38 +92,37 @@ def _pick(a: Any, b: Any, better: Any) -> Any:
     return better(a, b)
 
 
+class _Extreme(Aggregation):
+    """Shared logic of Min and Max: keep the `better` of present values (None if none)."""
+
+    field: str
+    better: ClassVar[Callable[..., Any]]
+
+    def create(self) -> Any:
+        return None
+
+    def add(self, acc: Any, values: Iterable[Any]) -> Any:
+        present = _present(values)
+        return _pick(acc, self.better(present), self.better) if present else acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return _pick(a, b, self.better)
+
+
 @dataclass(frozen=True)
-class Min(Aggregation):
+class Min(_Extreme):
     """Smallest value of a field (None when every value was null)."""
 
     field: str
-
-    def create(self) -> Any:
-        return None
-
-    def add(self, acc: Any, values: Iterable[Any]) -> Any:
-        present = _present(values)
-        return _pick(acc, min(present), min) if present else acc
-
-    def merge(self, a: Any, b: Any) -> Any:
-        return _pick(a, b, min)
+    better: ClassVar[Callable[..., Any]] = staticmethod(min)
 
 
 @dataclass(frozen=True)
-class Max(Aggregation):
+class Max(_Extreme):
     """Largest value of a field (None when every value was null)."""
 
     field: str
-
-    def create(self) -> Any:
-        return None
-
-    def add(self, acc: Any, values: Iterable[Any]) -> Any:
-        present = _present(values)
-        return _pick(acc, max(present), max) if present else acc
-
-    def merge(self, a: Any, b: Any) -> Any:
-        return _pick(a, b, max)
+    better: ClassVar[Callable[..., Any]] = staticmethod(max)
 
 
 @dataclass(frozen=True)

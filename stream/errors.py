@@ -25,26 +25,30 @@ class ConfigError(StreamError):
         super().__init__(f"configuration setting {setting!r}: {problem}")
 
 
-class BrokerUnavailable(StreamError):
+class _Unreachable(StreamError):
+    """Nothing answered at `address` within the wait; subclasses name the thing and the fix."""
+
+    what = "service"
+    hint = ""
+
+    def __init__(self, address: str, waited_s: float, detail: str = "") -> None:
+        self.address = address
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"no {self.what} answered at {address} within {waited_s:.0f} s{extra}. {self.hint}")
+
+
+class BrokerUnavailable(_Unreachable):
     """No Kafka broker answered at `address` within the wait."""
 
-    def __init__(self, address: str, waited_s: float, detail: str = "") -> None:
-        self.address = address
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"no Kafka broker answered at {address} within {waited_s:.0f} s{extra}. "
-            "Check --bootstrap, or run `stream broker` to start the embedded one.")
+    what = "Kafka broker"
+    hint = "Check --bootstrap, or run `stream broker` to start the embedded one."
 
 
-class SchedulerUnavailable(StreamError):
+class SchedulerUnavailable(_Unreachable):
     """No Dask scheduler answered at `address` within the wait."""
 
-    def __init__(self, address: str, waited_s: float, detail: str = "") -> None:
-        self.address = address
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"no Dask scheduler answered at {address} within {waited_s:.0f} s{extra}. "
-            "Check --scheduler, or leave it out to start a local cluster.")
+    what = "Dask scheduler"
+    hint = "Check --scheduler, or leave it out to start a local cluster."
 
 
 class TopicMissing(StreamError):

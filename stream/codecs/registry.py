@@ -1,0 +1,96 @@
+"""Avro in the Confluent wire format through a schema registry.
+
+Each value is a magic byte 0, a 4-byte big-endian schema id, then the Avro body. Writer
+schemas are fetched by id once and cached; the reader schema (the local `.avsc`) resolves
+them, so a writer that added a field with a default decodes fine. Encoding registers the
+reader schema under `subject` once and prefixes its id.
+
+>>> c = RegistryAvroCodec("http://registry:8081", {"type": "record", "name": "P", "fields": []})
+>>> c.fields
+[]
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import fastavro
+
+from stream.codecs.avro import AvroCodec, read_exact
+from stream.errors import DecodeError, EncodeError
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+class RegistryAvroCodec:
+    """Encode and decode Confluent-framed Avro; registry clients are created per process."""
+
+    def __init__(self, url: str, reader_schema: dict[str, Any], subject: str | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.schema = reader_schema
+        self.subject = subject or f"{reader_schema.get('name', 'value')}-value"
+        self.settings = dict(settings or {})
+        self._client: Any = None
+        self._writers: dict[int, Any] = {}
+        self._reader: Any = None
+        self._encoder: tuple[int, AvroCodec] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "schema": self.schema, "subject": self.subject, "settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["schema"], state["subject"], state["settings"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"RegistryAvroCodec({self.url}, subject={self.subject!r})"
+
+    @property
+    def fields(self) -> list[str]:
+        return [f["name"] for f in self.schema.get("fields", [])]
+
+    def _registry(self) -> Any:
+        if self._client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            self._client = SchemaRegistryClient({"url": self.url, **self.settings})
+        return self._client
+
+    def _writer(self, schema_id: int, data: bytes) -> Any:
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+            try:
+                found = self._registry().get_schema(schema_id)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in {self.url}", data) from exc
+                raise  # registry trouble is retried by the runtime, not dead-lettered
+            writer = self._writers[schema_id] = fastavro.parse_schema(json.loads(found.schema_str))
+        return writer
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        if data is None:
+            raise DecodeError("tombstone", "null value", None)
+        if len(data) < _HEADER.size or data[0] != MAGIC:
+            raise DecodeError("bad_magic_byte", f"expected magic byte 0 and a schema id, got {data[:5]!r}", data)
+        _, schema_id = _HEADER.unpack_from(data)
+        if self._reader is None:
+            self._reader = fastavro.parse_schema(self.schema)
+        return read_exact(data, self._writer(schema_id, data), self._reader, skip=_HEADER.size)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        if self._encoder is None:
+            from confluent_kafka.schema_registry import Schema
+
+            try:
+                schema_id = self._registry().register_schema(self.subject, Schema(json.dumps(self.schema), "AVRO"))
+            except Exception as exc:
+                raise EncodeError(f"cannot register the schema under {self.subject!r} at {self.url}: {exc}") from exc
+            self._encoder = (schema_id, AvroCodec(self.schema))
+        schema_id, codec = self._encoder
+        return _HEADER.pack(MAGIC, schema_id) + codec.encode(record)

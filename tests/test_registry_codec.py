@@ -1,0 +1,99 @@
+"""The Confluent wire-format codec against the real registry client library.
+
+There is no schema registry server on this machine, so the test serves the two REST calls
+the codec uses (`POST /subjects/{s}/versions`, `GET /schemas/ids/{id}`) from a small
+in-test HTTP server; everything else is the real confluent_kafka.schema_registry client.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from stream.codecs.registry import RegistryAvroCodec
+from stream.errors import DecodeError
+
+V1 = {"type": "record", "name": "Pay", "fields": [{"name": "user", "type": "string"},
+                                                   {"name": "amount", "type": "double"}]}
+V2 = {"type": "record", "name": "Pay", "fields": V1["fields"] + [
+    {"name": "country", "type": "string", "default": "DE"}]}
+INCOMPATIBLE = {"type": "record", "name": "Pay", "fields": [{"name": "user", "type": "long"}]}
+
+
+@pytest.fixture
+def registry():
+    schemas: dict[int, str] = {}
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            requests.append(f"POST {self.path}")
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            sid = next((i for i, s in schemas.items() if s == body["schema"]), len(schemas) + 1)
+            schemas[sid] = body["schema"]
+            self._send(200, {"id": sid})
+
+        def do_GET(self):
+            requests.append(f"GET {self.path}")
+            sid = int(self.path.split("?")[0].rsplit("/", 1)[1])
+            if sid not in schemas:
+                return self._send(404, {"error_code": 40403, "message": "Schema not found"})
+            self._send(200, {"schema": schemas[sid], "schemaType": "AVRO"})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", requests
+    server.shutdown()
+
+
+def test_round_trip_and_writer_schema_cached(registry):
+    url, requests = registry
+    codec = RegistryAvroCodec(url, V1, subject="pay-value")
+    data = codec.encode({"user": "u1", "amount": 2.5})
+    assert data[0] == 0 and int.from_bytes(data[1:5], "big") == 1
+    fresh = RegistryAvroCodec(url, V1, subject="pay-value")
+    assert [fresh.decode(data) for _ in range(3)] == [{"user": "u1", "amount": 2.5}] * 3
+    assert sum(r.startswith("GET") for r in requests) == 1
+
+
+def test_added_field_with_default_is_resolved(registry):
+    url, _ = registry
+    old = RegistryAvroCodec(url, V1, subject="pay-value").encode({"user": "u1", "amount": 1.0})
+    assert RegistryAvroCodec(url, V2, subject="pay-value").decode(old) == {"user": "u1", "amount": 1.0, "country": "DE"}
+
+
+@pytest.mark.parametrize("data,reason", [(b"\x01\x00\x00\x00\x01abc", "bad_magic_byte"), (b"\x00", "bad_magic_byte"),
+                                         (b"\x00\x00\x00\x00\x63abc", "unknown_schema_id")])
+def test_bad_framing_and_unknown_ids_are_decode_errors(registry, data, reason):
+    url, _ = registry
+    with pytest.raises(DecodeError) as exc:
+        RegistryAvroCodec(url, V1).decode(data)
+    assert exc.value.reason == reason
+
+
+def test_incompatible_writer_is_a_decode_error(registry):
+    url, _ = registry
+    data = RegistryAvroCodec(url, INCOMPATIBLE, subject="other").encode({"user": 5})
+    with pytest.raises(DecodeError) as exc:
+        RegistryAvroCodec(url, V1).decode(data)
+    assert exc.value.reason == "decode_failed"
+
+
+def test_pipeline_source_uses_registry_when_url_given(registry):
+    from stream.pipeline import Pipeline
+
+    url, _ = registry
+    p = Pipeline("r").source("t", schema=V1, registry_url=url)
+    assert isinstance(p.source_spec.codec, RegistryAvroCodec)
