@@ -146,7 +146,7 @@ def main() -> int:
     from stream.generator import PaymentGenerator, produce_payments
     from stream.progress import Progress
     from stream.runner import PipelineRun
-    from stream.sources.kafka import read_all
+    from stream.sources.kafka import close_pool, read_all
 
     with EmbeddedBroker() as broker:
         kafka = KafkaConfig(broker.bootstrap)
@@ -191,6 +191,7 @@ def main() -> int:
         rows = [codec.decode(m.value) for p in range(PARTITIONS)
                 for m in read_all(kafka.consumer({"group.id": "bench-check"}), out, p)]
         problems = compare(base, rows)
+        close_pool()  # this process's pooled readers go before their broker does
 
     result = {
         "records": args.records, "workers": args.workers, "windows": len(base),

@@ -92,7 +92,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
     from stream.generator import produce_payments
     from stream.progress import Progress
     from stream.runner import PipelineRun, make_executor
-    from stream.sources.kafka import read_all
+    from stream.sources.kafka import close_pool, read_all
 
     pipeline = demo_pipeline()
     stop = StopFlag()
@@ -146,6 +146,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
                 for m in read_all(kafka.consumer({"group.id": "demo-check"}), OUTPUT, p)]
         _print_samples(rows)
         problems = compare_windows(expected_windows(produced), rows)
+        close_pool()  # this process's pooled readers go before their broker does
         if problems:
             print(f"\nFAILED: {len(problems)} window(s) differ from a recomputation, e.g.:", file=sys.stderr)
             for line in problems[:10]:

@@ -15,6 +15,8 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from stream.errors import ConfigError
+
 
 class Metrics:
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
@@ -81,5 +83,9 @@ class Metrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve /metrics on `addr:port` (port 0: any free port); returns the port."""
-        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError("metrics_port", f"cannot serve metrics on {addr}:{port}: {exc.strerror}; "
+                              "pick another --metrics-port (0 takes any free port)") from exc
         return server.server_port

@@ -114,3 +114,16 @@ def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c():
     assert proc.returncode == 0
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"broker processes left running: {alive}"
+
+
+def test_busy_metrics_port_is_a_clear_configuration_error():
+    import socket
+
+    from stream.errors import ConfigError
+    from stream.metrics import Metrics
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ConfigError, match="metrics_port.*pick another --metrics-port"):
+            Metrics("p").serve(s.getsockname()[1])

@@ -102,3 +102,20 @@ def test_unreachable_scheduler_is_reported_with_the_address():
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(SchedulerUnavailable, match=f"no Dask scheduler answered at {address}"):
         DaskExecutor(address, connect_timeout_s=1.0)
+
+
+def test_existing_scheduler_by_address(kafka, topic_name, dask_executor):
+    """--scheduler ADDR: connect to a running cluster instead of starting one."""
+    from stream.execution.dask import DaskExecutor
+
+    src, out = setup_topics(kafka, topic_name, partitions=2)
+    records = produce(kafka, src, 3_000, partitions=2)
+    remote = DaskExecutor(dask_executor.address)
+    try:
+        assert remote.cluster is None and remote.workers == 2
+        pipeline = payment_pipeline(topic_name("app"), src, out)
+        run_pipeline(pipeline, config(kafka, pipeline.name, scheduler=dask_executor.address), executor=remote,
+                     until=lambda d: d.stats.records_in >= len(records) and d.caught_up(), drain=True)
+    finally:
+        remote.close()
+    assert diff_windows(recompute(records), read_windows(kafka, out)) == []
