@@ -43,6 +43,7 @@ class WindowStore:
     emitted_through: int = NEVER
     panes: dict[int, dict[Any, list[Any]]] = field(default_factory=dict)
     first_offsets: dict[tuple[Hashable, int], int] = field(default_factory=dict)
+    key_partitions: dict[Any, Hashable] = field(default_factory=dict)
 
     def _closes_at(self, window_start: int) -> int:
         return window_start + self.spec.size_ms + self.grace_ms
@@ -69,6 +70,7 @@ class WindowStore:
             if self.pane_closed(pane):
                 continue
             by_key = self.panes.setdefault(pane, {})
+            self.key_partitions[key] = part
             old = by_key.get(key)
             by_key[key] = accs if old is None else [a.merge(x, y) for a, x, y in zip(aggs, old, accs)]
         for pane, offset in first_offsets.items():
@@ -91,8 +93,12 @@ class WindowStore:
             return []
         out = [r for s in self._closing_windows(watermark) for r in self._results(s)]
         self.emitted_through = watermark
-        for pane in [p for p in self.panes if self.pane_closed(p)]:
+        dead = [p for p in self.panes if self.pane_closed(p)]
+        for pane in dead:
             del self.panes[pane]
+        if dead:  # keep the key -> partition map as small as the live state
+            live = set().union(*(by_key.keys() for by_key in self.panes.values()))
+            self.key_partitions = {k: p for k, p in self.key_partitions.items() if k in live}
         for slot in [s for s in self.first_offsets if self.pane_closed(s[1])]:
             del self.first_offsets[slot]
         return out
@@ -111,7 +117,19 @@ class WindowStore:
                 for key, accs in merged.items()]
 
     def drop_partition(self, part: Hashable) -> None:
-        """Forget offsets tracked for a partition (its panes stay: keys may span partitions)."""
+        """Forget a revoked partition's window state: its keys' panes and its offsets.
+
+        Keyed state needs input partitioned by key, so each key lives in one partition; the
+        partition's next owner rebuilds these windows from the committed offsets.
+        """
+        gone = {k for k, p in self.key_partitions.items() if p == part}
+        for by_key in self.panes.values():
+            for k in gone & by_key.keys():
+                del by_key[k]
+        for k in gone:
+            del self.key_partitions[k]
+        for pane in [p for p, by_key in self.panes.items() if not by_key]:
+            del self.panes[pane]
         for slot in [s for s in self.first_offsets if s[0] == part]:
             del self.first_offsets[slot]
 
@@ -131,3 +149,5 @@ class WindowStore:
             assert pane % self.spec.slide_ms == 0, f"pane {pane} not aligned"
         for _, pane in self.first_offsets:
             assert not self.pane_closed(pane)
+        for by_key in self.panes.values():
+            assert by_key.keys() <= self.key_partitions.keys(), "a key without its partition"
