@@ -119,3 +119,30 @@ def test_existing_scheduler_by_address(kafka, topic_name, dask_executor):
     finally:
         remote.close()
     assert diff_windows(recompute(records), read_windows(kafka, out)) == []
+
+
+def test_stateless_pipeline_writes_every_kept_record_once(kafka, topic_name, executor):
+    """No window: filter + map + key_by, each surviving input record becomes one output record."""
+    from stream.codecs.avro import AvroCodec
+    from stream.codecs.schemas import load_schema
+    from stream.pipeline import Pipeline
+
+    src, out = setup_topics(kafka, topic_name)
+    records = produce(kafka, src, 5_000)
+    pipeline = (Pipeline(topic_name("app")).source(src, schema="schemas/payment.avsc", timestamp="ts")
+                .filter(lambda r: r["amount"] > 20)
+                .map(lambda r: {**r, "amount": round(r["amount"] * 1.1, 2), "currency": "USD"})
+                .key_by("user_id")
+                .sink(out, schema="schemas/payment.avsc"))
+    stats = run_pipeline(pipeline, config(kafka, pipeline.name), executor=executor,
+                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+    codec = AvroCodec(load_schema("schemas/payment.avsc"))
+    got = {}
+    for p in range(2):
+        for m in read_all(kafka.consumer({"group.id": "verify"}), out, p):
+            r = codec.decode(m.value)
+            assert m.key == r["user_id"].encode() and r["payment_id"] not in got
+            got[r["payment_id"]] = r
+    want = {r["payment_id"]: {**r, "amount": round(r["amount"] * 1.1, 2), "currency": "USD"}
+            for r in records if r["amount"] > 20}
+    assert got == want and stats.records_out == len(want)
