@@ -69,6 +69,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
                        scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
                        metrics_port=args.metrics_port)
+    if args.create_topics:
+        from stream.admin import ensure_topic, wait_for_broker
+
+        wait_for_broker(config.kafka.client(), config.connect_timeout_s)
+        for topic in [*pipeline.source_spec.topics, pipeline.sink_spec.topic]:
+            ensure_topic(config.kafka.client(), topic, args.create_topics)
     executor = make_executor(config, local=args.local)
     stop, progress = StopFlag(), Progress(every_s=5.0)
     log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
@@ -143,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port (default 9108)")
     run.add_argument("--app-id", help="consumer group and state name (default: the pipeline name)")
     run.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
+    run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+                     help="create missing input and output topics with this many partitions")
     run.set_defaults(fn=_cmd_run)
 
     demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
