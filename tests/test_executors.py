@@ -1,6 +1,5 @@
 """The whole driver loop on in-memory topics, under both executors (no broker)."""
 
-import random
 
 import pytest
 
