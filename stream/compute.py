@@ -28,7 +28,7 @@ Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | None) -> Failure:
     text = str(exc)
     return Failure(offset, reason, type(exc).__name__, text[:500],
-                   msg.key if msg else None, msg.value if msg else None)
+                   msg.key if msg else None, msg.value if msg else None, msg.headers if msg else ())
 
 
 def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Partial) -> list[Row]:

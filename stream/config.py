@@ -94,5 +94,9 @@ class RunConfig:
         return self.max_inflight or 3 * self.workers
 
     @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.app_id}.dlq"
+
+    @property
     def checkpoint_topic(self) -> str:
         return f"{self.app_id}.checkpoints"

@@ -59,7 +59,8 @@ class Driver:
     def __init__(self, pipeline: Pipeline, session: Any, sink: Any, executor: Any,
                  checkpoints: Any, *, range_records: int = 20_000, max_inflight: int = 6,
                  commit_interval_s: float = 1.0, idle_timeout_ms: int = 5_000,
-                 metrics: Any = None, app_id: str | None = None) -> None:
+                 metrics: Any = None, app_id: str | None = None,
+                 dead_letter_topic: str | None = None) -> None:
         pipeline.validate()
         self.pipeline = pipeline
         self.session, self.sink, self.executor, self.checkpoints = session, sink, executor, checkpoints
@@ -67,6 +68,7 @@ class Driver:
         self.commit_interval_s = commit_interval_s
         self.metrics = metrics
         self.app_id = app_id or pipeline.name
+        self.dead_letter_topic = dead_letter_topic
         stage = pipeline.window_stage
         self.store = WindowStore(stage.spec, stage.aggregations, stage.grace_ms) if stage else None
         ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
@@ -224,7 +226,10 @@ class Driver:
                 self.metrics.late(n)
 
     def _failed(self, tp: TP, f: Failure) -> None:
+        """Count, log and (when a dead-letter topic is set) write a failed record there."""
         self.stats.failed += 1
+        if self.dead_letter_topic is not None:
+            self.sink.produce(self.dead_letter_topic, f.key, f.value, f.dead_letter_headers(*tp))
         if self.metrics:
             self.metrics.failed(f.reason)
         if self.stats.failed <= 100 or self.stats.failed % 1000 == 0:
@@ -250,7 +255,9 @@ class Driver:
             try:
                 value = sink.codec.encode(record)  # type: ignore[union-attr]
             except EncodeError as exc:
-                self._failed(("<window>", 0), Failure(w.start, "encode_failed", "EncodeError", str(exc)))
+                failure = Failure(w.start, "encode_failed", "EncodeError", str(exc)[:500],
+                                  f"{w.key}@{w.start}".encode(), repr(record).encode())
+                self._failed((sink.topic, -1), failure)  # type: ignore[union-attr]
                 continue
             self.sink.produce(sink.topic, f"{w.key}@{w.start}".encode(), value, self._headers)  # type: ignore[union-attr]
         self.stats.windows += len(results)

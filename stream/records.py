@@ -33,6 +33,15 @@ class Failure:
     message: str
     key: bytes | None = None
     value: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def dead_letter_headers(self, topic: str, partition: int) -> tuple[tuple[str, bytes], ...]:
+        """The original headers plus where the record came from and why it failed."""
+        return self.headers + (
+            ("dlq.reason", self.reason.encode()), ("dlq.error.type", self.error_type.encode()),
+            ("dlq.error.message", self.message.encode("utf-8", "replace")),
+            ("dlq.source.topic", topic.encode()), ("dlq.source.partition", str(partition).encode()),
+            ("dlq.source.offset", str(self.offset).encode()))
 
 
 @dataclass(slots=True)

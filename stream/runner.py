@@ -37,6 +37,8 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig) -> None:
     check_topics(md, [pipeline.sink_spec.topic], "output")  # type: ignore[union-attr]
     ensure_topic(config.kafka.client(), config.checkpoint_topic, 1,
                  {"cleanup.policy": "compact", "retention.ms": "-1"})
+    ensure_topic(config.kafka.client(), config.dead_letter_topic, 1,
+                 {"cleanup.policy": "delete", "retention.ms": "-1"})
 
 
 class PipelineRun:
@@ -67,7 +69,7 @@ class PipelineRun:
                                  range_records=config.range_records, max_inflight=config.inflight,
                                  commit_interval_s=config.commit_interval_s,
                                  idle_timeout_ms=config.idle_timeout_ms, metrics=self.metrics,
-                                 app_id=config.app_id)
+                                 app_id=config.app_id, dead_letter_topic=config.dead_letter_topic)
         except BaseException:
             self._stack.close()
             raise

@@ -27,7 +27,7 @@ def make_topic(n=6_000, partitions=3, seed=5):
 def run(pipeline, session, executor, checkpoints=None, sink=None, **kw):
     sink = sink or MemorySink()
     d = Driver(pipeline, session, sink, executor, checkpoints or MemoryCheckpoints(), range_records=700,
-               max_inflight=4, commit_interval_s=0.05, **kw)
+               max_inflight=4, commit_interval_s=0.05, dead_letter_topic=f"{pipeline.name}.dlq", **kw)
     return d, sink
 
 
@@ -112,4 +112,33 @@ def test_undecodable_records_are_counted_and_the_rest_processed(bad):
     stats = d.run(until=lambda d: d.caught_up(), drain=True)
     ex.close()
     assert (stats.failed, stats.skipped) == ((0, 1) if bad is None else (1, 0))
+    dead = sink.records["mem.dlq"]
+    assert [(k, v) for k, v, _ in dead] == ([] if bad is None else [(b"x", bad)])
     assert diff_windows(recompute(records + [extra]), decode_all(sink)) == []
+
+
+def test_operator_errors_go_to_the_dead_letter_topic_with_original_bytes():
+    from stream.execution.local import LocalExecutor
+    from stream.pipeline import Pipeline
+    from operators import Count
+    from stream.windows.specs import Tumbling
+
+    topic, records = make_topic(n=500, partitions=1)
+    poison = {r["payment_id"] for r in records[::100]}
+    p = (Pipeline("ops").source("payments", schema="schemas/payment.avsc", timestamp="ts")
+         .map(lambda r: r if r["payment_id"] not in poison else 1 / 0)
+         .key_by("user_id").window(Tumbling(seconds=10), aggregate={"n": Count()})
+         .sink("out", schema={"type": "record", "name": "O", "fields": [
+             {"name": "user_id", "type": "string"}, {"name": "window_start", "type": "long"},
+             {"name": "window_end", "type": "long"}, {"name": "n", "type": "long"}]}))
+    ex = LocalExecutor()
+    d, sink = run(p, MemorySession([topic]), ex)
+    stats = d.run(until=lambda d: d.caught_up(), drain=True)
+    ex.close()
+    dead = sink.records["ops.dlq"]
+    assert stats.failed == len(poison) == len(dead) == 5
+    codec = AvroCodec(load_schema("schemas/payment.avsc"))
+    assert {codec.decode(v)["payment_id"] for _, v, _ in dead} == poison
+    assert all(dict(h)["dlq.reason"] == b"operator_error" and dict(h)["dlq.error.type"] == b"ZeroDivisionError"
+               for _, _, h in dead)
+    assert sum(r["n"] for r in (AvroCodec(p.sink_spec.codec.schema).decode(v) for _, v, _ in sink.records["out"])) == 495

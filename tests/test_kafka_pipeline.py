@@ -75,6 +75,12 @@ def test_undecodable_records_are_counted_and_good_ones_processed(kafka, topic_na
     ex.close()
     assert (stats.failed, stats.skipped) == (2, 1)
     assert diff_windows(recompute(records + later), read_windows(kafka, out)) == []
+    dead = read_all(kafka.consumer({"group.id": "verify"}), f"{pipeline.name}.dlq", 0)
+    assert [(m.key, m.value) for m in dead] == [(b"bad", b"\x02truncated"), (b"bad", b"")]
+    headers = [dict(m.headers) for m in dead]
+    assert [h["dlq.reason"] for h in headers] == [b"decode_failed", b"decode_failed"]
+    assert [h["dlq.source.offset"] for h in headers] == [b"2000", b"2001"]
+    assert all(h["dlq.source.topic"] == src.encode() and h["dlq.source.partition"] == b"0" for h in headers)
 
 
 def test_missing_input_topic_names_it_and_the_existing_ones(kafka, topic_name):
