@@ -148,15 +148,18 @@ class Driver:
     # -- results --------------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:
         for fut in self.executor.wait(list(self.inflight), timeout):
+            outcome = self.executor.outcome(fut)
+            if outcome is None:
+                continue  # went back to pending (its worker left): still in flight
             task, attempt = self.inflight.pop(fut)
-            st = self.parts.get(task.tp)
-            exc = fut.exception()
+            result, exc = outcome
             if exc is not None:
                 self._retry(task, attempt, exc)
                 continue
+            st = self.parts.get(task.tp)
             if st is None:
                 continue  # revoked while in flight
-            self._accept(task, st, fut.result())
+            self._accept(task, st, result)
 
     def _retry(self, task: RangeTask, attempt: int, exc: BaseException) -> None:
         self.stats.task_failures += 1

@@ -127,3 +127,29 @@ def test_busy_metrics_port_is_a_clear_configuration_error():
         s.listen()
         with pytest.raises(ConfigError, match="metrics_port.*pick another --metrics-port"):
             Metrics("p").serve(s.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly():
+    """A terminal's Ctrl-C reaches the driver and the Dask workers; the run must still stop cleanly."""
+    proc = subprocess.Popen([*STREAM, "demo", "--duration", "120", "--rate", "5000", "--workers", "2",
+                             "--metrics-port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("[") and " in " in line and "in         0" not in line:
+                break
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped early" in output
+    _, alive = psutil.wait_procs(kids, timeout=15)
+    assert not alive, f"left running: {alive}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any, Callable
 
 import dask
@@ -25,6 +27,24 @@ dask.config.set({"logging.distributed": "warning"})
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes at start
 
 
+def _start_local_cluster(workers: int) -> LocalCluster:
+    """A LocalCluster whose worker processes ignore SIGINT.
+
+    Ctrl-C reaches every process of the terminal's process group; the driver stops cleanly on
+    it, but workers that die from it would leave in-flight tasks pending forever. A process
+    started while SIGINT is ignored inherits that.
+    """
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=False)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 class DaskExecutor:
     """Executor protocol over a Dask client; tasks for pin `p` prefer worker `p mod n`."""
 
@@ -32,8 +52,7 @@ class DaskExecutor:
                  connect_timeout_s: float = 10.0) -> None:
         self.cluster: LocalCluster | None = None
         if scheduler is None:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=False)
+            self.cluster = _start_local_cluster(workers)
             address = self.cluster.scheduler_address
         else:
             address = scheduler
@@ -58,6 +77,20 @@ class DaskExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any, pin: int) -> Future:
         target = [self._workers[pin % len(self._workers)]] if self._workers else None
         return self.client.submit(fn, *args, workers=target, allow_other_workers=True, pure=False)
+
+    def outcome(self, future: Future) -> tuple[Any, BaseException | None] | None:
+        """(result, None) or (None, error) for a finished future; None if it is not (or no longer) done.
+
+        A task whose worker left goes back to pending, so a future seen done may not be any more.
+        """
+        if future.status == "finished":
+            return future.result(), None
+        if future.status in ("error", "cancelled"):
+            try:
+                return None, future.exception(timeout=1) or RuntimeError(f"task {future.status}")
+            except Exception as exc:  # CancelledError, TimeoutError: the task is gone either way
+                return None, exc
+        return None
 
     def wait(self, futures: list[Future], timeout: float) -> list[Future]:
         """The futures that are done within `timeout` (possibly none)."""

@@ -21,6 +21,13 @@ class LocalExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any, pin: int) -> Future:
         return self._pool.submit(fn, *args)
 
+    def outcome(self, future: Future) -> tuple[Any, BaseException | None] | None:
+        """(result, None) or (None, error) for a finished future; None if not done."""
+        if not future.done():
+            return None
+        exc = future.exception()
+        return (None, exc) if exc is not None else (future.result(), None)
+
     def wait(self, futures: list[Future], timeout: float) -> list[Future]:
         """The futures that are done within `timeout` (possibly none)."""
         done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
