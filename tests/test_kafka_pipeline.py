@@ -152,3 +152,27 @@ def test_stateless_pipeline_writes_every_kept_record_once(kafka, topic_name, exe
     want = {r["payment_id"]: {**r, "amount": round(r["amount"] * 1.1, 2), "currency": "USD"}
             for r in records if r["amount"] > 20}
     assert got == want and stats.records_out == len(want)
+
+
+def test_metrics_endpoint_reports_what_the_run_did(kafka, topic_name):
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from stream.execution.local import LocalExecutor
+
+    src, out = setup_topics(kafka, topic_name, partitions=2)
+    records = produce(kafka, src, 2_000, partitions=2)
+    pipeline = payment_pipeline(topic_name("app"), src, out)
+    ex = LocalExecutor()
+    with PipelineRun(pipeline, config(kafka, pipeline.name, metrics_port=0), ex) as run:
+        stats = run.driver.run(until=lambda d: d.stats.records_in >= len(records) and d.caught_up(), drain=True)
+        text = urlopen(f"http://127.0.0.1:{run.metrics_port}/metrics", timeout=5).read().decode()
+    ex.close()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+    labels = (("pipeline", pipeline.name), ("topic", src))
+    assert samples[("stream_records_in_total", labels)] == len(records)
+    assert samples[("stream_records_out_total", (("pipeline", pipeline.name), ("topic", out)))] == stats.windows > 0
+    assert samples[("stream_windows_emitted_total", (("pipeline", pipeline.name),))] == stats.windows
+    lags = [v for (name, _), v in samples.items() if name == "stream_consumer_lag_records"]
+    assert len(lags) == 2 and all(v == 0 for v in lags)
