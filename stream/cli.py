@@ -69,18 +69,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
                        scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
                        metrics_port=args.metrics_port)
-    if args.create_topics:
-        from stream.admin import ensure_topic, wait_for_broker
-
-        wait_for_broker(config.kafka.client(), config.connect_timeout_s)
-        for topic in [*pipeline.source_spec.topics, pipeline.sink_spec.topic]:
-            ensure_topic(config.kafka.client(), topic, args.create_topics)
     executor = make_executor(config, local=args.local)
     stop, progress = StopFlag(), Progress(every_s=5.0)
     log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
              executor.describe(), args.metrics_port)
     try:
         stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
+                             create_topics=args.create_topics,
                              on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
                                                                d.lag(), d.store.open_windows() if d.store else 0))
     finally:

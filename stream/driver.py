@@ -255,14 +255,15 @@ class Driver:
         for w in results:
             record = {self.pipeline.key_field: w.key, "window_start": w.start,
                       "window_end": w.end, **w.values}
+            key = f"{w.key}@{w.start}".encode()
             try:
                 value = sink.codec.encode(record)  # type: ignore[union-attr]
             except EncodeError as exc:
-                failure = Failure(w.start, "encode_failed", "EncodeError", str(exc)[:500],
-                                  f"{w.key}@{w.start}".encode(), repr(record).encode())
+                failure = Failure(w.start, "encode_failed", "EncodeError", str(exc)[:500], key,
+                                  repr(record).encode())
                 self._failed((sink.topic, -1), failure)  # type: ignore[union-attr]
                 continue
-            self.sink.produce(sink.topic, f"{w.key}@{w.start}".encode(), value, self._headers)  # type: ignore[union-attr]
+            self.sink.produce(sink.topic, key, value, self._headers)  # type: ignore[union-attr]
         self.stats.windows += len(results)
         if self.metrics and results:
             self.metrics.windows(len(results))

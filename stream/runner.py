@@ -30,11 +30,19 @@ def make_executor(config: RunConfig, local: bool = False) -> Any:
     return DaskExecutor(config.scheduler, config.workers, config.connect_timeout_s)
 
 
-def check_broker_topics(pipeline: Pipeline, config: RunConfig) -> None:
-    """Fail early, naming the address or the topic, if the broker or a topic is missing."""
+def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: int | None = None) -> None:
+    """Fail early, naming the address or the topic, if the broker or a topic is missing.
+
+    With `create_topics`, missing input and output topics are created with that many partitions.
+    """
     md = wait_for_broker(config.kafka.client(), config.connect_timeout_s)
-    check_topics(md, list(pipeline.source_spec.topics), "input")  # type: ignore[union-attr]
-    check_topics(md, [pipeline.sink_spec.topic], "output")  # type: ignore[union-attr]
+    inputs, output = list(pipeline.source_spec.topics), pipeline.sink_spec.topic  # type: ignore[union-attr]
+    if create_topics:
+        for topic in [*inputs, output]:
+            ensure_topic(config.kafka.client(), topic, create_topics)
+    else:
+        check_topics(md, inputs, "input")
+        check_topics(md, [output], "output")
     ensure_topic(config.kafka.client(), config.checkpoint_topic, 1,
                  {"cleanup.policy": "compact", "retention.ms": "-1"})
     ensure_topic(config.kafka.client(), config.dead_letter_topic, 1,
@@ -45,9 +53,9 @@ class PipelineRun:
     """A started pipeline: `driver.run(...)` drives it; `close()` releases everything."""
 
     def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, create_topics: int | None = None) -> None:
         pipeline.validate()
-        check_broker_topics(pipeline, config)
+        check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
         try:
             self.executor = executor if executor is not None else make_executor(config)
@@ -87,7 +95,8 @@ class PipelineRun:
 def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
                  until: Callable[[Driver], bool] = lambda d: False,
                  should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
-                 on_step: Callable[[Driver], None] | None = None) -> DriverStats:
+                 on_step: Callable[[Driver], None] | None = None,
+                 create_topics: int | None = None) -> DriverStats:
     """Run `pipeline` until `until(driver)` or `should_stop()`; returns the driver's counts."""
-    with PipelineRun(pipeline, config, executor) as run:
+    with PipelineRun(pipeline, config, executor, create_topics=create_topics) as run:
         return run.driver.run(until=until, should_stop=should_stop, drain=drain, on_step=on_step)
