@@ -114,13 +114,16 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _cmd_broker(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(args.port).start()
-    print(f"embedded broker listening; bootstrap: {broker.bootstrap}  (Ctrl-C stops it; data is in memory only)",
-          flush=True)
-    try:
+    broker = EmbeddedBroker(args.port)
+    try:  # Ctrl-C may come at any point, even right after the address is printed
+        broker.start()
+        print(f"embedded broker listening; bootstrap: {broker.bootstrap}  "
+              "(Ctrl-C stops it; data is in memory only)", flush=True)
         broker.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        broker.stop()
     return 0
 
 

@@ -84,7 +84,9 @@ def test_stop_and_resume_loses_no_window_and_emits_none_twice():
     session, checkpoints, sink = MemorySession([topic]), MemoryCheckpoints(), MemorySink()
     ex = LocalExecutor()
     d, _ = run(payment_pipeline("mem", "payments", "out"), session, ex, checkpoints, sink)
-    d.run(until=lambda d: d.stats.records_in >= 2_000)
+    # Stop once the first 10 s window has surely closed (3,500 records = 17.5 s of event time),
+    # so the replayed range holds records of an emitted window.
+    d.run(until=lambda d: d.stats.records_in >= 3_500)
     first = len(sink.records["out"])
     assert 0 < first and session.offsets
     more = list(PaymentGenerator(users=50, step_ms=5, seed=5).records(6_000))[4_000:]
