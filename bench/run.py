@@ -178,7 +178,7 @@ def main() -> int:
                 stats = run.driver.run(until=lambda d: d.stats.records_in >= args.records and d.caught_up(),
                                        drain=True, on_step=lambda d: progress.update(
                                            d.stats.records_in, d.stats.records_out, d.lag(),
-                                           d.store.open_windows()))
+                                           d.open_windows()))
                 pipe_s = time.perf_counter() - t0
                 progress.done()
         finally:

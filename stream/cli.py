@@ -77,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
                              create_topics=args.create_topics,
                              on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
-                                                               d.lag(), d.store.open_windows() if d.store else 0))
+                                                               d.lag(), d.open_windows()))
     finally:
         executor.close()
     progress.done()

@@ -20,26 +20,41 @@ from typing import Any, Callable, Iterable
 from operators.transform import KeyBy
 from stream.errors import DecodeError
 from stream.pipeline import Pipeline
-from stream.records import Failure, Partial, RawMessage
+from stream.records import Failure, Limits, Partial, RawMessage
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
+
+
+class TooLarge(ValueError):
+    """A record larger than the configured maximum."""
+
+
+class FutureEventTime(ValueError):
+    """An event time further ahead of the wall clock than the allowed bound."""
 
 
 def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | None) -> Failure:
     text = str(exc)
     return Failure(offset, reason, type(exc).__name__, text[:500],
-                   msg.key if msg else None, msg.value if msg else None, msg.headers if msg else ())
+                   msg.key if msg else None, msg.value if msg else None, msg.headers if msg else (),
+                   getattr(exc, "schema_id", None))
 
 
-def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Partial) -> list[Row]:
+def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Partial,
+                    limits: Limits = Limits()) -> list[Row]:
     """Decode values with the source codec; failures and tombstones are recorded in `out`."""
     codec = pipeline.source_spec.codec  # type: ignore[union-attr]
     rows: list[Row] = []
     for m in messages:
         out.records_in += 1
-        out.bytes_in += len(m.value) if m.value is not None else 0
         if m.value is None:
             out.skipped += 1
+            continue
+        out.bytes_in += len(m.value)
+        size = len(m.value) + (len(m.key) if m.key is not None else 0)
+        if size > limits.max_record_bytes:
+            exc = TooLarge(f"record of {size} bytes exceeds max_record_bytes={limits.max_record_bytes}")
+            out.failures.append(_failure(m.offset, "too_large", exc, m))
             continue
         try:
             rows.append((m.offset, codec.decode(m.value), m.timestamp_ms))
@@ -69,8 +84,15 @@ def _event_time(pipeline: Pipeline, record: dict[str, Any], kafka_ts: int) -> in
     return ts
 
 
+def _check_future(ts: int, limits: Limits) -> None:
+    if limits.now_ms is not None and ts > limits.now_ms + limits.max_future_ms:
+        raise FutureEventTime(f"event time {ts} is more than {limits.max_future_ms} ms after "
+                              f"the wall clock ({limits.now_ms})")
+
+
 def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | None = None,
-                      raw: Callable[[int], RawMessage | None] = lambda offset: None) -> Partial:
+                      raw: Callable[[int], RawMessage | None] = lambda offset: None,
+                      limits: Limits = Limits()) -> Partial:
     """Run operators and partial aggregation over decoded rows (in offset order).
 
     `raw(offset)` finds the original message, so failures keep their bytes.
@@ -81,8 +103,14 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
     groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
     for offset, record, kafka_ts in rows:
         try:
-            items = _run_steps(pipeline, (offset, record, kafka_ts))
             ts = _event_time(pipeline, record, kafka_ts)
+            _check_future(ts, limits)
+        except (TypeError, KeyError, FutureEventTime) as exc:
+            reason = "future_event_time" if isinstance(exc, FutureEventTime) else "bad_event_time"
+            out.failures.append(_failure(offset, reason, exc, raw(offset)))
+            continue
+        try:
+            items = _run_steps(pipeline, (offset, record, kafka_ts))
             if stage is None:
                 out.outputs.extend(_encode_passthrough(pipeline, items))
             else:
@@ -100,7 +128,6 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
                 offsets.append(offset)
                 for column, value in zip(columns, values):
                     column.append(value)
-            out.first_offsets.setdefault(pane, offset)
             out.pane_counts[pane] = out.pane_counts.get(pane, 0) + len(items)
     for slot, (offsets, columns) in groups.items():
         out.partials[slot] = _fold(aggs, offsets, columns, out, raw)
@@ -137,8 +164,36 @@ def _finder(messages: list[RawMessage]) -> Callable[[int], RawMessage | None]:
     return find
 
 
-def process_messages(pipeline: Pipeline, messages: list[RawMessage]) -> Partial:
+def process_messages(pipeline: Pipeline, messages: list[RawMessage],
+                     limits: Limits = Limits()) -> Partial:
     """Decode and process one batch of raw messages (in offset order)."""
     out = Partial()
-    rows = decode_messages(pipeline, messages, out)
-    return aggregate_records(pipeline, rows, out, _finder(messages))
+    rows = decode_messages(pipeline, messages, out, limits)
+    return aggregate_records(pipeline, rows, out, _finder(messages), limits)
+
+
+def records_in_panes(pipeline: Pipeline, messages: list[RawMessage],
+                     panes: set[int]) -> list[tuple[RawMessage, int]]:
+    """The messages whose event time falls in one of `panes`, with that pane.
+
+    Used to route late records: the driver learns at merge time which panes were late and
+    reads their range again to find the records' original bytes.
+    """
+    stage = pipeline.window_stage
+    if stage is None:
+        return []
+    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
+    found = []
+    for m in messages:
+        if m.value is None:
+            continue
+        try:
+            record = codec.decode(m.value)
+            if not _run_steps(pipeline, (m.offset, record, m.timestamp_ms)):
+                continue
+            pane = stage.spec.pane_of(_event_time(pipeline, record, m.timestamp_ms))
+        except Exception:  # failed records went to the dead-letter topic, not here
+            continue
+        if pane in panes:
+            found.append((m, pane))
+    return found

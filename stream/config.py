@@ -22,6 +22,7 @@ from stream.errors import ConfigError
 # Why: the embedded broker answers fetches with very large batches and librdkafka then waits
 # fetch.queue.backoff.ms (1 s by default) before the next fetch; a group join takes half the
 # session timeout.
+GUARANTEES = ("exactly_once", "at_least_once")
 CONSUMER_DEFAULTS = {
     "fetch.queue.backoff.ms": 10,
     "session.timeout.ms": 6000,
@@ -76,6 +77,10 @@ class RunConfig:
     max_inflight: int = 0  # 0: three per worker
     idle_timeout_ms: int = 5_000
     connect_timeout_s: float = 10.0
+    guarantee: str = "exactly_once"
+    replica: int = 0
+    max_future_ms: int = 86_400_000
+    step_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         _positive("workers", self.workers)
@@ -84,6 +89,11 @@ class RunConfig:
         _positive("idle_timeout_ms", self.idle_timeout_ms, 0)
         _positive("connect_timeout_s", self.connect_timeout_s, 0.1)
         _positive("max_inflight", self.max_inflight, 0)
+        if self.guarantee not in GUARANTEES:
+            raise ConfigError("guarantee", f"must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}")
+        _positive("replica", self.replica, 0)
+        _positive("max_future_ms", self.max_future_ms, 0)
+        _positive("step_timeout_s", self.step_timeout_s, 1)
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError("metrics_port", f"must be 0..65535, got {self.metrics_port}")
         if self.scheduler is not None and "://" not in self.scheduler:
@@ -98,5 +108,18 @@ class RunConfig:
         return f"{self.app_id}.dlq"
 
     @property
-    def checkpoint_topic(self) -> str:
-        return f"{self.app_id}.checkpoints"
+    def late_topic(self) -> str:
+        return f"{self.app_id}.late"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}.changelog"
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per application and replica, so a restarted driver fences its predecessor."""
+        return f"{self.app_id}.{self.replica}"
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.guarantee == "exactly_once"

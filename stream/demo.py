@@ -130,7 +130,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
                     until=lambda d: gen_done.is_set() and d.stats.records_in >= len(produced) and d.caught_up(),
                     should_stop=stop, drain=not stop(),
                     on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out, d.lag(),
-                                                      d.store.open_windows() if d.store else 0,
+                                                      d.open_windows(),
                                                       "" if d.parts else "  (joining the consumer group)"))
                 progress.update(stats.records_in, stats.records_out, run.driver.lag(), 0, force=True)
                 progress.done()

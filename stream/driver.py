@@ -1,23 +1,28 @@
-"""The driver loop: plan partition ranges, merge results in offset order, emit, commit.
+"""The driver loop: plan partition ranges, merge results in offset order, emit, commit epochs.
 
-Only offsets go to workers and only small results come back. Per partition the driver
-keeps the contiguous merged prefix; a range that fails is re-planned with the same bounds;
-offsets are committed only after outputs are flushed, and never past the first record an
-open window still needs (at-least-once without a state store: a restart replays those).
+Only offsets go to workers and only small results come back. Per partition the driver keeps
+the contiguous merged prefix and its window state; a range that fails is re-planned with the
+same bounds. Work is grouped into epochs: one epoch's window results, dead letters, late
+records, changelog entries and consumer offsets are committed together (one Kafka
+transaction under exactly-once). On assignment a partition's state is restored from the
+changelog as of its last committed epoch; on revocation the open epoch is committed first.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from stream.checkpoint import Checkpoint
+from stream import faults
+from stream.compute import records_in_panes
 from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
-from stream.records import BEGINNING, Failure
+from stream.records import BEGINNING, Failure, Limits
+from stream.state import Meta, encode_meta, entry, restore
 from stream.windows.store import WindowResult, WindowStore
 from stream.windows.watermark import NEVER, Watermarks
 
@@ -33,8 +38,8 @@ class PartitionState:
 
     merged: int                    # next offset to merge: everything below is merged
     planned: int                   # next offset to plan
-    replay_until: int              # below this, records were processed before a restart
     pin: int                       # worker index this partition prefers
+    store: WindowStore | None      # the partition's window state (None: no window stage)
     high: int | None = None        # end offset seen by the last fetch
     tail_busy: bool = False        # an open-ended read is in flight
     caught_up: bool = False        # the last merged range reached EOF
@@ -51,72 +56,112 @@ class DriverStats:
     skipped: int = 0
     commits: int = 0
     task_failures: int = 0
+    restored: int = 0
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Where the driver writes besides the sink topic (None: not written)."""
+
+    changelog: str
+    dead_letter: str | None = None
+    late: str | None = None
 
 
 class Driver:
     """Runs one pipeline over the partitions a session assigns, on an executor."""
 
     def __init__(self, pipeline: Pipeline, session: Any, sink: Any, executor: Any,
-                 checkpoints: Any, *, range_records: int = 20_000, max_inflight: int = 6,
-                 commit_interval_s: float = 1.0, idle_timeout_ms: int = 5_000,
-                 metrics: Any = None, app_id: str | None = None,
-                 dead_letter_topic: str | None = None) -> None:
+                 changelog: Any, topics: Topics, *, range_records: int = 20_000,
+                 max_inflight: int = 6, commit_interval_s: float = 1.0,
+                 idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
+                 app_id: str | None = None, transactional_id: str | None = None) -> None:
         pipeline.validate()
         self.pipeline = pipeline
-        self.session, self.sink, self.executor, self.checkpoints = session, sink, executor, checkpoints
+        self.session, self.sink, self.executor = session, sink, executor
+        self.changelog, self.topics = changelog, topics
         self.range_records, self.max_inflight = range_records, max_inflight
         self.commit_interval_s = commit_interval_s
-        self.metrics = metrics
+        self.limits, self.metrics = limits, metrics
         self.app_id = app_id or pipeline.name
-        self.dead_letter_topic = dead_letter_topic
-        stage = pipeline.window_stage
-        self.store = WindowStore(stage.spec, stage.aggregations, stage.grace_ms) if stage else None
+        self.transactional_id = transactional_id or self.app_id
         ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
         self.watermarks = Watermarks(ooo, idle_timeout_ms)
         self.parts: dict[TP, PartitionState] = {}
         self.inflight: dict[Any, tuple[RangeTask, int]] = {}
         self.stats = DriverStats()
+        self.epoch = 1                 # the epoch being built
+        self._known_committed: set[int] = set()  # epochs to name in the next meta entries
+        self._produced = False         # anything produced in this epoch
+        self._committed: dict[TP, int] = {}
         self._last_commit = time.monotonic()
-        self._saved: dict[TP, Checkpoint] = {}
-        self._headers = (("stream.app", self.app_id.encode()),)
+        self._headers: tuple[tuple[str, bytes], ...] = ()
+        session.on_revoke = self._on_revoked
         if metrics is not None:
-            metrics.watch(lambda: self.watermarks.floor,
-                          lambda: self.store.open_windows() if self.store else 0)
+            metrics.watch(lambda: self.watermarks.floor, self.open_windows)
 
     # -- group membership -----------------------------------------------------------------
+    def _new_store(self) -> WindowStore | None:
+        stage = self.pipeline.window_stage
+        return WindowStore(stage.spec, stage.aggregations, stage.grace_ms) if stage else None
+
     def _on_assigned(self, tps: list[TP]) -> None:
-        committed = self.session.committed(tps)
-        saved = self.checkpoints.load(tps)
+        """Restore each partition's state as of its last committed epoch, then plan from there."""
+        cl = self.topics.changelog
+        committed = self.session.committed(tps + [(cl, p) for p in {tp[1] for tp in tps}])
+        logs: dict[int, list] = {}
         now = _now_ms()
-        for i, tp in enumerate(tps):
+        for tp in tps:
             start = committed.get(tp, BEGINNING)
-            cp = saved.get(tp)
-            replay = cp.processed if cp is not None and start >= 0 else start
+            last = committed.get((cl, tp[1]), BEGINNING)
+            log_p = logs.get(tp[1])
+            if log_p is None:
+                log_p = logs[tp[1]] = self.changelog.load(tp[1])
+            r = restore(log_p, tp[0], last)
+            store = self._new_store()
+            if store is not None:
+                store.load(r.panes, r.emitted_through)
+            self.epoch = max(self.epoch, r.max_epoch + 1, last + 1)
+            if last > 0:
+                self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
-            self.parts[tp] = PartitionState(start, start, replay, pin)
+            self.parts[tp] = PartitionState(start, start, pin, store)
+            self._committed[tp] = start
             self.watermarks.add(tp, now)
-        if saved and self.store is not None and self.store.emitted_through == NEVER:
-            through = min(cp.emitted_through for cp in saved.values())
-            self.store.emitted_through = through
-            self.watermarks.floor = max(self.watermarks.floor, min(through, FOREVER - 1))
-        log.info("assigned %s (resuming at %s)", tps, {tp: self.parts[tp].merged for tp in tps})
+            self.watermarks.observe(tp, r.max_ts, now)
+            self.stats.restored += len(r.panes)
+        self._headers = ()
+        log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", tps,
+                 {tp: self.parts[tp].merged for tp in tps}, self.stats.restored, self.epoch)
 
     def _on_revoked(self, tps: list[TP]) -> None:
-        for tp in tps:
+        """Commit the open epoch while the partitions are still ours, then drop their state."""
+        mine = [tp for tp in tps if tp in self.parts]
+        if not mine:
+            return
+        self._merge_ready()
+        self.commit()
+        for tp in mine:
             self.parts.pop(tp, None)
+            self._committed.pop(tp, None)
             self.watermarks.remove(tp)
-            if self.store is not None:
-                self.store.drop_partition(tp)
-        log.info("revoked %s", tps)
+        log.info("revoked %s (epoch committed, state dropped)", mine)
 
     def _serve_group(self, timeout: float) -> None:
         for kind, tps in self.session.poll(timeout):
-            (self._on_assigned if kind == "assigned" else self._on_revoked)(tps)
+            if kind == "assigned":
+                self._on_assigned(tps)
+            elif kind == "revoked":
+                self._on_revoked(tps)
+            elif kind == "lost":
+                raise FatalError(f"partitions {tps} were lost (session timed out); the open epoch "
+                                 "is abandoned and the driver restarts from the last commit")
 
     # -- planning -------------------------------------------------------------------------
     def _submit(self, tp: TP, st: PartitionState, start: int, end: int | None, attempt: int = 0) -> None:
+        limits = Limits(self.limits.max_record_bytes, self.limits.max_future_ms, _now_ms())
         task = RangeTask(tp[0], tp[1], start, end, self.range_records, self.session.reader(),
-                         self.pipeline)
+                         self.pipeline, limits)
         fut = self.executor.submit(run_range, task, pin=st.pin)
         self.inflight[fut] = (task, attempt)
 
@@ -130,8 +175,6 @@ class Driver:
             self._submit(tp, st, st.planned, None)
             return True
         end = min(st.planned + self.range_records, known)
-        if st.planned < st.replay_until:
-            end = min(end, st.replay_until)
         self._submit(tp, st, st.planned, end)
         st.planned = end
         return True
@@ -207,32 +250,46 @@ class Driver:
                 self.metrics.skipped("tombstone", p.skipped)
         for f in p.failures:
             self._failed(tp, f)
-        if self.store is not None:
-            late = self.store.merge(tp, p.partials, p.first_offsets, p.pane_counts)
-            self._count_late(late, replayed=r.next_offset <= st.replay_until)
+        if st.store is not None:
+            late = st.store.merge(p.partials, p.pane_counts)
+            if late:
+                self._route_late(tp, st.store, r, late)
         else:
             for key, value in p.outputs:
-                self.sink.produce(self.pipeline.sink_spec.topic, key, value, self._headers)  # type: ignore[union-attr]
+                self._produce(self.pipeline.sink_spec.topic, key, value, self.headers())  # type: ignore[union-attr]
             self._count_out(len(p.outputs))
         self.watermarks.observe(tp, p.max_ts, now, caught_up=r.eof)
 
-    def _count_late(self, n: int, replayed: bool) -> None:
-        if not n:
+    def _route_late(self, tp: TP, store: WindowStore, r: RangeResult, late: dict[int, int]) -> None:
+        """Count late records and write them, with their windows, to the late topic.
+
+        Which panes were late is known only now, so their range is read once more here to
+        find the records' bytes (late data is rare; the common path never reads twice).
+        """
+        n = sum(late.values())
+        self.stats.late += n
+        if self.metrics:
+            self.metrics.late(n)
+        if self.topics.late is None:
             return
-        if replayed:  # windows emitted before a restart: not late, just not emitted twice
-            self.stats.skipped += n
-            if self.metrics:
-                self.metrics.skipped("replayed", n)
-        else:
-            self.stats.late += n
-            if self.metrics:
-                self.metrics.late(n)
+        batch = self.session.reader().read(tp[0], tp[1], r.start, r.next_offset,
+                                           r.next_offset - r.start + 1)
+        for m, pane in records_in_panes(self.pipeline, batch.messages, set(late)):
+            windows = store.closed_windows(pane)
+            start, end = windows[0]
+            headers = m.headers + (
+                ("late.window.start", str(start).encode()), ("late.window.end", str(end).encode()),
+                ("late.windows", json.dumps(windows).encode()),
+                ("late.source.topic", tp[0].encode()), ("late.source.partition", str(tp[1]).encode()),
+                ("late.source.offset", str(m.offset).encode())) + self.headers()
+            self._produce(self.topics.late, m.key, m.value, headers)
 
     def _failed(self, tp: TP, f: Failure) -> None:
         """Count, log and (when a dead-letter topic is set) write a failed record there."""
         self.stats.failed += 1
-        if self.dead_letter_topic is not None:
-            self.sink.produce(self.dead_letter_topic, f.key, f.value, f.dead_letter_headers(*tp))
+        if self.topics.dead_letter is not None:
+            self._produce(self.topics.dead_letter, f.key, f.value,
+                          f.dead_letter_headers(*tp) + self.headers())
         if self.metrics:
             self.metrics.failed(f.reason)
         if self.stats.failed <= 100 or self.stats.failed % 1000 == 0:
@@ -244,14 +301,28 @@ class Driver:
         if self.metrics and n:
             self.metrics.records_out(self.pipeline.sink_spec.topic, n)  # type: ignore[union-attr]
 
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: tuple[tuple[str, bytes], ...], partition: int | None = None) -> None:
+        self._produced = True
+        self.sink.produce(topic, key, value, headers, partition)
+
+    def headers(self) -> tuple[tuple[str, bytes], ...]:
+        """Headers of every output record: the application, the epoch and the transaction."""
+        if not self._headers:
+            self._headers = (("stream.app", self.app_id.encode()),
+                             ("stream.epoch", str(self.epoch).encode()),
+                             ("stream.txn", self.transactional_id.encode()))
+        return self._headers
+
     # -- emit and commit ------------------------------------------------------------------
     def emit(self, watermark: int | None = None) -> list[WindowResult]:
         """Emit the windows the watermark (default: the current one) closes."""
-        if self.store is None:
-            return []
         wm = self.watermarks.current(_now_ms()) if watermark is None else watermark
-        results = self.store.advance(wm)
         sink = self.pipeline.sink_spec
+        results: list[WindowResult] = []
+        for st in self.parts.values():
+            if st.store is not None:
+                results += st.store.advance(wm)
         for w in results:
             record = {self.pipeline.key_field: w.key, "window_start": w.start,
                       "window_end": w.end, **w.values}
@@ -263,33 +334,56 @@ class Driver:
                                   repr(record).encode())
                 self._failed((sink.topic, -1), failure)  # type: ignore[union-attr]
                 continue
-            self.sink.produce(sink.topic, key, value, self._headers)  # type: ignore[union-attr]
+            self._produce(sink.topic, key, value, self.headers())  # type: ignore[union-attr]
         self.stats.windows += len(results)
         if self.metrics and results:
             self.metrics.windows(len(results))
         self._count_out(len(results))
         return results
 
+    def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:
+        """Write a partition's changed entries and its meta entry; True if state changed."""
+        cl, topic = self.topics.changelog, tp[0]
+        changed, dropped = st.store.take_changes() if st.store is not None else ({}, [])
+        for (key, pane), accs in changed.items():
+            m = entry((topic, key, pane), accs, self.epoch)
+            self.sink.produce(cl, m.key, m.value, m.headers, tp[1])
+        faults.point("changelog")
+        for key, pane in dropped:
+            m = entry((topic, key, pane), None, self.epoch)
+            self.sink.produce(cl, m.key, None, m.headers, tp[1])
+        meta = encode_meta(Meta(topic, self.epoch, known,
+                                st.store.emitted_through if st.store is not None else NEVER,
+                                self.watermarks.max_ts(tp), st.merged))
+        self.sink.produce(cl, meta.key, meta.value, meta.headers, tp[1])
+        return bool(changed or dropped)
+
     def commit(self) -> None:
-        """Flush outputs, save checkpoints, then commit offsets of still-assigned partitions."""
-        t0 = time.monotonic()
-        entries: dict[TP, Checkpoint] = {}
-        through = self.store.emitted_through if self.store is not None else NEVER
-        assigned = set(self.session.assigned())
-        for tp, st in self.parts.items():
-            if st.merged < 0 or tp not in assigned:
-                continue
-            first_open = self.store.first_open_offset(tp) if self.store is not None else None
-            offset = st.merged if first_open is None else min(first_open, st.merged)
-            entries[tp] = Checkpoint(offset, max(st.merged, st.replay_until), through)
-        changed = {tp: cp for tp, cp in entries.items() if self._saved.get(tp) != cp}
+        """End the epoch: changelog and meta entries, then offsets, committed with the outputs."""
         self._last_commit = time.monotonic()
-        if not changed:
+        offsets = {tp: st.merged for tp, st in self.parts.items() if st.merged >= 0}
+        dirty = any(st.store is not None and st.store.has_changes() for st in self.parts.values())
+        moved = any(self._committed.get(tp) != o for tp, o in offsets.items())
+        if not (self._produced or dirty or moved):
             return
-        self.sink.flush()
-        self.checkpoints.save(changed)
-        self.session.commit({tp: cp.offset for tp, cp in changed.items()})
-        self._saved.update(changed)
+        t0 = time.monotonic()
+        missing = set(self.parts) - set(self.session.assigned())
+        if missing:
+            self.sink.abort()
+            raise FatalError(f"partitions {sorted(missing)} are no longer assigned to this driver; "
+                             f"epoch {self.epoch} was aborted")
+        faults.point("after_produce")
+        known = tuple(sorted(self._known_committed))
+        for tp, st in self.parts.items():
+            self._write_changelog(tp, st, known)
+        for p in {tp[1] for tp in self.parts}:
+            offsets[(self.topics.changelog, p)] = self.epoch
+        self.sink.commit_epoch(offsets, self.session)
+        self._known_committed = {self.epoch}
+        self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
+        self.epoch += 1
+        self._headers = ()
+        self._produced = False
         self.stats.commits += 1
         if self.metrics:
             self.metrics.committed(time.monotonic() - t0)
@@ -314,6 +408,9 @@ class Driver:
     def lag(self) -> int:
         return sum(max(0, (st.high or 0) - max(st.merged, 0)) for st in self.parts.values())
 
+    def open_windows(self) -> int:
+        return sum(st.store.open_windows() for st in self.parts.values() if st.store is not None)
+
     def run(self, until: Callable[["Driver"], bool] = lambda d: False,
             should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
             on_step: Callable[["Driver"], None] | None = None) -> DriverStats:
@@ -329,7 +426,6 @@ class Driver:
         self._merge_ready()
         self.emit(FOREVER if drain else None)
         self.commit()
-        self.sink.flush()
         return self.stats
 
     def _wait_inflight(self, timeout_s: float = 30.0) -> None:

@@ -65,9 +65,11 @@ class TopicMissing(StreamError):
 class DecodeError(StreamError):
     """A value could not be decoded; the raw bytes are kept for the dead-letter path."""
 
-    def __init__(self, reason: str, message: str, raw: bytes | None = None) -> None:
+    def __init__(self, reason: str, message: str, raw: bytes | None = None,
+                 schema_id: int | None = None) -> None:
         self.reason = reason
         self.raw = raw
+        self.schema_id = schema_id
         super().__init__(f"{reason}: {message}")
 
 

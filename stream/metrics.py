@@ -37,7 +37,7 @@ class Metrics:
         self._commits = Counter("stream_commits", "Offset commits", base, registry=r)
         self._task_s = Histogram("stream_task_duration_seconds", "Read+decode+aggregate time of a range task",
                                  base, registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self._commit_s = Histogram("stream_commit_duration_seconds", "Flush + checkpoint + commit time",
+        self._commit_s = Histogram("stream_commit_duration_seconds", "Time to write the changelog, flush and commit one epoch",
                                    base, registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
         self._lag = Gauge("stream_consumer_lag_records", "Records between the merged position and the end "
                           "offset seen by the last fetch", base + ["topic", "partition"], registry=r)

@@ -34,6 +34,7 @@ class Failure:
     key: bytes | None = None
     value: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    schema_id: int | None = None
 
     def dead_letter_headers(self, topic: str, partition: int) -> tuple[tuple[str, bytes], ...]:
         """The original headers plus where the record came from and why it failed."""
@@ -41,20 +42,30 @@ class Failure:
             ("dlq.reason", self.reason.encode()), ("dlq.error.type", self.error_type.encode()),
             ("dlq.error.message", self.message.encode("utf-8", "replace")),
             ("dlq.source.topic", topic.encode()), ("dlq.source.partition", str(partition).encode()),
-            ("dlq.source.offset", str(self.offset).encode()))
+            ("dlq.source.offset", str(self.offset).encode())) + (
+            (("dlq.schema.id", str(self.schema_id).encode()),) if self.schema_id is not None else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-record limits workers enforce: larger records and event times further ahead than
+    `max_future_ms` past `now_ms` (the plan time) go to the dead-letter topic."""
+
+    max_record_bytes: int = 1_048_576
+    max_future_ms: int = 86_400_000
+    now_ms: int | None = None
 
 
 @dataclass(slots=True)
 class Partial:
     """What processing one batch of records yields.
 
-    `partials` maps (key, pane start) to one accumulator per aggregation; `first_offsets`
-    and `pane_counts` map pane start to its first offset and record count; `outputs` are
-    encoded (key, value) pairs of a pipeline without a window.
+    `partials` maps (key, pane start) to one accumulator per aggregation; `pane_counts`
+    maps pane start to its record count; `outputs` are encoded (key, value) pairs of a
+    pipeline without a window.
     """
 
     partials: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
-    first_offsets: dict[int, int] = field(default_factory=dict)
     pane_counts: dict[int, int] = field(default_factory=dict)
     outputs: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)

@@ -10,13 +10,15 @@ from contextlib import ExitStack
 from typing import Any, Callable
 
 from stream.admin import check_topics, ensure_topic, wait_for_broker
-from stream.checkpoint import KafkaCheckpoints
+from stream.changelog import KafkaChangelog
 from stream.config import RunConfig
-from stream.driver import Driver, DriverStats
+from stream.driver import Driver, DriverStats, Topics
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
-from stream.sinks.kafka import KafkaSink
+from stream.records import Limits
+from stream.sinks.kafka import KafkaSink, TransactionalSink
 from stream.sources.kafka import KafkaReader, KafkaSession
+from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +42,24 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
     if create_topics:
         for topic in [*inputs, output]:
             ensure_topic(config.kafka.client(), topic, create_topics)
-    else:
-        check_topics(md, inputs, "input")
-        check_topics(md, [output], "output")
-    ensure_topic(config.kafka.client(), config.checkpoint_topic, 1,
+        md = wait_for_broker(config.kafka.client(), config.connect_timeout_s)
+    counts = check_topics(md, inputs, "input")
+    check_topics(md, [output], "output")
+    big = str(config.kafka.max_record_bytes + 65536)
+    ensure_topic(config.kafka.client(), config.changelog_topic, max(counts.values()),
                  {"cleanup.policy": "compact", "retention.ms": "-1"})
-    ensure_topic(config.kafka.client(), config.dead_letter_topic, 1,
-                 {"cleanup.policy": "delete", "retention.ms": "-1"})
+    for side in (config.dead_letter_topic, config.late_topic):
+        # dead letters keep the original bytes, up to the input's own size limit
+        ensure_topic(config.kafka.client(), side, 1,
+                     {"cleanup.policy": "delete", "retention.ms": "-1", "max.message.bytes": big})
 
 
 class PipelineRun:
     """A started pipeline: `driver.run(...)` drives it; `close()` releases everything."""
 
     def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
-                 metrics: Metrics | None = None, create_topics: int | None = None) -> None:
+                 metrics: Metrics | None = None, create_topics: int | None = None,
+                 watchdog: Watchdog | None = None) -> None:
         pipeline.validate()
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
@@ -66,18 +72,27 @@ class PipelineRun:
             self.session = KafkaSession(kafka.consumer({"group.id": config.app_id}),
                                         list(pipeline.source_spec.topics), reader)  # type: ignore[union-attr]
             self._stack.callback(self.session.close)
-            self.sink = KafkaSink(kafka.producer())
+            watchdog = watchdog or Watchdog()
+            if config.exactly_once:
+                self.sink: KafkaSink = TransactionalSink(
+                    kafka.producer({"transactional.id": config.transactional_id}),
+                    watchdog, config.step_timeout_s)
+            else:
+                self.sink = KafkaSink(kafka.producer(), watchdog, config.step_timeout_s)
             self._stack.callback(self.sink.close)
             self.metrics = metrics or Metrics(pipeline.name)
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(config.metrics_port)
-            checkpoints = KafkaCheckpoints(config.checkpoint_topic, self.sink,
-                                           kafka.consumer({"group.id": f"{config.app_id}.restore"}))
-            self.driver = Driver(pipeline, self.session, self.sink, self.executor, checkpoints,
+            changelog = KafkaChangelog(config.changelog_topic, kafka.consumer(
+                {"group.id": f"{config.app_id}.restore", "isolation.level": "read_committed"}))
+            topics = Topics(config.changelog_topic, config.dead_letter_topic, config.late_topic)
+            self.driver = Driver(pipeline, self.session, self.sink, self.executor, changelog, topics,
                                  range_records=config.range_records, max_inflight=config.inflight,
                                  commit_interval_s=config.commit_interval_s,
-                                 idle_timeout_ms=config.idle_timeout_ms, metrics=self.metrics,
-                                 app_id=config.app_id, dead_letter_topic=config.dead_letter_topic)
+                                 idle_timeout_ms=config.idle_timeout_ms,
+                                 limits=Limits(kafka.max_record_bytes, config.max_future_ms),
+                                 metrics=self.metrics, app_id=config.app_id,
+                                 transactional_id=config.transactional_id)
         except BaseException:
             self._stack.close()
             raise
@@ -96,7 +111,8 @@ def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
                  until: Callable[[Driver], bool] = lambda d: False,
                  should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
                  on_step: Callable[[Driver], None] | None = None,
-                 create_topics: int | None = None) -> DriverStats:
+                 create_topics: int | None = None, watchdog: Watchdog | None = None) -> DriverStats:
     """Run `pipeline` until `until(driver)` or `should_stop()`; returns the driver's counts."""
-    with PipelineRun(pipeline, config, executor, create_topics=create_topics) as run:
+    with PipelineRun(pipeline, config, executor, create_topics=create_topics,
+                     watchdog=watchdog) as run:
         return run.driver.run(until=until, should_stop=should_stop, drain=drain, on_step=on_step)

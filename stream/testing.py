@@ -16,8 +16,8 @@ aggregation, window state) on records you give it, with a scripted watermark.
 >>> td.feed([{"k": "a", "ts": 1_000}, {"k": "a", "ts": 2_000}, {"k": "b", "ts": 12_000}])
 >>> td.advance_watermark(10_000)
 [{'k': 'a', 'window_start': 0, 'window_end': 10000, 'n': 2}]
->>> td.feed([{"k": "a", "ts": 3_000}]); td.late
-1
+>>> td.feed([{"k": "a", "ts": 3_000}]); [(r["ts"], w) for r, w in td.late]
+[(3000, [(0, 10000)])]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from stream.compute import aggregate_records
 from stream.pipeline import Pipeline
 from stream.records import Failure
 from stream.windows.store import WindowStore
+from stream.windows.watermark import NEVER
 
 
 class TestDriver:
@@ -37,13 +38,23 @@ class TestDriver:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        stage = pipeline.window_stage
-        self.store = WindowStore(stage.spec, stage.aggregations, stage.grace_ms) if stage else None
+        self.stores: dict[int, WindowStore] = {}
         self._offsets: dict[int, int] = {}
+        self._watermark = NEVER
         self.emitted: list[dict[str, Any]] = []
         self.outputs: list[tuple[bytes | None, bytes]] = []
         self.failures: list[Failure] = []
-        self.late = 0
+        self.late: list[tuple[dict[str, Any], list[tuple[int, int]]]] = []  # (record, closed windows)
+
+    def _store(self, partition: int) -> WindowStore | None:
+        stage = self.pipeline.window_stage
+        if stage is None:
+            return None
+        store = self.stores.get(partition)
+        if store is None:
+            store = self.stores[partition] = WindowStore(stage.spec, stage.aggregations, stage.grace_ms)
+            store.advance(self._watermark)
+        return store
 
     def feed(self, records: Iterable[dict[str, Any]], partition: int = 0,
              kafka_timestamps: Iterable[int] | None = None) -> None:
@@ -56,16 +67,26 @@ class TestDriver:
         partial = aggregate_records(self.pipeline, rows)
         self.failures += partial.failures
         self.outputs += partial.outputs
-        if self.store is not None:
-            self.late += self.store.merge(partition, partial.partials, partial.first_offsets,
-                                          partial.pane_counts)
+        store = self._store(partition)
+        if store is not None:
+            late = store.merge(partial.partials, partial.pane_counts)
+            spec = self.pipeline.window_stage.spec  # type: ignore[union-attr]
+            field = self.pipeline.source_spec.timestamp  # type: ignore[union-attr]
+            failed = {f.offset for f in partial.failures}
+            for (offset, r, ts) in rows:
+                if offset in failed:
+                    continue
+                pane = spec.pane_of(r[field] if field else ts)
+                if pane in late:
+                    self.late.append((r, store.closed_windows(pane)))
 
     def advance_watermark(self, watermark_ms: int) -> list[dict[str, Any]]:
         """Move the watermark; returns the window results it closes (also kept in `emitted`)."""
-        if self.store is None:
-            return []
+        self._watermark = max(self._watermark, watermark_ms)
+        results = [w for store in self.stores.values() for w in store.advance(watermark_ms)]
         out = [{self.pipeline.key_field: w.key, "window_start": w.start, "window_end": w.end,
-                **w.values} for w in self.store.advance(watermark_ms)]
-        self.store.check_invariants()
+                **w.values} for w in sorted(results, key=lambda w: w.start)]
+        for store in self.stores.values():
+            store.check_invariants()
         self.emitted += out
         return out

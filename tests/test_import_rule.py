@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 PURE = ["operators", "operators.aggregate", "operators.transform", "stream.records", "stream.pipeline",
-        "stream.windows.specs", "stream.windows.watermark", "stream.windows.store", "stream.compute",
+        "stream.windows.specs", "stream.windows.watermark", "stream.windows.store", "stream.compute", "stream.state",
         "stream.testing"]
 
 

@@ -13,14 +13,17 @@ reader schema under `subject` once and prefixes its id.
 from __future__ import annotations
 
 import json
+import logging
 import struct
+import time
 from typing import Any
 
 import fastavro
 
 from stream.codecs.avro import AvroCodec, read_exact
-from stream.errors import DecodeError, EncodeError
+from stream.errors import DecodeError, EncodeError, StreamError
 
+log = logging.getLogger(__name__)
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 
@@ -29,8 +32,9 @@ class RegistryAvroCodec:
     """Encode and decode Confluent-framed Avro; registry clients are created per process."""
 
     def __init__(self, url: str, reader_schema: dict[str, Any], subject: str | None = None,
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, retry_s: float = 60.0) -> None:
         self.url = url
+        self.retry_s = retry_s
         self.schema = reader_schema
         self.subject = subject or f"{reader_schema.get('name', 'value')}-value"
         self.settings = dict(settings or {})
@@ -40,10 +44,12 @@ class RegistryAvroCodec:
         self._encoder: tuple[int, AvroCodec] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "schema": self.schema, "subject": self.subject, "settings": self.settings}
+        return {"url": self.url, "schema": self.schema, "subject": self.subject,
+                "settings": self.settings, "retry_s": self.retry_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["schema"], state["subject"], state["settings"])  # type: ignore[misc]
+        self.__init__(state["url"], state["schema"], state["subject"], state["settings"],  # type: ignore[misc]
+                      state.get("retry_s", 60.0))
 
     def __repr__(self) -> str:
         return f"RegistryAvroCodec({self.url}, subject={self.subject!r})"
@@ -64,14 +70,30 @@ class RegistryAvroCodec:
         if writer is None:
             from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-            try:
-                found = self._registry().get_schema(schema_id)
-            except SchemaRegistryError as exc:
-                if exc.http_status_code == 404:
-                    raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in {self.url}", data) from exc
-                raise  # registry trouble is retried by the runtime, not dead-lettered
+            found = self._fetch(schema_id, data, SchemaRegistryError)
             writer = self._writers[schema_id] = fastavro.parse_schema(json.loads(found.schema_str))
         return writer
+
+    def _fetch(self, schema_id: int, data: bytes, registry_error: type) -> Any:
+        """Get a writer schema; an unreachable registry is retried with backoff, never
+        dead-lettered (the record is fine, the registry is not)."""
+        deadline, pause = time.monotonic() + self.retry_s, 0.25
+        while True:
+            try:
+                return self._registry().get_schema(schema_id)
+            except registry_error as exc:
+                if exc.http_status_code == 404:
+                    raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in {self.url}",
+                                      data, schema_id) from exc
+                problem: Exception = exc
+            except Exception as exc:  # connection refused, timeouts: the registry is away
+                problem = exc
+            if time.monotonic() + pause > deadline:
+                raise StreamError(f"schema registry {self.url} unreachable for {self.retry_s:.0f} s "
+                                  f"({type(problem).__name__}: {problem}); check the registry URL") from problem
+            log.warning("schema registry %s: %s; retrying in %.1f s", self.url, problem, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:
@@ -81,7 +103,11 @@ class RegistryAvroCodec:
         _, schema_id = _HEADER.unpack_from(data)
         if self._reader is None:
             self._reader = fastavro.parse_schema(self.schema)
-        return read_exact(data, self._writer(schema_id, data), self._reader, skip=_HEADER.size)
+        try:
+            return read_exact(data, self._writer(schema_id, data), self._reader, skip=_HEADER.size)
+        except DecodeError as exc:
+            exc.schema_id = schema_id
+            raise
 
     def encode(self, record: dict[str, Any]) -> bytes:
         if self._encoder is None:

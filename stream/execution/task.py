@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from stream.compute import process_messages
 from stream.pipeline import Pipeline
-from stream.records import Partial, RawMessage
+from stream.records import Limits, Partial, RawMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,7 @@ class RangeTask:
     max_records: int
     reader: Any
     pipeline: Pipeline
+    limits: Limits = Limits()
     tail_wait_s: float = 0.2
 
     @property
@@ -76,6 +77,6 @@ def run_range(task: RangeTask) -> RangeResult:
     t0 = time.perf_counter()
     batch = task.reader.read(task.topic, task.partition, task.start, task.end,
                              task.max_records, task.tail_wait_s)
-    partial = process_messages(task.pipeline, batch.messages)
+    partial = process_messages(task.pipeline, batch.messages, task.limits)
     return RangeResult(task.topic, task.partition, task.start, batch.next_offset, batch.high,
                        batch.eof, partial, time.perf_counter() - t0)

@@ -1,46 +1,159 @@
-"""The Kafka sink: an idempotent producer whose flush fails loudly on any lost record."""
+"""Kafka sinks: the at-least-once producer, and the transactional one for exactly-once.
+
+Both produce results, dead letters, late records and changelog entries, and end an epoch
+with `commit_epoch(offsets, session)`: at-least-once flushes and then commits the offsets;
+exactly-once sends the offsets into the open transaction and commits it. Every step has a
+deadline under the watchdog; a fenced producer or a step past its deadline is fatal.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from stream import faults
 from stream.errors import FatalError
+from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+TP = tuple[str, int]
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+           KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
 
 
 class KafkaSink:
     """Produce records; `flush` returns only when every one is acknowledged, or raises."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    transactional = False
+
+    def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
+                 step_timeout_s: float = 30.0) -> None:
         self._producer = Producer(config)
         self._errors: list[str] = []
         self.address = config.get("bootstrap.servers", "?")
+        self.watchdog = watchdog or Watchdog()
+        self.step_timeout_s = step_timeout_s
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            if err.code() in _FENCED:
+                self._fenced(err.str())
+
+    def _fenced(self, why: str) -> None:
+        raise FatalError(f"this producer was fenced ({why}): another driver with the same "
+                         "transactional id is running; this one stops")
+
+    def _before_produce(self) -> None:
+        pass
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+                headers: tuple[tuple[str, bytes], ...] = (), partition: int | None = None) -> None:
+        self._before_produce()
+        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=list(headers) or None,
-                                       on_delivery=self._delivered)
+                                       on_delivery=self._delivered, **extra)
                 return
             except BufferError:  # local queue full: serve deliveries, then try again
                 self._producer.poll(0.1)
 
-    def flush(self, timeout: float = 30.0) -> None:
-        left = self._producer.flush(timeout)
+    def flush(self, timeout: float | None = None) -> None:
+        timeout = self.step_timeout_s if timeout is None else timeout
+        with self.watchdog.step("flush", timeout + 5):
+            left = self._producer.flush(timeout)
         if left or self._errors:
             errors, self._errors = self._errors, []
             raise FatalError(f"{left} record(s) not acknowledged by {self.address} within "
                              f"{timeout:.0f} s; delivery errors: {errors[:5] or 'none'}. "
                              "Offsets were not committed; restart to resume from the last commit.")
 
+    def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
+        """Flush everything produced, then commit `offsets` to the group."""
+        self.flush()
+        faults.point("after_offsets")
+        faults.point("before_commit")
+        with self.watchdog.step("commit_offsets", self.step_timeout_s):
+            session.commit(offsets)
+        faults.point("after_commit")
+
+    def abort(self) -> None:
+        """Nothing to undo without a transaction: produced records stay."""
+
     def close(self) -> None:
+        self._producer.flush(5)
+
+
+class TransactionalSink(KafkaSink):
+    """One Kafka transaction per epoch: outputs, dead letters, late records, changelog, offsets."""
+
+    transactional = True
+
+    def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
+                 step_timeout_s: float = 30.0) -> None:
+        super().__init__(config, watchdog, step_timeout_s)
+        self.transactional_id = config["transactional.id"]
+        self._open = False
+        self._call("init_transactions", self._producer.init_transactions)
+
+    def _call(self, step: str, fn: Callable[[float], Any]) -> None:
+        """Run one transaction step, retrying retriable errors until its deadline."""
+        deadline = time.monotonic() + self.step_timeout_s
+        with self.watchdog.step(step, self.step_timeout_s + 10):
+            while True:
+                try:
+                    fn(max(1.0, deadline - time.monotonic()))
+                    return
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    if err.code() in _FENCED:
+                        self._fenced(err.str())
+                    if err.fatal():
+                        raise FatalError(f"{step} failed for transactional id "
+                                         f"{self.transactional_id!r}: {err.str()}") from None
+                    if err.txn_requires_abort():
+                        self.abort()
+                        raise FatalError(f"{step}: the transaction must be aborted ({err.str()}); "
+                                         "restart to resume from the last commit") from None
+                    if not err.retriable() or time.monotonic() >= deadline:
+                        raise FatalError(f"{step} did not succeed within {self.step_timeout_s:.0f} s "
+                                         f"on {self.address} ({err.str()}); if another driver "
+                                         f"uses transactional id {self.transactional_id!r}, "
+                                         "this one was fenced") from None
+                    log.warning("%s: %s; retrying", step, err.str())
+
+    def _before_produce(self) -> None:
+        if not self._open:
+            self._producer.begin_transaction()
+            self._open = True
+
+    def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
+        """Send `offsets` into the transaction with the group's metadata, then commit it."""
+        self._before_produce()
+        self.flush()
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        meta = session.group_metadata()
+        self._call("send_offsets_to_transaction",
+                   lambda t: self._producer.send_offsets_to_transaction(tps, meta, t))
+        faults.point("after_offsets")
+        faults.point("before_commit")
+        self._call("commit_transaction", self._producer.commit_transaction)
+        self._open = False
+        faults.point("after_commit")
+
+    def abort(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                with self.watchdog.step("abort_transaction", self.step_timeout_s + 10):
+                    self._producer.abort_transaction(self.step_timeout_s)
+            except KafkaException as exc:
+                log.warning("abort_transaction: %s", exc.args[0].str())
+
+    def close(self) -> None:
+        self.abort()
         self._producer.flush(5)

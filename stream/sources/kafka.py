@@ -33,7 +33,9 @@ class KafkaSession:
                                    "auto.offset.reset": "earliest"})
         self._events: list[tuple[str, list[TP]]] = []
         self._assigned: set[TP] = set()
-        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.on_revoke: Any = None  # called with the partitions while they are still ours
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.pause(partitions)
@@ -43,8 +45,16 @@ class KafkaSession:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        if self.on_revoke is not None:
+            self.on_revoke(tps)  # commit the open epoch before the partitions go
+        else:
+            self._events.append(("revoked", tps))
         self._assigned.difference_update(tps)
-        self._events.append(("revoked", tps))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._assigned.difference_update(tps)
+        self._events.append(("lost", tps))
 
     def poll(self, timeout: float) -> list[tuple[str, list[TP]]]:
         """Serve group callbacks; returns the assignment changes since the last call."""
@@ -66,6 +76,10 @@ class KafkaSession:
         if offsets:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                   asynchronous=False)
+
+    def group_metadata(self) -> Any:
+        """The group's metadata for `send_offsets_to_transaction`."""
+        return self._consumer.consumer_group_metadata()
 
     def reader(self) -> "KafkaReader":
         """The picklable reader that range tasks use."""

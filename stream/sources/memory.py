@@ -34,6 +34,9 @@ class MemoryTopic:
         log.append(RawMessage(len(log), key, value, timestamp_ms))
         return len(log) - 1
 
+    def group_metadata(self) -> None:
+        return None
+
     def reader(self) -> MemoryReader:
         return MemoryReader({self.name: {p: list(v) for p, v in self.data.items()}})
 
@@ -60,6 +63,7 @@ class MemorySession:
         self.offsets: dict[TP, int] = offsets if offsets is not None else {}
         self._reader = MemoryReader({})
         self._announced = False
+        self.on_revoke = None  # a group of one is never revoked
         self.refresh()
 
     def refresh(self) -> None:
@@ -84,6 +88,9 @@ class MemorySession:
 
     def commit(self, offsets: dict[TP, int]) -> None:
         self.offsets.update(offsets)
+
+    def group_metadata(self) -> None:
+        return None
 
     def reader(self) -> MemoryReader:
         return self._reader

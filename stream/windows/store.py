@@ -1,22 +1,25 @@
-"""Window state as a sans-I/O state machine over panes of partial aggregates.
+"""Window state of one input partition, as a sans-I/O state machine over panes.
 
-`merge` takes one range's partials for a partition; `advance(watermark)` emits every
-window whose ``end + grace`` the watermark has reached, each exactly once, and drops panes
-no open window needs. Records for panes whose windows have all closed are late.
+`merge` takes one range's partial aggregates; `advance(watermark)` emits every window whose
+``end + grace`` the watermark has reached, each exactly once, and drops panes no open window
+needs. Records for panes of a window already emitted are late. `take_changes` hands the
+(key, pane) entries changed or dropped since its last call to the changelog.
 
 >>> from operators import Count
 >>> from stream.windows.specs import Tumbling
 >>> s = WindowStore(Tumbling(seconds=10), {"n": Count()}, grace_ms=0)
->>> s.merge("p0", {("u1", 0): [3]}, {0: 5})
-0
+>>> s.merge({("u1", 0): [3]}, {0: 3})
+{}
 >>> [(w.key, w.start, w.values) for w in s.advance(10_000)]
 [('u1', 0, {'n': 3})]
+>>> s.merge({("u1", 0): [1]}, {0: 1})  # window [0, 10 s) was emitted: one late record
+{0: 1}
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Mapping
+from typing import Any, Mapping
 
 from operators.aggregate import Aggregation
 from stream.windows.specs import Hopping
@@ -42,8 +45,8 @@ class WindowStore:
     grace_ms: int
     emitted_through: int = NEVER
     panes: dict[int, dict[Any, list[Any]]] = field(default_factory=dict)
-    first_offsets: dict[tuple[Hashable, int], int] = field(default_factory=dict)
-    key_partitions: dict[Any, Hashable] = field(default_factory=dict)
+    _dirty: set[PaneKey] = field(default_factory=set)
+    _dropped: set[PaneKey] = field(default_factory=set)
 
     def _closes_at(self, window_start: int) -> int:
         return window_start + self.spec.size_ms + self.grace_ms
@@ -57,29 +60,29 @@ class WindowStore:
         oldest = pane - self.spec.size_ms + self.spec.slide_ms
         return self._closes_at(oldest) <= self.emitted_through
 
-    def merge(self, part: Hashable, partials: Mapping[PaneKey, list[Any]],
-              first_offsets: Mapping[int, int], counts: Mapping[int, int] | None = None) -> int:
-        """Merge one range's partials; return how many records were late.
+    def closed_windows(self, pane: int) -> list[tuple[int, int]]:
+        """The already emitted windows ``(start, end)`` that contain `pane`."""
+        return [(s, e) for s, e in self.spec.windows_of_pane(pane)
+                if self._closes_at(s) <= self.emitted_through]
 
-        `first_offsets` maps pane start to the first input offset of that pane in the range;
-        `counts` maps pane start to its record count (used only to count late records).
+    def _combine(self, old: list[Any] | None, accs: list[Any]) -> list[Any]:
+        if old is None:
+            return accs
+        return [a.merge(x, y) for a, x, y in zip(self.aggregations.values(), old, accs)]
+
+    def merge(self, partials: Mapping[PaneKey, list[Any]],
+              counts: Mapping[int, int]) -> dict[int, int]:
+        """Merge one range's partials; returns {pane: late records} for panes already emitted.
+
+        `counts` maps pane start to the number of records the range put in it.
         """
-        aggs = list(self.aggregations.values())
-        late = 0
         for (key, pane), accs in partials.items():
             if self.pane_closed(pane):
                 continue
             by_key = self.panes.setdefault(pane, {})
-            self.key_partitions[key] = part
-            old = by_key.get(key)
-            by_key[key] = accs if old is None else [a.merge(x, y) for a, x, y in zip(aggs, old, accs)]
-        for pane, offset in first_offsets.items():
-            if self.pane_late(pane):
-                late += (counts or {}).get(pane, 0)
-            if not self.pane_closed(pane):
-                slot = (part, pane)
-                self.first_offsets[slot] = min(offset, self.first_offsets.get(slot, offset))
-        return late
+            by_key[key] = self._combine(by_key.get(key), accs)
+            self._dirty.add((key, pane))
+        return {pane: n for pane, n in counts.items() if n and self.pane_late(pane)}
 
     def _closing_windows(self, watermark: int) -> list[int]:
         size, slide = self.spec.size_ms, self.spec.slide_ms
@@ -93,50 +96,39 @@ class WindowStore:
             return []
         out = [r for s in self._closing_windows(watermark) for r in self._results(s)]
         self.emitted_through = watermark
-        dead = [p for p in self.panes if self.pane_closed(p)]
-        for pane in dead:
-            del self.panes[pane]
-        if dead:  # keep the key -> partition map as small as the live state
-            live = set().union(*(by_key.keys() for by_key in self.panes.values()))
-            self.key_partitions = {k: p for k, p in self.key_partitions.items() if k in live}
-        for slot in [s for s in self.first_offsets if self.pane_closed(s[1])]:
-            del self.first_offsets[slot]
+        for pane in [p for p in self.panes if self.pane_closed(p)]:
+            for key in self.panes.pop(pane):
+                self._dirty.discard((key, pane))
+                self._dropped.add((key, pane))
         return out
 
     def _results(self, start: int) -> list[WindowResult]:
         merged: dict[Any, list[Any]] = {}
-        aggs = list(self.aggregations.values())
         for pane in self.spec.panes_of_window(start):
             for key, accs in self.panes.get(pane, {}).items():
-                old = merged.get(key)
-                merged[key] = accs if old is None else [a.merge(x, y) for a, x, y in zip(aggs, old, accs)]
+                merged[key] = self._combine(merged.get(key), accs)
         end = start + self.spec.size_ms
-        names = list(self.aggregations)
+        names, aggs = list(self.aggregations), list(self.aggregations.values())
         return [WindowResult(key, start, end,
                              {n: a.result(acc) for n, a, acc in zip(names, aggs, accs)})
                 for key, accs in merged.items()]
 
-    def drop_partition(self, part: Hashable) -> None:
-        """Forget a revoked partition's window state: its keys' panes and its offsets.
+    def has_changes(self) -> bool:
+        return bool(self._dirty or self._dropped)
 
-        Keyed state needs input partitioned by key, so each key lives in one partition; the
-        partition's next owner rebuilds these windows from the committed offsets.
-        """
-        gone = {k for k, p in self.key_partitions.items() if p == part}
-        for by_key in self.panes.values():
-            for k in gone & by_key.keys():
-                del by_key[k]
-        for k in gone:
-            del self.key_partitions[k]
-        for pane in [p for p, by_key in self.panes.items() if not by_key]:
-            del self.panes[pane]
-        for slot in [s for s in self.first_offsets if s[0] == part]:
-            del self.first_offsets[slot]
+    def take_changes(self) -> tuple[dict[PaneKey, list[Any]], list[PaneKey]]:
+        """(entries changed, entries dropped) since the last call; for the changelog."""
+        changed = {(k, p): self.panes[p][k] for k, p in self._dirty}
+        dropped = sorted(self._dropped, key=lambda kp: kp[1])
+        self._dirty, self._dropped = set(), set()
+        return changed, dropped
 
-    def first_open_offset(self, part: Hashable) -> int | None:
-        """Lowest input offset of `part` that an open window still needs, if any."""
-        offsets = [o for (p, _), o in self.first_offsets.items() if p == part]
-        return min(offsets) if offsets else None
+    def load(self, entries: Mapping[PaneKey, list[Any]], emitted_through: int) -> None:
+        """Restore state: accumulators per (key, pane) and how far windows were emitted."""
+        self.emitted_through = max(self.emitted_through, emitted_through)
+        for (key, pane), accs in entries.items():
+            if not self.pane_closed(pane):
+                self.panes.setdefault(pane, {})[key] = accs
 
     def open_windows(self) -> int:
         """Number of (key, pane) entries held; a measure of state size."""
@@ -147,7 +139,5 @@ class WindowStore:
         for pane in self.panes:
             assert not self.pane_closed(pane), f"closed pane {pane} still held"
             assert pane % self.spec.slide_ms == 0, f"pane {pane} not aligned"
-        for _, pane in self.first_offsets:
-            assert not self.pane_closed(pane)
-        for by_key in self.panes.values():
-            assert by_key.keys() <= self.key_partitions.keys(), "a key without its partition"
+        for key, pane in self._dirty:
+            assert key in self.panes.get(pane, {}), "a changed entry that is not held"

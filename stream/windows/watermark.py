@@ -51,6 +51,11 @@ class Watermarks:
             p.last_data_ms = now_ms
         p.caught_up = caught_up
 
+    def max_ts(self, part: Hashable) -> int | None:
+        """The highest event time seen on a partition (None if none yet)."""
+        p = self._parts.get(part)
+        return None if p is None or p.max_ts == NEVER else p.max_ts
+
     def _idle(self, p: _Partition, now_ms: int) -> bool:
         return p.caught_up and now_ms - p.last_data_ms >= self.idle_timeout_ms
 
