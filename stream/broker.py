@@ -35,7 +35,7 @@ def broker_binary() -> str:
         raise BrokerNotFound(f"the embedded broker binary was not found: {exc}") from exc
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask Linux to kill it when the process that started it dies."""
     try:
         import ctypes
@@ -71,7 +71,7 @@ class EmbeddedBroker:
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         try:
             wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
         except StreamError:

@@ -17,7 +17,8 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from stream.errors import PipelineError, StreamError
+from stream.errors import (BrokerUnavailable, FatalError, PipelineError, SchedulerUnavailable,
+                           StreamError)
 
 log = logging.getLogger("stream")
 
@@ -61,6 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from stream.config import KafkaConfig, RunConfig
     from stream.progress import Progress
     from stream.runner import make_executor, run_pipeline
+    from stream.watchdog import Watchdog
 
     pipeline = load_pipeline(args.pipeline)
     if not args.bootstrap:
@@ -68,14 +70,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           "(`stream broker` starts an embedded one)")
     config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
                        scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
-                       metrics_port=args.metrics_port)
+                       metrics_port=args.metrics_port, guarantee=args.guarantee,
+                       replica=args.replica, commit_interval_s=args.commit_interval,
+                       range_records=args.range_records, step_timeout_s=args.step_timeout)
+    if not args.no_supervise:
+        from stream.supervisor import Supervisor, child_argv
+
+        argv = sys.argv[1:] if args.argv is None else args.argv
+        return Supervisor(child_argv(argv), max_restarts=args.max_restarts).run()
     executor = make_executor(config, local=args.local)
     stop, progress = StopFlag(), Progress(every_s=5.0)
     log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
              executor.describe(), args.metrics_port)
     try:
         stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
-                             create_topics=args.create_topics,
+                             create_topics=args.create_topics, watchdog=Watchdog(enabled=True),
                              on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
                                                                d.lag(), d.open_windows()))
     finally:
@@ -149,6 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
     run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
                      help="create missing input and output topics with this many partitions")
+    run.add_argument("--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once",
+                     help="exactly_once (default): one Kafka transaction per epoch")
+    run.add_argument("--replica", type=int, default=0,
+                     help="replica number; the transactional id is <app-id>.<replica> (default 0)")
+    run.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
+                     help="epoch length: how often results and offsets are committed (default 1)")
+    run.add_argument("--range-records", type=int, default=20_000,
+                     help="records per range task (default 20000)")
+    run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="deadline of each transaction step; past it the driver exits and is "
+                          "restarted (default 30)")
+    run.add_argument("--max-restarts", type=int, default=5,
+                     help="restarts in a row before giving up (default 5)")
+    run.add_argument("--no-supervise", action="store_true",
+                     help="run the driver in this process, without restarts")
+    run.set_defaults(argv=None)
     run.set_defaults(fn=_cmd_run)
 
     demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
@@ -179,8 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("distributed", "tornado", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if argv is not None:
+        args.argv = list(argv)
     try:
         return args.fn(args)
+    except FatalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (BrokerUnavailable, SchedulerUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except StreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
