@@ -85,6 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
                              create_topics=args.create_topics, watchdog=Watchdog(enabled=True),
+                             leave_group_on_failure=False,
                              on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
                                                                d.lag(), d.open_windows()))
     finally:

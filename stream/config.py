@@ -91,7 +91,8 @@ class RunConfig:
         _positive("max_inflight", self.max_inflight, 0)
         if self.guarantee not in GUARANTEES:
             raise ConfigError("guarantee", f"must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}")
-        _positive("replica", self.replica, 0)
+        if not 0 <= self.replica < 1000:
+            raise ConfigError("replica", f"must be 0..999, got {self.replica}")
         _positive("max_future_ms", self.max_future_ms, 0)
         _positive("step_timeout_s", self.step_timeout_s, 1)
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:

@@ -22,7 +22,7 @@ from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Failure, Limits
-from stream.state import Meta, encode_meta, entry, restore
+from stream.state import Meta, encode_meta, entry, next_epoch, restore
 from stream.windows.store import WindowResult, WindowStore
 from stream.windows.watermark import NEVER, Watermarks
 
@@ -75,7 +75,8 @@ class Driver:
                  changelog: Any, topics: Topics, *, range_records: int = 20_000,
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
                  idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
-                 app_id: str | None = None, transactional_id: str | None = None) -> None:
+                 app_id: str | None = None, transactional_id: str | None = None,
+                 replica: int = 0) -> None:
         pipeline.validate()
         self.pipeline = pipeline
         self.session, self.sink, self.executor = session, sink, executor
@@ -90,12 +91,14 @@ class Driver:
         self.parts: dict[TP, PartitionState] = {}
         self.inflight: dict[Any, tuple[RangeTask, int]] = {}
         self.stats = DriverStats()
-        self.epoch = 1                 # the epoch being built
+        self.replica = replica
+        self.epoch = next_epoch(0, replica, _now_ms())  # the epoch being built
         self._known_committed: set[int] = set()  # epochs to name in the next meta entries
         self._produced = False         # anything produced in this epoch
         self._committed: dict[TP, int] = {}
         self._last_commit = time.monotonic()
         self._headers: tuple[tuple[str, bytes], ...] = ()
+        self.failed = False            # set when the loop died: no further commits
         session.on_revoke = self._on_revoked
         if metrics is not None:
             metrics.watch(lambda: self.watermarks.floor, self.open_windows)
@@ -121,7 +124,7 @@ class Driver:
             store = self._new_store()
             if store is not None:
                 store.load(r.panes, r.emitted_through)
-            self.epoch = max(self.epoch, r.max_epoch + 1, last + 1)
+            self.epoch = max(self.epoch, next_epoch(max(r.max_epoch, last), self.replica, 0))
             if last > 0:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
@@ -139,13 +142,15 @@ class Driver:
         mine = [tp for tp in tps if tp in self.parts]
         if not mine:
             return
-        self._merge_ready()
-        self.commit()
+        if not self.failed:  # after a fatal error nothing more is committed
+            self._merge_ready()
+            self.commit()
         for tp in mine:
             self.parts.pop(tp, None)
             self._committed.pop(tp, None)
             self.watermarks.remove(tp)
-        log.info("revoked %s (epoch committed, state dropped)", mine)
+        log.info("revoked %s (%s, state dropped)", mine,
+                 "open epoch abandoned" if self.failed else "open epoch committed")
 
     def _serve_group(self, timeout: float) -> None:
         for kind, tps in self.session.poll(timeout):
@@ -381,10 +386,12 @@ class Driver:
         self.sink.commit_epoch(offsets, self.session)
         self._known_committed = {self.epoch}
         self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
-        self.epoch += 1
+        self.epoch = next_epoch(self.epoch, self.replica, _now_ms())
         self._headers = ()
         self._produced = False
         self.stats.commits += 1
+        if self.stats.commits == 1:
+            log.info("first epoch committed since start")
         if self.metrics:
             self.metrics.committed(time.monotonic() - t0)
 
@@ -418,14 +425,18 @@ class Driver:
 
         Drain is for bounded input (the demo, the benchmark): it treats the input as ended.
         """
-        while not should_stop() and not until(self):
-            self.step()
-            if on_step is not None:
-                on_step(self)
-        self._wait_inflight()
-        self._merge_ready()
-        self.emit(FOREVER if drain else None)
-        self.commit()
+        try:
+            while not should_stop() and not until(self):
+                self.step()
+                if on_step is not None:
+                    on_step(self)
+            self._wait_inflight()
+            self._merge_ready()
+            self.emit(FOREVER if drain else None)
+            self.commit()
+        except BaseException:
+            self.failed = True
+            raise
         return self.stats
 
     def _wait_inflight(self, timeout_s: float = 30.0) -> None:

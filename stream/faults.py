@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 
 def point(name: str) -> None:
@@ -30,5 +31,5 @@ def point(name: str) -> None:
         return
     with open(path, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))
-    print(f"fault injection: SIGKILL at {name}", file=sys.stderr, flush=True)
+    print(f"fault injection: SIGKILL at {name} at {time.time():.3f}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -59,7 +59,7 @@ class PipelineRun:
 
     def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
                  metrics: Metrics | None = None, create_topics: int | None = None,
-                 watchdog: Watchdog | None = None) -> None:
+                 watchdog: Watchdog | None = None, leave_group_on_failure: bool = True) -> None:
         pipeline.validate()
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
@@ -71,7 +71,7 @@ class PipelineRun:
             reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
             self.session = KafkaSession(kafka.consumer({"group.id": config.app_id}),
                                         list(pipeline.source_spec.topics), reader)  # type: ignore[union-attr]
-            self._stack.callback(self.session.close)
+            self._stack.callback(self._close_session, leave_group_on_failure)
             watchdog = watchdog or Watchdog()
             if config.exactly_once:
                 self.sink: KafkaSink = TransactionalSink(
@@ -83,8 +83,11 @@ class PipelineRun:
             self.metrics = metrics or Metrics(pipeline.name)
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(config.metrics_port)
+            # read_uncommitted on purpose: the restore rule skips uncommitted epochs itself, and
+            # a dead producer's open transaction would block a read_committed reader forever
+            # on the embedded broker (DESIGN.md)
             changelog = KafkaChangelog(config.changelog_topic, kafka.consumer(
-                {"group.id": f"{config.app_id}.restore", "isolation.level": "read_committed"}))
+                {"group.id": f"{config.app_id}.restore"}))
             topics = Topics(config.changelog_topic, config.dead_letter_topic, config.late_topic)
             self.driver = Driver(pipeline, self.session, self.sink, self.executor, changelog, topics,
                                  range_records=config.range_records, max_inflight=config.inflight,
@@ -92,10 +95,20 @@ class PipelineRun:
                                  idle_timeout_ms=config.idle_timeout_ms,
                                  limits=Limits(kafka.max_record_bytes, config.max_future_ms),
                                  metrics=self.metrics, app_id=config.app_id,
-                                 transactional_id=config.transactional_id)
+                                 transactional_id=config.transactional_id, replica=config.replica)
         except BaseException:
             self._stack.close()
             raise
+
+    def _close_session(self, leave_on_failure: bool) -> None:
+        driver = getattr(self, "driver", None)
+        if driver is not None and driver.failed and not leave_on_failure:
+            # The process is about to exit. Leaving the group now, possibly in the middle of a
+            # rebalance, can stall the embedded broker's group for good; a member that just
+            # goes away is expired after session.timeout.ms on any broker.
+            log.info("not leaving the consumer group after a failure; the member expires")
+            return
+        self.session.close()
 
     def close(self) -> None:
         self._stack.close()
@@ -111,8 +124,9 @@ def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
                  until: Callable[[Driver], bool] = lambda d: False,
                  should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
                  on_step: Callable[[Driver], None] | None = None,
-                 create_topics: int | None = None, watchdog: Watchdog | None = None) -> DriverStats:
+                 create_topics: int | None = None, watchdog: Watchdog | None = None,
+                 leave_group_on_failure: bool = True) -> DriverStats:
     """Run `pipeline` until `until(driver)` or `should_stop()`; returns the driver's counts."""
-    with PipelineRun(pipeline, config, executor, create_topics=create_topics,
-                     watchdog=watchdog) as run:
+    with PipelineRun(pipeline, config, executor, create_topics=create_topics, watchdog=watchdog,
+                     leave_group_on_failure=leave_group_on_failure) as run:
         return run.driver.run(until=until, should_stop=should_stop, drain=drain, on_step=on_step)

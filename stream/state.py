@@ -29,7 +29,24 @@ from stream.records import RawMessage
 from stream.windows.watermark import NEVER
 
 EPOCH_HEADER = "stream.epoch"
+REPLICAS = 1000  # epoch numbers of replica r are r modulo this
 _META = "\x00meta"
+
+
+def next_epoch(after: int, replica: int, now_ms: int) -> int:
+    """The next epoch number of `replica`: above `after`, and at least the wall clock.
+
+    Numbers grow with the clock, so a restarted driver never reuses the number of an epoch
+    its predecessor aborted (even one that wrote nothing but outputs), and each replica has
+    its own residue, so two replicas never share one.
+
+    >>> next_epoch(0, 1, now_ms=5)
+    5001
+    >>> next_epoch(5001, 1, now_ms=5)
+    6001
+    """
+    base = max(after + 1, now_ms * REPLICAS)
+    return base + (replica - base) % REPLICAS
 
 
 def entry_key(topic: str, key: Any, pane: int) -> bytes:

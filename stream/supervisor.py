@@ -39,8 +39,8 @@ def describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, argv: Sequence[str], max_restarts: int = 5, backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0) -> None:
+    def __init__(self, argv: Sequence[str], max_restarts: int = 5, backoff_s: float = 0.5,
+                 max_backoff_s: float = 10.0) -> None:
         self.argv = list(argv)
         self.max_restarts = max_restarts
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s

@@ -33,19 +33,23 @@ class KafkaSink:
                  step_timeout_s: float = 30.0) -> None:
         self._producer = Producer(config)
         self._errors: list[str] = []
+        self._fatal: KafkaError | None = None
         self.address = config.get("bootstrap.servers", "?")
         self.watchdog = watchdog or Watchdog()
         self.step_timeout_s = step_timeout_s
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        # never raise here: an exception in a delivery callback comes out of librdkafka mangled
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
-            if err.code() in _FENCED:
-                self._fenced(err.str())
+            if err.code() in _FENCED or err.fatal():
+                self._fatal = self._fatal or err
 
-    def _fenced(self, why: str) -> None:
-        raise FatalError(f"this producer was fenced ({why}): another driver with the same "
-                         "transactional id is running; this one stops")
+    def _raise_fatal(self, err: KafkaError) -> None:
+        if err.code() in _FENCED:
+            raise FatalError(f"this producer was fenced ({err.str()}): another driver with the "
+                             "same transactional id is running; this one stops")
+        raise FatalError(f"the producer failed fatally on {self.address}: {err.str()}")
 
     def _before_produce(self) -> None:
         pass
@@ -55,17 +59,31 @@ class KafkaSink:
         self._before_produce()
         extra = {} if partition is None else {"partition": partition}
         while True:
+            if self._fatal is not None:
+                self._raise_fatal(self._fatal)
             try:
                 self._producer.produce(topic, value=value, key=key, headers=list(headers) or None,
                                        on_delivery=self._delivered, **extra)
                 return
             except BufferError:  # local queue full: serve deliveries, then try again
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                self._raise_fatal(exc.args[0])
 
     def flush(self, timeout: float | None = None) -> None:
         timeout = self.step_timeout_s if timeout is None else timeout
         with self.watchdog.step("flush", timeout + 5):
-            left = self._producer.flush(timeout)
+            try:
+                left = self._producer.flush(timeout)
+            except (KafkaException, SystemError) as exc:
+                # a fenced producer's flush raises, sometimes wrapped in a SystemError from a
+                # delivery callback that the client called with the error already set
+                cause = exc if isinstance(exc, KafkaException) else exc.__cause__
+                if isinstance(cause, KafkaException):
+                    self._raise_fatal(cause.args[0])
+                raise FatalError(f"flushing to {self.address} failed: {exc}") from exc
+        if self._fatal is not None:
+            self._raise_fatal(self._fatal)
         if left or self._errors:
             errors, self._errors = self._errors, []
             raise FatalError(f"{left} record(s) not acknowledged by {self.address} within "
@@ -85,7 +103,12 @@ class KafkaSink:
         """Nothing to undo without a transaction: produced records stay."""
 
     def close(self) -> None:
-        self._producer.flush(5)
+        if self._fatal is not None:
+            return  # a fenced or failed producer has nothing left to deliver
+        try:
+            self._producer.flush(5)
+        except Exception as exc:  # closing after a failure: report, do not mask the failure
+            log.warning("closing the producer: %s", exc)
 
 
 class TransactionalSink(KafkaSink):
@@ -110,11 +133,8 @@ class TransactionalSink(KafkaSink):
                     return
                 except KafkaException as exc:
                     err = exc.args[0]
-                    if err.code() in _FENCED:
-                        self._fenced(err.str())
-                    if err.fatal():
-                        raise FatalError(f"{step} failed for transactional id "
-                                         f"{self.transactional_id!r}: {err.str()}") from None
+                    if err.code() in _FENCED or err.fatal():
+                        self._raise_fatal(err)
                     if err.txn_requires_abort():
                         self.abort()
                         raise FatalError(f"{step}: the transaction must be aborted ({err.str()}); "
@@ -128,7 +148,10 @@ class TransactionalSink(KafkaSink):
 
     def _before_produce(self) -> None:
         if not self._open:
-            self._producer.begin_transaction()
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                self._raise_fatal(exc.args[0])
             self._open = True
 
     def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
@@ -146,7 +169,7 @@ class TransactionalSink(KafkaSink):
         faults.point("after_commit")
 
     def abort(self) -> None:
-        if self._open:
+        if self._open and self._fatal is None:
             self._open = False
             try:
                 with self.watchdog.step("abort_transaction", self.step_timeout_s + 10):
@@ -156,4 +179,4 @@ class TransactionalSink(KafkaSink):
 
     def close(self) -> None:
         self.abort()
-        self._producer.flush(5)
+        super().close()

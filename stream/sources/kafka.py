@@ -34,6 +34,7 @@ class KafkaSession:
         self._events: list[tuple[str, list[TP]]] = []
         self._assigned: set[TP] = set()
         self.on_revoke: Any = None  # called with the partitions while they are still ours
+        self._failure: BaseException | None = None
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
 
@@ -46,7 +47,10 @@ class KafkaSession:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         if self.on_revoke is not None:
-            self.on_revoke(tps)  # commit the open epoch before the partitions go
+            try:  # commit the open epoch before the partitions go
+                self.on_revoke(tps)
+            except BaseException as exc:  # raised from poll(): never out of a librdkafka callback
+                self._failure = self._failure or exc
         else:
             self._events.append(("revoked", tps))
         self._assigned.difference_update(tps)
@@ -59,6 +63,9 @@ class KafkaSession:
     def poll(self, timeout: float) -> list[tuple[str, list[TP]]]:
         """Serve group callbacks; returns the assignment changes since the last call."""
         msg = self._consumer.poll(timeout)
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         if msg is not None and msg.error() is not None:
             log.warning("consumer group: %s", msg.error())
         events, self._events = self._events, []
@@ -86,7 +93,10 @@ class KafkaSession:
         return self._reader
 
     def close(self) -> None:
-        self._consumer.close()
+        try:
+            self._consumer.close()  # leaves the group; the revoke hook may commit first
+        except Exception as exc:  # closing after a failure: report, do not mask the failure
+            log.warning("closing the group consumer: %s", exc)
 
 
 # One consumer per worker process per configuration, kept across ranges (creating one per

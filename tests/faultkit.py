@@ -1,0 +1,243 @@
+"""Fault-test kit: supervised `stream run` processes, a paced input feeder, and the verifier.
+
+The verifier reads every output record (read_uncommitted, so an open transaction of a dead
+producer cannot block it on the embedded broker) with its headers and splits them by epoch into
+committed and aborted ones. The committed epochs are the ones the group committed on the
+changelog (its offset on changelog partition p is the last committed epoch) plus those that
+later meta entries name. It then compares every committed (key, window) with a recomputation
+from the input: none missing, none wrong, none twice. Aborted copies are only counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stream.codecs.avro import AvroCodec
+from stream.generator import PaymentGenerator, partition_of
+from stream.sources.kafka import read_all
+from stream.state import committed_epochs
+
+from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTINEL = "sentinel"
+
+
+class StreamProcess:
+    """`stream run fault_app:pipeline` as a user would start it (supervised unless told)."""
+
+    def __init__(self, kafka, app, src, out, workdir: Path, *, faults=(), replica=0,
+                 supervise=True, local=True, extra=(), name="run"):
+        self.workdir = workdir
+        self.faults = workdir / f"{name}.faults"
+        self.faults.write_text("".join(f"{f}\n" for f in faults))
+        self.log_path = workdir / f"{name}.log"
+        args = [sys.executable, "-m", "stream.cli", "run", "fault_app:pipeline", "--bootstrap",
+                kafka.bootstrap, "--app-id", app, "--metrics-port", "0", "--commit-interval", "0.2",
+                "--range-records", "500", "--step-timeout", "8", "--replica", str(replica),
+                "--max-restarts", "8", *extra]
+        if local:
+            args.append("--local")
+        if not supervise:
+            args.append("--no-supervise")
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+               "STREAM_TEST_APP": app, "STREAM_TEST_SRC": src, "STREAM_TEST_OUT": out,
+               "STREAM_FAULTS": str(self.faults)}
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def faults_left(self) -> list[str]:
+        return self.faults.read_text().split()
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout=60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process (the supervisor's child dies with it)."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def child_pid(self) -> int | None:
+        import psutil
+        kids = psutil.Process(self.proc.pid).children()
+        return kids[0].pid if kids else None
+
+
+class Feeder(threading.Thread):
+    """Produce `n` generated payments at about `rate` per second, then one sentinel per
+    partition far enough ahead to close every window of the real records."""
+
+    def __init__(self, kafka, topic, n, rate=400.0, partitions=4, seed=11):
+        super().__init__(daemon=True)
+        self.kafka, self.topic, self.n, self.rate, self.partitions = kafka, topic, n, rate, partitions
+        self.records = list(PaymentGenerator(users=300, step_ms=4, disorder_ms=2_000, seed=seed).records(n))
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            codec = payment_pipeline("x", self.topic, "o").source_spec.codec
+            p = Producer(self.kafka.producer())
+            t0 = time.monotonic()
+            for i, r in enumerate(self.records):
+                p.produce(self.topic, codec.encode(r), r["user_id"].encode(),
+                          partition=partition_of(r["user_id"], self.partitions))
+                self.sent = i + 1
+                ahead = self.sent / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    p.flush(30)
+                    time.sleep(ahead)
+            last = max(r["ts"] for r in self.records)
+            for part in range(self.partitions):
+                s = dict(self.records[-1], user_id=f"{SENTINEL}-{part}", payment_id=f"s{part}",
+                         ts=last + 60_000)
+                p.produce(self.topic, codec.encode(s), s["user_id"].encode(), partition=part)
+            assert p.flush(30) == 0
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+@dataclass
+class Verdict:
+    expected: int          # (key, window) pairs the input defines
+    committed: int         # output records of committed epochs
+    aborted: int           # output records of aborted epochs (visible on the embedded broker)
+    problems: list[str]
+
+
+def _header(m, name):
+    for k, v in m.headers:
+        if k == name:
+            return v.decode()
+    return None
+
+
+def committed_epoch_set(kafka, app, changelog, partitions) -> set[int]:
+    c = Consumer(kafka.consumer({"group.id": app}))
+    try:
+        got = c.committed([TopicPartition(changelog, p) for p in range(partitions)], timeout=10)
+    finally:
+        c.close()
+    known: set[int] = set()
+    for tp in got:
+        log = read_all(kafka.consumer({"group.id": "verify"}),
+                       changelog, tp.partition)
+        known |= committed_epochs(log, tp.offset)
+    return known
+
+
+def verify(kafka, app, out, records, out_partitions=2, in_partitions=4) -> Verdict:
+    """Compare every committed output window with a recomputation from `records`."""
+    codec = AvroCodec(OUT_SCHEMA)
+    epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
+    committed, aborted = [], 0
+    for p in range(out_partitions):
+        for m in read_all(kafka.consumer({"group.id": "verify"}), out, p):
+            assert _header(m, "stream.app") == app
+            if int(_header(m, "stream.epoch")) in epochs:
+                committed.append(codec.decode(m.value))
+            else:
+                aborted += 1
+    rows = [r for r in committed if not r["user_id"].startswith(SENTINEL)]
+    expected = recompute(records)
+    return Verdict(len(expected), len(rows), aborted, diff_windows(expected, rows))
+
+
+def wait_verified(kafka, app, out, records, timeout=180, procs=()) -> Verdict:
+    """Poll until every window is there (or time runs out); returns the last verdict."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = verify(kafka, app, out, records)
+        if not v.problems or time.monotonic() > deadline:
+            return v
+        for proc in procs:
+            assert proc.proc.poll() is None, f"stream run exited early:\n{proc.log()[-4000:]}"
+        time.sleep(2)
+
+
+class TcpProxy:
+    """A TCP proxy on `port` in front of `target_port`; `cut()` drops every connection and
+    refuses new ones until `restore()` (the broker looks unreachable meanwhile)."""
+
+    def __init__(self, port: int, target_port: int):
+        import socket
+        self.port, self.target = port, ("127.0.0.1", target_port)
+        self._socket = socket
+        self._conns: list = []
+        self._lock = threading.Lock()
+        self._server = None
+        self.restore()
+
+    def restore(self):
+        s = self._socket.socket()
+        s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self._server = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def _accept(self, server):
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self):
+        self._server.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(self._socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.cut()

@@ -1,0 +1,155 @@
+"""Faults against the embedded broker, each ending with the exactly-once verifier.
+
+Every test runs `stream run` as a user would (supervised, its own process), feeds input at a
+steady pace while faults happen, appends one sentinel per partition that closes every window,
+and then checks every committed (key, window) against a recomputation: none missing, none
+wrong, none twice. Output of aborted epochs is counted, never accepted.
+"""
+
+import re
+import time
+from datetime import datetime
+
+import pytest
+
+from stream.admin import ensure_topic
+
+from faultkit import Feeder, StreamProcess, wait_verified
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def topics(kafka, topic_name):
+    src, out, app = topic_name("in"), topic_name("out"), topic_name("app")
+    ensure_topic(kafka.client(), src, 4)
+    ensure_topic(kafka.client(), out, 2)
+    return src, out, app
+
+
+def recovery_times(log: str) -> list[float]:
+    """Seconds from each injected kill until the restarted driver had restored its state and
+    resumed (its partitions assigned)."""
+    kills = [float(t) for t in re.findall(r"SIGKILL at \w+ at ([\d.]+)", log)]
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO stream.driver: assigned"
+    resumed = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+               for t in re.findall(stamp, log, re.M)]
+    return [round(min(r for r in resumed if r > k) - k, 1) for k in kills if any(r > k for r in resumed)]
+
+
+def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka, topic_name, tmp_path):
+    src, out, app = topics(kafka, topic_name)
+    steps = ["after_produce", "changelog", "after_offsets", "before_commit", "after_commit"]
+    feeder = Feeder(kafka, src, 8_000, rate=200)
+    proc = StreamProcess(kafka, app, src, out, tmp_path, faults=steps)
+    feeder.start()
+    try:
+        feeder.join(120)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc])
+    finally:
+        code = proc.stop()
+    log = proc.log()
+    assert proc.faults_left() == [], log[-4000:]
+    assert verdict.problems == [], (verdict.problems[:10], log[-4000:])
+    assert code == 0, log[-4000:]
+    times = recovery_times(log)
+    assert len(times) == len(steps), log[-4000:]
+    print(f"\nkilled at {steps}; recovery seconds {times}; {verdict}")
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_second_driver_with_the_same_transactional_id_fences_the_first(kafka, topic_name, tmp_path):
+    src, out, app = topics(kafka, topic_name)
+    feeder = Feeder(kafka, src, 6_000, rate=300)
+    first = StreamProcess(kafka, app, src, out, tmp_path, supervise=False, name="first")
+    feeder.start()
+    second = None
+    try:
+        wait_for(lambda: "first epoch committed" in first.log(), 60, "the first driver to commit")
+        second = StreamProcess(kafka, app, src, out, tmp_path, supervise=False, name="second")
+        t0 = time.monotonic()
+        code = first.proc.wait(90)
+        fenced_after = time.monotonic() - t0
+        feeder.join(120)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, procs=[second])
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    errors = [line for line in first.log().splitlines() if line.startswith("error:")]
+    assert code == 3 and len(errors) == 1 and "fenced" in errors[0], first.log()[-3000:]
+    assert verdict.problems == [], (verdict.problems[:10], second.log()[-3000:])
+    print(f"\nfirst driver exited {fenced_after:.1f} s after the second started: {errors[0]}; {verdict}")
+
+
+def test_dask_workers_killed_mid_range_repeatedly(kafka, topic_name, tmp_path):
+    import psutil
+
+    src, out, app = topics(kafka, topic_name)
+    feeder = Feeder(kafka, src, 8_000, rate=250)
+    proc = StreamProcess(kafka, app, src, out, tmp_path, local=False, extra=["--workers", "2"])
+    feeder.start()
+    killed = []
+    try:
+        wait_for(lambda: "first epoch committed" in proc.log(), 90, "the driver to commit")
+        for _ in range(3):
+            time.sleep(4)
+            workers = [p for p in psutil.Process(proc.child_pid()).children(recursive=True)
+                       if "spawn_main" in " ".join(p.cmdline())]
+            assert workers, "no Dask worker process found"
+            workers[0].kill()
+            killed.append(workers[0].pid)
+        feeder.join(120)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc])
+    finally:
+        code = proc.stop()
+    log = proc.log()
+    assert len(killed) == 3 and "restarting in" not in log, log[-3000:]
+    assert verdict.problems == [], (verdict.problems[:10], log[-3000:])
+    assert code == 0, log[-3000:]
+    print(f"\nkilled Dask workers {killed}; {verdict}")
+
+
+def test_broker_unreachable_for_ten_seconds(tmp_path, topic_name):
+    from stream.broker import EmbeddedBroker, free_port
+    from stream.config import KafkaConfig
+
+    from faultkit import TcpProxy
+
+    proxy_port = free_port()
+    broker = EmbeddedBroker(advertised_port=proxy_port)
+    proxy = TcpProxy(proxy_port, broker.port)
+    broker.start()
+    kafka = KafkaConfig(broker.bootstrap)
+    src, out, app = topics(kafka, topic_name)
+    feeder = Feeder(kafka, src, 8_000, rate=250)
+    proc = StreamProcess(kafka, app, src, out, tmp_path)
+    feeder.start()
+    try:
+        wait_for(lambda: "first epoch committed" in proc.log(), 90, "the driver to commit")
+        time.sleep(3)
+        proxy.cut()
+        cut_at = time.monotonic()
+        time.sleep(10)
+        proxy.restore()
+        feeder.join(180)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc], timeout=240)
+        recovered = time.monotonic() - cut_at
+    finally:
+        code = proc.stop()
+        proxy.close()
+        broker.stop()
+    log = proc.log()
+    assert verdict.problems == [], (verdict.problems[:10], log[-3000:])
+    assert code == 0, log[-3000:]
+    print(f"\nbroker cut for 10 s; every window verified {recovered:.0f} s after the cut; "
+          f"driver restarts: {log.count('restarting in')}; {verdict}")
