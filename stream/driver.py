@@ -377,7 +377,8 @@ class Driver:
             self.sink.abort()
             raise FatalError(f"partitions {sorted(missing)} are no longer assigned to this driver; "
                              f"epoch {self.epoch} was aborted")
-        faults.point("after_produce")
+        if self._produced:
+            faults.point("after_produce")  # an epoch that wrote results, none committed yet
         known = tuple(sorted(self._known_committed))
         for tp, st in self.parts.items():
             self._write_changelog(tp, st, known)

@@ -1,9 +1,9 @@
 """Fault injection for tests: SIGKILL this process when it reaches a named point.
 
-`STREAM_FAULTS` names a file with one point name per line; the first time the process
-reaches a point listed first in the file, that line is removed and the process kills itself
-with SIGKILL (no cleanup, as a crash would). A restarted process then goes on to the next
-line. Without the variable, `point` does nothing.
+`STREAM_FAULTS` names a file with one point per line, `NAME` or `NAME:N`. When the process
+reaches the point named on the first line (for the Nth time, default 1), that line is
+removed and the process kills itself with SIGKILL (no cleanup, as a crash would). A
+restarted process goes on with the next line. Without the variable, `point` does nothing.
 
 Points: after_produce, changelog, after_offsets, before_commit, after_commit.
 
@@ -16,6 +16,9 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
+
+_reached: Counter = Counter()
 
 
 def point(name: str) -> None:
@@ -27,7 +30,10 @@ def point(name: str) -> None:
             lines = [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         return
-    if not lines or lines[0] != name:
+    if not lines or lines[0].partition(":")[0] != name:
+        return
+    _reached[name] += 1
+    if _reached[name] < int(lines[0].partition(":")[2] or 1):
         return
     with open(path, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))

@@ -86,8 +86,8 @@ class StreamProcess:
 
 
 class Feeder(threading.Thread):
-    """Produce `n` generated payments at about `rate` per second, then one sentinel per
-    partition far enough ahead to close every window of the real records."""
+    """Produce `n` generated payments at about `rate` per second (or until `finish()`), then
+    one sentinel per partition far enough ahead to close every window of the real records."""
 
     def __init__(self, kafka, topic, n, rate=400.0, partitions=4, seed=11):
         super().__init__(daemon=True)
@@ -95,6 +95,11 @@ class Feeder(threading.Thread):
         self.records = list(PaymentGenerator(users=300, step_ms=4, disorder_ms=2_000, seed=seed).records(n))
         self.sent = 0
         self.error: BaseException | None = None
+        self._finish = threading.Event()
+
+    def finish(self):
+        """Stop early: what was sent so far (then the sentinels) is the whole input."""
+        self._finish.set()
 
     def run(self):
         try:
@@ -102,6 +107,9 @@ class Feeder(threading.Thread):
             p = Producer(self.kafka.producer())
             t0 = time.monotonic()
             for i, r in enumerate(self.records):
+                if self._finish.is_set():
+                    self.records = self.records[:i]
+                    break
                 p.produce(self.topic, codec.encode(r), r["user_id"].encode(),
                           partition=partition_of(r["user_id"], self.partitions))
                 self.sent = i + 1
