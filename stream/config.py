@@ -23,6 +23,7 @@ from stream.errors import ConfigError
 # fetch.queue.backoff.ms (1 s by default) before the next fetch; a group join takes half the
 # session timeout.
 GUARANTEES = ("exactly_once", "at_least_once")
+DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
 CONSUMER_DEFAULTS = {
     "fetch.queue.backoff.ms": 10,
     "session.timeout.ms": 6000,
@@ -42,8 +43,9 @@ class KafkaConfig:
         if not self.bootstrap or any(not h.rpartition(":")[2].isdigit()
                                      for h in self.bootstrap.split(",")):
             raise ConfigError("bootstrap", f"expected HOST:PORT[,HOST:PORT...], got {self.bootstrap!r}")
-        if self.max_record_bytes < 1024:
-            raise ConfigError("max_record_bytes", f"must be >= 1024, got {self.max_record_bytes}")
+        if not 1024 <= self.max_record_bytes <= DEAD_LETTER_MAX_BYTES:
+            raise ConfigError("max_record_bytes", f"must be 1024..{DEAD_LETTER_MAX_BYTES}, "
+                                                  f"got {self.max_record_bytes}")
 
     def client(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A fresh librdkafka config dict: bootstrap, passthrough, then `settings`."""
@@ -53,9 +55,10 @@ class KafkaConfig:
         return self.client({**CONSUMER_DEFAULTS, **(settings or {})})
 
     def producer(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        # dead letters keep an oversized record's original bytes, so the producer (and the
+        # dead-letter and late topics) accept records up to DEAD_LETTER_MAX_BYTES
         return self.client({"enable.idempotence": True, "linger.ms": 5,
-                            "message.max.bytes": self.max_record_bytes + 65536,
-                            **(settings or {})})
+                            "message.max.bytes": DEAD_LETTER_MAX_BYTES, **(settings or {})})
 
 
 def _positive(name: str, value: float, minimum: float = 1) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from stream.admin import check_topics, ensure_topic, wait_for_broker
 from stream.changelog import KafkaChangelog
-from stream.config import RunConfig
+from stream.config import DEAD_LETTER_MAX_BYTES, RunConfig
 from stream.driver import Driver, DriverStats, Topics
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
@@ -45,7 +45,7 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
         md = wait_for_broker(config.kafka.client(), config.connect_timeout_s)
     counts = check_topics(md, inputs, "input")
     check_topics(md, [output], "output")
-    big = str(config.kafka.max_record_bytes + 65536)
+    big = str(DEAD_LETTER_MAX_BYTES)
     ensure_topic(config.kafka.client(), config.changelog_topic, max(counts.values()),
                  {"cleanup.policy": "compact", "retention.ms": "-1"})
     for side in (config.dead_letter_topic, config.late_topic):
