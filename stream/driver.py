@@ -89,7 +89,8 @@ class Driver:
         ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
         self.watermarks = Watermarks(ooo, idle_timeout_ms)
         self.parts: dict[TP, PartitionState] = {}
-        self.inflight: dict[Any, tuple[RangeTask, int]] = {}
+        # future -> (task, attempt, the partition state it was planned for)
+        self.inflight: dict[Any, tuple[RangeTask, int, PartitionState]] = {}
         self.stats = DriverStats()
         self.replica = replica
         self.epoch = next_epoch(0, replica, _now_ms())  # the epoch being built
@@ -133,6 +134,10 @@ class Driver:
             self.watermarks.add(tp, now)
             self.watermarks.observe(tp, r.max_ts, now)
             self.stats.restored += len(r.panes)
+        # A partition taken over may be behind the others: let the pipeline watermark drop
+        # back to it. Each partition's store never re-emits (its own emitted_through), so
+        # windows stay final; only the new partition's records are judged against its own.
+        self.watermarks.floor = NEVER
         self._headers = ()
         log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", tps,
                  {tp: self.parts[tp].merged for tp in tps}, self.stats.restored, self.epoch)
@@ -168,7 +173,7 @@ class Driver:
         task = RangeTask(tp[0], tp[1], start, end, self.range_records, self.session.reader(),
                          self.pipeline, limits)
         fut = self.executor.submit(run_range, task, pin=st.pin)
-        self.inflight[fut] = (task, attempt)
+        self.inflight[fut] = (task, attempt, st)
 
     def _plan_one(self, tp: TP, st: PartitionState) -> bool:
         """Plan the next range of one partition; False when it has nothing to plan now."""
@@ -199,17 +204,16 @@ class Driver:
             outcome = self.executor.outcome(fut)
             if outcome is None:
                 continue  # went back to pending (its worker left): still in flight
-            task, attempt = self.inflight.pop(fut)
+            task, attempt, st = self.inflight.pop(fut)
+            if self.parts.get(task.tp) is not st:
+                continue  # revoked while in flight (perhaps assigned again since): stale
             result, exc = outcome
             if exc is not None:
-                self._retry(task, attempt, exc)
+                self._retry(task, st, attempt, exc)
                 continue
-            st = self.parts.get(task.tp)
-            if st is None:
-                continue  # revoked while in flight
             self._accept(task, st, result)
 
-    def _retry(self, task: RangeTask, attempt: int, exc: BaseException) -> None:
+    def _retry(self, task: RangeTask, st: PartitionState, attempt: int, exc: BaseException) -> None:
         self.stats.task_failures += 1
         if self.metrics:
             self.metrics.task_failed()
@@ -218,9 +222,7 @@ class Driver:
                              f"{MAX_ATTEMPTS} times; last error: {type(exc).__name__}: {exc}")
         log.warning("range %s[%d] %s..%s failed (%s: %s); re-planning it", task.topic,
                     task.partition, task.start, task.end, type(exc).__name__, exc)
-        st = self.parts.get(task.tp)
-        if st is not None:
-            self._submit(task.tp, st, task.start, task.end, attempt + 1)
+        self._submit(task.tp, st, task.start, task.end, attempt + 1)
 
     def _accept(self, task: RangeTask, st: PartitionState, r: RangeResult) -> None:
         if r.high is not None:

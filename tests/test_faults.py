@@ -161,3 +161,47 @@ def test_broker_unreachable_for_ten_seconds(tmp_path, topic_name):
     assert code == 0, log[-3000:]
     print(f"\nbroker cut for 10 s; every window verified {recovered:.0f} s after the cut; "
           f"driver restarts: {log.count('restarting in')}; {verdict}")
+
+
+def owned(proc):
+    """Partitions the latest 'assigned' line of a process names (its current share)."""
+    lines = [line for line in proc.log().splitlines() if "stream.driver: assigned" in line]
+    return lines[-1].partition("assigned [")[2].partition("]:")[0].count("', ") if lines else 0
+
+
+def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_name, tmp_path):
+    src, out, app = topics(kafka, topic_name)
+    feeder = Feeder(kafka, src, 40_000, rate=250)
+    first = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="first")
+    feeder.start()
+    second = again = None
+    try:
+        wait_for(lambda: "first epoch committed" in first.log(), 60, "the first replica to commit")
+        second = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="second")
+        wait_for(lambda: "first epoch committed" in second.log(), 60, "the second replica to commit")
+        split = (owned(first), owned(second))
+        time.sleep(3)
+        assert second.stop() == 0                        # leaves gracefully: the first takes all
+        wait_for(lambda: owned(first) == 4, 60, "the first replica to own every partition")
+        again = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="again")
+        wait_for(lambda: "first epoch committed" in again.log(), 60, "the second replica to rejoin")
+        time.sleep(3)
+        first.kill()                                      # SIGKILL: supervisor and driver
+        killed_at = time.monotonic()
+        wait_for(lambda: owned(again) == 4, 60, "the survivor to take over every partition")
+        takeover = time.monotonic() - killed_at
+        time.sleep(3)
+        feeder.finish()
+        feeder.join(60)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, procs=[again])
+    finally:
+        for p in (first, second, again):
+            if p is not None:
+                p.stop()
+    assert split == (2, 2), (first.log()[-2000:], second.log()[-2000:])
+    restored = re.findall(r"(\d+) window entries restored", again.log())
+    assert int(restored[-1]) > 0
+    assert verdict.problems == [], (verdict.problems[:10], again.log()[-3000:])
+    print(f"\nsplit {split}; survivor owned every partition {takeover:.1f} s after the SIGKILL, "
+          f"restoring {restored[-1]} window entries; {verdict}")
