@@ -57,8 +57,12 @@ class KafkaConfig:
     def producer(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         # dead letters keep an oversized record's original bytes, so the producer (and the
         # dead-letter and late topics) accept records up to DEAD_LETTER_MAX_BYTES
+        # A bounded local queue: when the broker is slow, produce() blocks and the driver
+        # stops planning, instead of buffering up to librdkafka's default 1 GB.
         return self.client({"enable.idempotence": True, "linger.ms": 5,
-                            "message.max.bytes": DEAD_LETTER_MAX_BYTES, **(settings or {})})
+                            "message.max.bytes": DEAD_LETTER_MAX_BYTES,
+                            "queue.buffering.max.kbytes": 2 * DEAD_LETTER_MAX_BYTES // 1024,
+                            **(settings or {})})
 
 
 def _positive(name: str, value: float, minimum: float = 1) -> None:

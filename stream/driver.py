@@ -189,12 +189,20 @@ class Driver:
         st.planned = end
         return True
 
+    def outstanding(self) -> int:
+        """Ranges planned and not yet merged: in flight, or done and waiting for an earlier one.
+
+        Planning stops at `max_inflight` of them, so a slow range (or a slow sink, which
+        holds up the loop) pauses consumption: the backlog stays in Kafka, not in memory.
+        """
+        return len(self.inflight) + sum(len(st.done) for st in self.parts.values())
+
     def _plan(self) -> None:
         progress = True
-        while progress and len(self.inflight) < self.max_inflight:
+        while progress and self.outstanding() < self.max_inflight:
             progress = False
             for tp, st in list(self.parts.items()):
-                if len(self.inflight) >= self.max_inflight:
+                if self.outstanding() >= self.max_inflight:
                     break
                 progress |= self._plan_one(tp, st)
 

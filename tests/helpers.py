@@ -27,10 +27,13 @@ OUT_SCHEMA = {
 
 
 def payment_pipeline(name: str, source: str, sink: str, size_ms: int = 10_000,
-                     slide_ms: int | None = None, grace_ms: int = 3_000) -> Pipeline:
+                     slide_ms: int | None = None, grace_ms: int = 3_000,
+                     map_fn: Any = None) -> Pipeline:
     spec = Tumbling(size_ms) if slide_ms is None else Hopping(size_ms, slide=slide_ms)
-    return (Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
-            .filter(lambda r: r["amount"] > 0)
+    p = Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
+    if map_fn is not None:
+        p = p.map(map_fn)
+    return (p.filter(lambda r: r["amount"] > 0)
             .key_by("user_id")
             .window(spec, grace=grace_ms, aggregate={
                 "n": Count(), "total": Sum("amount"), "low": Min("amount"), "high": Max("amount"),

@@ -205,3 +205,68 @@ def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_n
     assert verdict.problems == [], (verdict.problems[:10], again.log()[-3000:])
     print(f"\nsplit {split}; survivor owned every partition {takeover:.1f} s after the SIGKILL, "
           f"restoring {restored[-1]} window entries; {verdict}")
+
+
+class SlowSink:
+    """Wraps the real sink: every produce and commit takes a while (a slow broker)."""
+
+    def __init__(self, inner, delay_s):
+        self.inner, self.delay_s = inner, delay_s
+
+    def produce(self, *args, **kw):
+        time.sleep(self.delay_s)
+        self.inner.produce(*args, **kw)
+
+    def commit_epoch(self, offsets, session):
+        time.sleep(0.3)
+        self.inner.commit_epoch(offsets, session)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_slow_sink_and_slow_tasks_pause_consumption_with_bounded_memory(kafka, topic_name):
+    import psutil
+
+    from stream.config import RunConfig
+    from stream.execution.local import LocalExecutor
+    from stream.runner import PipelineRun
+
+    from faultkit import verify
+    from helpers import payment_pipeline
+    from tests_payments import produce_into
+
+    src, out, app = topics(kafka, topic_name)
+    records = produce_into(kafka, src, 12_000)
+    slow_ids = {r["payment_id"] for r in records[::600]}
+
+    def slow(r):
+        if r["payment_id"] in slow_ids:
+            time.sleep(0.5)     # a slow task: its range holds up every later range
+        return r
+
+    pipeline = payment_pipeline(app, src, out, map_fn=slow)
+    config = RunConfig(app_id=app, kafka=kafka, commit_interval_s=0.2, range_records=500, max_inflight=4)
+    seen = {"outstanding": 0, "lag": 0}
+    rss = []
+
+    def watch(d):
+        seen["outstanding"] = max(seen["outstanding"], d.outstanding())
+        seen["lag"] = max(seen["lag"], d.lag())
+        rss.append(psutil.Process().memory_info().rss)
+
+    ex = LocalExecutor(threads=2)
+    with PipelineRun(pipeline, config, ex) as run:
+        run.driver.sink = SlowSink(run.driver.sink, 0.0005)
+        stats = run.driver.run(until=lambda d: d.caught_up() and d.stats.records_in >= len(records),
+                               on_step=watch, drain=True)
+    ex.close()
+    assert stats.records_in == len(records)
+    assert seen["outstanding"] <= 4                 # never more than max_inflight ranges held
+    assert seen["lag"] > 3_000                      # the backlog waited in Kafka
+    grown = (max(rss) - rss[len(rss) // 10]) / 2**20
+    assert grown < 100, f"RSS grew {grown:.0f} MiB while the sink and tasks were slow"
+    verdict = verify(kafka, app, out, records)
+    assert verdict.problems == []
+    print(f"\nmax outstanding ranges {seen['outstanding']}, max lag {seen['lag']}, RSS growth "
+          f"{grown:.1f} MiB; {verdict}")
