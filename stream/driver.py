@@ -111,7 +111,10 @@ class Driver:
 
     def _on_assigned(self, tps: list[TP]) -> None:
         """Restore each partition's state as of its last committed epoch, then plan from there."""
+        if self._produced and not self.failed:
+            self.commit()  # records already carry this epoch's number, which may change below
         cl = self.topics.changelog
+        restored = 0
         committed = self.session.committed(tps + [(cl, p) for p in {tp[1] for tp in tps}])
         logs: dict[int, list] = {}
         now = _now_ms()
@@ -133,14 +136,15 @@ class Driver:
             self._committed[tp] = start
             self.watermarks.add(tp, now)
             self.watermarks.observe(tp, r.max_ts, now)
-            self.stats.restored += len(r.panes)
+            restored += len(r.panes)
+        self.stats.restored += restored
         # A partition taken over may be behind the others: let the pipeline watermark drop
         # back to it. Each partition's store never re-emits (its own emitted_through), so
         # windows stay final; only the new partition's records are judged against its own.
         self.watermarks.floor = NEVER
         self._headers = ()
         log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", tps,
-                 {tp: self.parts[tp].merged for tp in tps}, self.stats.restored, self.epoch)
+                 {tp: self.parts[tp].merged for tp in tps}, restored, self.epoch)
 
     def _on_revoked(self, tps: list[TP]) -> None:
         """Commit the open epoch while the partitions are still ours, then drop their state."""

@@ -42,16 +42,18 @@ def test_out_of_order_input_every_window_matches_recomputation(kafka, topic_name
     assert diff_windows(recompute(records, 10_000, 5_000), read_windows(kafka, out)) == []
 
 
-def test_stop_mid_stream_and_restart_loses_no_window(kafka, topic_name, dask_executor):
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_stop_mid_stream_and_restart_loses_no_window(kafka, topic_name, dask_executor, guarantee):
     src, out = setup_topics(kafka, topic_name)
     first = produce(kafka, src, 20_000)
     app = topic_name("app")
     pipeline = payment_pipeline(app, src, out)
-    with PipelineRun(pipeline, config(kafka, app), dask_executor) as run:
+    with PipelineRun(pipeline, config(kafka, app, guarantee=guarantee), dask_executor) as run:
+        assert run.sink.transactional == (guarantee == "exactly_once")
         stats1 = run.driver.run(until=lambda d: d.stats.records_in >= 8_000)  # stop, no drain
     assert 0 < stats1.records_in < len(first) or stats1.windows > 0
     more = produce(kafka, src, 10_000, skip=20_000)
-    with PipelineRun(pipeline, config(kafka, app), dask_executor) as run:
+    with PipelineRun(pipeline, config(kafka, app, guarantee=guarantee), dask_executor) as run:
         stats2 = run.driver.run(until=lambda d: d.caught_up() and d.stats.records_in > 0, drain=True)
     # state came back from the changelog, and no record was read twice
     assert stats2.restored > 0 and stats1.records_in + stats2.records_in == len(first) + len(more)

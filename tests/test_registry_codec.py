@@ -97,3 +97,22 @@ def test_pipeline_source_uses_registry_when_url_given(registry):
     url, _ = registry
     p = Pipeline("r").source("t", schema=V1, registry_url=url)
     assert isinstance(p.source_spec.codec, RegistryAvroCodec)
+
+
+def test_unreachable_registry_is_retried_with_backoff_not_dead_lettered(registry):
+    import socket
+    import time
+
+    url, _ = registry
+    writer = RegistryAvroCodec(url, V1)
+    data = writer.encode({"user": "a", "amount": 1.0})
+    with socket.socket() as s:  # a port where nothing listens, for a while
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    c = RegistryAvroCodec(dead, V1, retry_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as info:
+        c.decode(data)
+    assert not isinstance(info.value, DecodeError)  # not a dead letter: the task fails and is retried
+    assert "unreachable" in str(info.value) and dead in str(info.value)
+    assert time.monotonic() - t0 >= 0.7             # it retried with backoff first
