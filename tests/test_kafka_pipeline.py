@@ -179,3 +179,26 @@ def test_metrics_endpoint_reports_what_the_run_did(kafka, topic_name):
     assert samples[("stream_windows_emitted_total", (("pipeline", pipeline.name),))] == stats.windows
     lags = [v for (name, _), v in samples.items() if name == "stream_consumer_lag_records"]
     assert len(lags) == 2 and all(v == 0 for v in lags)
+
+
+def test_one_reader_used_by_many_threads_at_once_reads_every_range_exactly(kafka, topic_name):
+    """A worker may run several range tasks at once: each must get its own consumer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stream.sources.kafka import KafkaReader
+
+    src, _ = setup_topics(kafka, topic_name)
+    produce(kafka, src, 20_000)
+    reader = KafkaReader.from_config(kafka.consumer({"group.id": topic_name("reader")}))
+    whole = {p: [(m.offset, m.value) for m in read_all(kafka.consumer({"group.id": "verify"}), src, p)]
+             for p in range(4)}
+    ranges = [(p, start, min(start + 997, len(whole[p])))
+              for _ in range(3) for p in range(4) for start in range(0, len(whole[p]), 997)]
+
+    def read(job):
+        p, start, end = job
+        return job, [(m.offset, m.value) for m in reader.read(src, p, start, end, 10_000).messages]
+
+    with ThreadPoolExecutor(8) as pool:
+        for (p, start, end), offsets in pool.map(read, ranges, timeout=120):
+            assert offsets == whole[p][start:end], f"{src}[{p}] {start}..{end}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -99,9 +100,11 @@ class KafkaSession:
             log.warning("closing the group consumer: %s", exc)
 
 
-# One consumer per worker process per configuration, kept across ranges (creating one per
-# range costs more than the read).
+# One consumer per worker thread per configuration, kept across ranges (creating one per
+# range costs more than the read). Per thread, not per process: a consumer is not safe for two
+# reads at once, and a worker may run several tasks in parallel (threads > 1).
 _POOL: dict[tuple, "_PooledConsumer"] = {}
+_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -112,13 +115,16 @@ class _PooledConsumer:
 
 
 def _pooled(config: tuple) -> _PooledConsumer:
-    entry = _POOL.get(config)
+    key = (config, threading.get_ident())
+    entry = _POOL.get(key)
     if entry is None:
         settings = dict(config)
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
                          "fetch.wait.max.ms": 100})
-        entry = _POOL[config] = _PooledConsumer(Consumer(settings))
+        entry = _PooledConsumer(Consumer(settings))
+        with _POOL_LOCK:
+            _POOL[key] = entry
     return entry
 
 
@@ -126,7 +132,8 @@ def _pooled(config: tuple) -> _PooledConsumer:
 def close_pool() -> None:
     """Close every pooled reader of this process."""
     while _POOL:
-        _, entry = _POOL.popitem()
+        with _POOL_LOCK:
+            _, entry = _POOL.popitem()
         try:
             entry.consumer.close()
         except Exception:  # closing at exit: nothing useful to do with an error
