@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from operators import Count, Max, Sum  # noqa: E402
+from operators import Count, Max, Sum, col  # noqa: E402
 from stream.pipeline import Pipeline  # noqa: E402
 from stream.windows.specs import Tumbling  # noqa: E402
 
@@ -40,7 +40,7 @@ OUT_SCHEMA = {"type": "record", "name": "BenchOut", "fields": [
 
 def bench_pipeline(src: str, out: str) -> Pipeline:
     return (Pipeline("bench").source(src, schema="schemas/payment.avsc", timestamp="ts")
-            .filter(lambda r: r["amount"] > 0).key_by("user_id")
+            .filter(col("amount") > 0).key_by("user_id")
             .window(Tumbling(WINDOW_MS), grace=2_000,
                     aggregate={"n": Count(), "total": Sum("amount"), "largest": Max("amount")})
             .sink(out, schema=OUT_SCHEMA))
@@ -175,11 +175,28 @@ def main() -> int:
             with PipelineRun(pipeline, config, executor) as run:
                 progress = Progress(every_s=2.0)
                 t0 = time.perf_counter()
+                assigned = []
+
+                def on_step(d):
+                    if d.parts and not assigned:
+                        assigned.append(time.perf_counter())
+                    progress.update(d.stats.records_in, d.stats.records_out, d.lag(), d.open_windows())
+                import psutil
+                me = psutil.Process()
+                kids = me.children(recursive=True)
+                c0 = me.cpu_times(), [k.cpu_times() for k in kids]
+                import cProfile
+                prof = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+                prof and prof.enable()
                 stats = run.driver.run(until=lambda d: d.stats.records_in >= args.records and d.caught_up(),
-                                       drain=True, on_step=lambda d: progress.update(
-                                           d.stats.records_in, d.stats.records_out, d.lag(),
-                                           d.open_windows()))
-                pipe_s = time.perf_counter() - t0
+                                       drain=True, on_step=on_step)
+                if prof:
+                    prof.disable(); prof.dump_stats(os.environ["BENCH_PROFILE"])
+                c1 = me.cpu_times(), [k.cpu_times() for k in kids]
+                print("driver cpu", c1[0].user - c0[0].user + c1[0].system - c0[0].system,
+                      "workers cpu", [round(b.user - a.user + b.system - a.system, 2) for a, b in zip(c0[1], c1[1])])
+                pipe_s = time.perf_counter() - assigned[0]
+                print("start-up", assigned[0] - t0)
                 progress.done()
         finally:
             sampler.stop_flag.set()

@@ -10,11 +10,12 @@ tested with a list of dicts.
 
 from operators.aggregate import Aggregation, Count, Last, Max, Mean, Min, Sum
 from operators.base import Operator, OperatorFailure
+from operators.expr import Expr, col
 from operators.transform import FilterOp as Filter
 from operators.transform import FlatMapOp as FlatMap
 from operators.transform import KeyBy, MapOp as Map, Project
 
 __all__ = [
-    "Aggregation", "Count", "Filter", "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean",
-    "Min", "Operator", "OperatorFailure", "Project", "Sum",
+    "Aggregation", "Count", "Expr", "Filter", "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean",
+    "Min", "Operator", "OperatorFailure", "Project", "Sum", "col",
 ]

@@ -15,7 +15,7 @@ raise becomes a Failure; the rest of the batch goes on.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from operators.transform import KeyBy
 from stream.errors import DecodeError
@@ -164,15 +164,25 @@ def _finder(messages: list[RawMessage]) -> Callable[[int], RawMessage | None]:
     return find
 
 
-def process_messages(pipeline: Pipeline, messages: list[RawMessage],
+def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
                      limits: Limits = Limits()) -> Partial:
-    """Decode and process one batch of raw messages (in offset order)."""
+    """Decode and process one batch of raw messages (in offset order).
+
+    Windowed pipelines that allow it take the columnar path (`stream.columnar`); a batch it
+    declines (bad input, an operator that raises) is processed here record by record.
+    """
+    from stream.columnar import aggregate_batch  # polars loads only where batches run
+
+    fast = aggregate_batch(pipeline, messages, limits)
+    if fast is not None:
+        return fast
+    messages = list(messages)  # a Kafka batch builds its RawMessages once, here
     out = Partial()
     rows = decode_messages(pipeline, messages, out, limits)
     return aggregate_records(pipeline, rows, out, _finder(messages), limits)
 
 
-def records_in_panes(pipeline: Pipeline, messages: list[RawMessage],
+def records_in_panes(pipeline: Pipeline, messages: Iterable[RawMessage],
                      panes: set[int]) -> list[tuple[RawMessage, int]]:
     """The messages whose event time falls in one of `panes`, with that pane.
 

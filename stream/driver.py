@@ -22,7 +22,7 @@ from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Failure, Limits
-from stream.state import Meta, encode_meta, entry, next_epoch, restore
+from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
 from stream.windows.store import WindowResult, WindowStore
 from stream.windows.watermark import NEVER, Watermarks
 
@@ -44,6 +44,7 @@ class PartitionState:
     tail_busy: bool = False        # an open-ended read is in flight
     caught_up: bool = False        # the last merged range reached EOF
     done: dict[int, RangeResult] = field(default_factory=dict)
+    written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Driver:
             if last > 0:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
-            self.parts[tp] = PartitionState(start, start, pin, store)
+            self.parts[tp] = PartitionState(start, start, pin, store, written=r.written)
             self._committed[tp] = start
             self.watermarks.add(tp, now)
             self.watermarks.observe(tp, r.max_ts, now)
@@ -342,12 +343,12 @@ class Driver:
         for st in self.parts.values():
             if st.store is not None:
                 results += st.store.advance(wm)
+        key_field, encode = self.pipeline.key_field, sink.codec.encode  # type: ignore[union-attr]
         for w in results:
-            record = {self.pipeline.key_field: w.key, "window_start": w.start,
-                      "window_end": w.end, **w.values}
+            record = {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values}
             key = f"{w.key}@{w.start}".encode()
             try:
-                value = sink.codec.encode(record)  # type: ignore[union-attr]
+                value = encode(record)
             except EncodeError as exc:
                 failure = Failure(w.start, "encode_failed", "EncodeError", str(exc)[:500], key,
                                   repr(record).encode())
@@ -361,16 +362,18 @@ class Driver:
         return results
 
     def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:
-        """Write a partition's changed entries and its meta entry; True if state changed."""
+        """Write a partition's deltas, tombstones and meta entry; True if state changed."""
         cl, topic = self.topics.changelog, tp[0]
         changed, dropped = st.store.take_changes() if st.store is not None else ({}, [])
-        for (key, pane), accs in changed.items():
-            m = entry((topic, key, pane), accs, self.epoch)
-            self.sink.produce(cl, m.key, m.value, m.headers, tp[1])
+        for pane, entries in changed.items():
+            msgs = deltas(topic, pane, self.epoch, entries)
+            for m in msgs:
+                self.sink.produce(cl, m.key, m.value, m.headers, tp[1])
+            st.written.setdefault(pane, []).append((self.epoch, len(msgs)))
         faults.point("changelog")
-        for key, pane in dropped:
-            m = entry((topic, key, pane), None, self.epoch)
-            self.sink.produce(cl, m.key, None, m.headers, tp[1])
+        for pane in dropped:
+            for m in delta_tombstones(topic, pane, st.written.pop(pane, []), self.epoch):
+                self.sink.produce(cl, m.key, None, m.headers, tp[1])
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
                                 self.watermarks.max_ts(tp), st.merged))

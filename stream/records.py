@@ -23,6 +23,19 @@ class RawMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def column(messages: Any, name: str) -> list[Any]:
+    """One field (`offset`, `key`, `value`, `timestamp_ms`) of every message of a batch.
+
+    A batch read from Kafka keeps the client's messages and answers this without building a
+    RawMessage per record; a plain list of RawMessage is read field by field.
+
+    >>> column([RawMessage(3, None, b"v", 0)], "value")
+    [b'v']
+    """
+    fast = getattr(messages, "column", None)
+    return fast(name) if fast is not None else [getattr(m, name) for m in messages]
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A record that could not be processed: where it was, why (a stable reason), and its bytes."""

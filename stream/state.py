@@ -1,8 +1,11 @@
 """Changelog entries of window state, and the rule that restores only committed ones.
 
-Partition p of the changelog topic holds the state of input partition p. Each entry is the
-full accumulator of one (input topic, key, pane), or a tombstone once the pane is dropped,
-with the epoch that wrote it in a header. Every epoch also writes one meta entry per owned
+Partition p of the changelog topic holds the state of input partition p. Each epoch writes,
+per pane it changed, a delta: the full accumulators of the keys it changed, in chunks keyed
+by (input topic, pane, epoch, chunk), with the epoch in a header. Deltas of one pane replayed
+in epoch order rebuild it (a later full value replaces an earlier one). When a pane is dropped
+its deltas are tombstoned, so a compacted changelog holds only open panes. One message per
+changed pane, not per key, keeps the driver's cost per epoch small. Every epoch also writes one meta entry per owned
 input partition: how far windows were emitted, the partition's max event time, and the
 epochs its writer knew to be committed. The group's committed offset on changelog partition
 p names the last committed epoch; the meta entries name the earlier ones. Restore keeps, per
@@ -10,12 +13,12 @@ key, the latest entry of a committed epoch, so an aborted epoch's entries (visib
 embedded broker) are never counted.
 
 >>> e = encode_meta(Meta("in", epoch=3, committed=(2,), emitted_through=10_000, max_ts=12_000))
->>> msgs = [entry(("in", "u1", 0), [4], 2), entry(("in", "u1", 0), [9], 3), e]
+>>> msgs = [*deltas("in", 0, 2, {"u1": [4], "u2": [1]}), *deltas("in", 0, 3, {"u1": [9]}), e]
 >>> r = restore(msgs, "in", last_committed=2)   # epoch 3 is not committed: its entry is ignored
 >>> (r.panes, r.emitted_through, r.max_epoch)
-({('u1', 0): [4]}, -4611686018427387904, 3)
+({('u1', 0): [4], ('u2', 0): [1]}, -4611686018427387904, 3)
 >>> restore(msgs, "in", last_committed=3).panes
-{('u1', 0): [9]}
+{('u1', 0): [9], ('u2', 0): [1]}
 """
 
 from __future__ import annotations
@@ -49,9 +52,7 @@ def next_epoch(after: int, replica: int, now_ms: int) -> int:
     return base + (replica - base) % REPLICAS
 
 
-def entry_key(topic: str, key: Any, pane: int) -> bytes:
-    """The changelog key of one (input topic, key, pane); stable, so compaction keeps the last."""
-    return pickle.dumps((topic, key, pane), protocol=5)
+CHUNK_KEYS = 20_000  # keys per delta message, so one message stays a few MB at most
 
 
 def meta_key(topic: str) -> bytes:
@@ -62,10 +63,26 @@ def epoch_headers(epoch: int) -> tuple[tuple[str, bytes], ...]:
     return ((EPOCH_HEADER, str(epoch).encode()),)
 
 
-def entry(slot: tuple[str, Any, int], accs: list[Any] | None, epoch: int) -> RawMessage:
-    """A changelog message for one slot (None: a tombstone). Offsets are filled by the log."""
-    value = None if accs is None else pickle.dumps(accs, protocol=5)
-    return RawMessage(0, entry_key(*slot), value, 0, epoch_headers(epoch))
+def _delta_key(topic: str, pane: int, epoch: int, chunk: int) -> bytes:
+    return pickle.dumps((topic, pane, epoch, chunk), protocol=5)
+
+
+def deltas(topic: str, pane: int, epoch: int, changed: dict[Any, list[Any]],
+           chunk_keys: int = CHUNK_KEYS) -> list[RawMessage]:
+    """The delta messages of one pane for one epoch: full accumulators of the changed keys."""
+    items = list(changed.items())
+    headers = epoch_headers(epoch)
+    return [RawMessage(0, _delta_key(topic, pane, epoch, i // chunk_keys),
+                       pickle.dumps(dict(items[i:i + chunk_keys]), protocol=5), 0, headers)
+            for i in range(0, len(items), chunk_keys)]
+
+
+def delta_tombstones(topic: str, pane: int, written: list[tuple[int, int]],
+                     epoch: int) -> list[RawMessage]:
+    """Tombstones for every delta of a dropped pane; `written` lists (epoch, chunks)."""
+    headers = epoch_headers(epoch)
+    return [RawMessage(0, _delta_key(topic, pane, e, c), None, 0, headers)
+            for e, n in written for c in range(n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,20 +127,25 @@ class Restored:
     emitted_through: int = NEVER
     max_ts: int | None = None
     max_epoch: int = 0      # highest epoch seen in the log, committed or not
+    written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pane: [(epoch, chunks)]
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
-    """Replay a changelog partition: keep, per key, the latest entry of a committed epoch."""
+    """Replay a changelog partition: per message key, the latest entry of a committed epoch;
+    then each pane's deltas in epoch order."""
     ok = committed_epochs(messages, last_committed)
     out = Restored()
     latest: dict[bytes, tuple[int, RawMessage]] = {}
+    live: dict[bytes, bool] = {}  # every delta key seen, committed or not: still to tombstone?
     for m in messages:
         epoch = _epoch(m)
         if epoch is None or m.key is None:
             continue
         out.max_epoch = max(out.max_epoch, epoch)
+        live[m.key] = m.value is not None
         if epoch in ok and epoch >= latest.get(m.key, (0, m))[0]:
             latest[m.key] = (epoch, m)
+    chunks: list[tuple[int, int, dict]] = []
     for key, (_, m) in latest.items():
         slot = pickle.loads(key)
         if slot[0] != topic:
@@ -133,5 +155,16 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
         elif m.value is not None:
-            out.panes[(slot[1], slot[2])] = pickle.loads(m.value)
+            chunks.append((slot[2], slot[1], pickle.loads(m.value)))
+    for epoch, pane, entries in sorted(chunks, key=lambda c: c[0]):
+        for k, accs in entries.items():
+            out.panes[(k, pane)] = accs
+    written: dict[tuple[int, int], int] = {}
+    for key, alive in live.items():
+        alive = alive or (key in latest and latest[key][1].value is not None)
+        slot = pickle.loads(key)
+        if alive and slot[0] == topic and len(slot) == 4:
+            written[(slot[1], slot[2])] = max(written.get((slot[1], slot[2]), 0), slot[3] + 1)
+    for (pane, epoch), n in sorted(written.items()):
+        out.written.setdefault(pane, []).append((epoch, n))
     return out

@@ -1,17 +1,17 @@
 from operators import Count, Sum
 from stream.windows.specs import Hopping, Tumbling
 from stream.windows.store import WindowStore
-from stream.state import Meta, encode_meta, entry, restore
+from stream.state import Meta, delta_tombstones, deltas, encode_meta, restore
 
 
 def test_changes_name_every_changed_entry_once_and_every_dropped_pane():
     s = WindowStore(Tumbling(seconds=10), {"n": Count()}, grace_ms=0)
     s.merge({("a", 0): [2], ("b", 10_000): [1]}, {0: 2, 10_000: 1})
     s.merge({("a", 0): [1]}, {0: 1})
-    assert s.take_changes() == ({("a", 0): [3], ("b", 10_000): [1]}, [])
+    assert s.take_changes() == ({0: {"a": [3]}, 10_000: {"b": [1]}}, [])
     assert s.take_changes() == ({}, [])
     s.advance(10_000)
-    assert s.take_changes() == ({}, [("a", 0)])
+    assert s.take_changes() == ({}, [0])
     s.check_invariants()
 
 
@@ -27,13 +27,15 @@ def test_late_panes_name_the_closed_windows_they_belonged_to():
 def test_restore_rebuilds_the_store_from_committed_epochs_only():
     s = WindowStore(Tumbling(seconds=10), {"n": Count(), "s": Sum("x")}, grace_ms=0)
     s.merge({("a", 0): [2, 5.0], ("a", 10_000): [1, 1.0]}, {0: 2, 10_000: 1})
-    log = [entry(("in", k, p), accs, 1) for (k, p), accs in s.take_changes()[0].items()]
+    log = [m for p, keys in s.take_changes()[0].items() for m in deltas("in", p, 1, keys)]
     log.append(encode_meta(Meta("in", 1, (), -1, 9_000)))
     s.advance(10_000)
-    log.append(entry(("in", "a", 0), None, 2))          # epoch 2 aborted: its tombstone is ignored
-    log.append(entry(("in", "a", 10_000), [7, 9.0], 2))
+    log += delta_tombstones("in", 0, [(1, 1)], 2)        # epoch 2 aborted: its tombstone is ignored
+    log += deltas("in", 10_000, 2, {"a": [7, 9.0]})
     r = restore(log, "in", last_committed=1)
     assert r.panes == {("a", 0): [2, 5.0], ("a", 10_000): [1, 1.0]} and r.max_epoch == 2
+    # pane 0's tombstone is in an aborted epoch: its delta is still to be tombstoned
+    assert r.written == {0: [(1, 1)], 10_000: [(1, 1), (2, 1)]}
     fresh = WindowStore(Tumbling(seconds=10), {"n": Count(), "s": Sum("x")}, grace_ms=0)
     fresh.load(r.panes, r.emitted_through)
     assert [(w.start, w.values) for w in fresh.advance(10_000)] == [(0, {"n": 2, "s": 5.0})]
@@ -41,3 +43,17 @@ def test_restore_rebuilds_the_store_from_committed_epochs_only():
     log.append(encode_meta(Meta("in", 3, (2,), 10_000, 12_000)))
     r2 = restore(log, "in", last_committed=3)
     assert r2.panes == {("a", 10_000): [7, 9.0]} and r2.emitted_through == 10_000
+
+
+def test_deltas_replay_in_epoch_order_and_split_into_chunks():
+    log = deltas("in", 0, 5, {"a": [1], "b": [1], "c": [1]}, chunk_keys=2)
+    assert len(log) == 2
+    log += deltas("in", 0, 7, {"b": [4]}) + deltas("in", 10_000, 7, {"a": [2]})
+    log.append(encode_meta(Meta("in", 7, (5,))))  # epoch 7's writer knew epoch 5 committed
+    log = log[::-1]  # the order of messages does not matter, only their epochs
+    r = restore(log, "in", last_committed=7)
+    assert r.panes == {("a", 0): [1], ("b", 0): [4], ("c", 0): [1], ("a", 10_000): [2]}
+    assert r.written == {0: [(5, 2), (7, 1)], 10_000: [(7, 1)]}
+    log += delta_tombstones("in", 0, r.written[0], 9) + [encode_meta(Meta("in", 9, (7,)))]
+    r = restore(log, "in", last_committed=9)
+    assert r.panes == {("a", 10_000): [2]} and r.written == {10_000: [(7, 1)]}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from stream.compute import process_messages
 from stream.pipeline import Pipeline
@@ -26,7 +26,7 @@ from stream.records import Limits, Partial, RawMessage
 class ReadBatch:
     """What a reader returns: messages in ``[start, next_offset)``, the end offset it saw."""
 
-    messages: list[RawMessage]
+    messages: Sequence[RawMessage]
     next_offset: int
     high: int | None
     eof: bool

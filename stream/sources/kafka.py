@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -166,9 +166,50 @@ class KafkaReader:
         return ReadBatch(batch.messages, batch.next_offset, high, batch.eof)
 
 
+class KafkaMessages(Sequence[RawMessage]):
+    """The messages of one read, kept as the client returned them.
+
+    `column(name)` extracts one field of all of them in a tight loop; a RawMessage is built
+    only when one is indexed or iterated (the row path, dead letters, late records).
+    """
+
+    __slots__ = ("_msgs",)
+
+    def __init__(self, msgs: list[Any]) -> None:
+        self._msgs = msgs
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    @staticmethod
+    def _raw(m: Any) -> RawMessage:
+        ts_type, ts = m.timestamp()
+        return RawMessage(m.offset(), m.key(), m.value(), ts if ts_type else 0, tuple(m.headers() or ()))
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._raw(m) for m in self._msgs[i]]
+        return self._raw(self._msgs[i])
+
+    def __iter__(self) -> Iterator[RawMessage]:
+        return map(self._raw, self._msgs)
+
+    def column(self, name: str) -> list[Any]:
+        ms = self._msgs
+        if name == "value":
+            return [m.value() for m in ms]
+        if name == "key":
+            return [m.key() for m in ms]
+        if name == "offset":
+            return [m.offset() for m in ms]
+        if name == "timestamp_ms":
+            return [ts if kind else 0 for kind, ts in (m.timestamp() for m in ms)]
+        return [getattr(r, name) for r in self]
+
+
 @dataclass
 class _Loop:
-    messages: list[RawMessage]
+    messages: KafkaMessages
     next_offset: int
     eof: bool
     past_end: bool
@@ -176,7 +217,7 @@ class _Loop:
 
 def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: int,
                tail_wait_s: float, max_wait_s: float) -> _Loop:
-    msgs: list[RawMessage] = []
+    msgs: list[Any] = []
     eof_at: int | None = None
     past_end = False
     t0 = time.monotonic()
@@ -193,10 +234,8 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
                 past_end = True
                 break
             if off >= start or start < 0:
-                ts_type, ts = m.timestamp()
-                msgs.append(RawMessage(off, m.key(), m.value(), ts if ts_type else 0,
-                                       tuple(m.headers() or ())))
-        nxt = msgs[-1].offset + 1 if msgs else start
+                msgs.append(m)
+        nxt = msgs[-1].offset() + 1 if msgs else start
         if end is not None and nxt >= end:
             break
         if eof_at is None and nxt >= 0:
@@ -210,10 +249,10 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
             break
         if waited >= max_wait_s:
             break
-    nxt = max(msgs[-1].offset + 1 if msgs else start, eof_at if eof_at is not None else start)
+    nxt = max(msgs[-1].offset() + 1 if msgs else start, eof_at if eof_at is not None else start)
     if end is not None and (past_end or nxt > end):
         nxt = end
-    return _Loop(msgs, nxt, eof_at is not None and nxt >= eof_at, past_end)
+    return _Loop(KafkaMessages(msgs), nxt, eof_at is not None and nxt >= eof_at, past_end)
 
 
 def read_all(config: dict[str, Any], topic: str, partition: int,

@@ -3,7 +3,7 @@
 `merge` takes one range's partial aggregates; `advance(watermark)` emits every window whose
 ``end + grace`` the watermark has reached, each exactly once, and drops panes no open window
 needs. Records for panes of a window already emitted are late. `take_changes` hands the
-(key, pane) entries changed or dropped since its last call to the changelog.
+entries changed, and the panes dropped, since its last call to the changelog.
 
 >>> from operators import Count
 >>> from stream.windows.specs import Tumbling
@@ -45,8 +45,8 @@ class WindowStore:
     grace_ms: int
     emitted_through: int = NEVER
     panes: dict[int, dict[Any, list[Any]]] = field(default_factory=dict)
-    _dirty: set[PaneKey] = field(default_factory=set)
-    _dropped: set[PaneKey] = field(default_factory=set)
+    _dirty: dict[int, set[Any]] = field(default_factory=dict)   # pane: keys changed
+    _dropped: set[int] = field(default_factory=set)              # panes dropped
 
     def _closes_at(self, window_start: int) -> int:
         return window_start + self.spec.size_ms + self.grace_ms
@@ -76,12 +76,24 @@ class WindowStore:
 
         `counts` maps pane start to the number of records the range put in it.
         """
+        merges = [a.merge for a in self.aggregations.values()]
+        panes, dirty = self.panes, self._dirty
+        closed: dict[int, bool] = {}
         for (key, pane), accs in partials.items():
-            if self.pane_closed(pane):
+            shut = closed.get(pane)
+            if shut is None:
+                shut = closed[pane] = self.pane_closed(pane)
+            if shut:
                 continue
-            by_key = self.panes.setdefault(pane, {})
-            by_key[key] = self._combine(by_key.get(key), accs)
-            self._dirty.add((key, pane))
+            by_key = panes.get(pane)
+            if by_key is None:
+                by_key = panes[pane] = {}
+            old = by_key.get(key)
+            by_key[key] = accs if old is None else [m(x, y) for m, x, y in zip(merges, old, accs)]
+            changed = dirty.get(pane)
+            if changed is None:
+                changed = dirty[pane] = set()
+            changed.add(key)
         return {pane: n for pane, n in counts.items() if n and self.pane_late(pane)}
 
     def _closing_windows(self, watermark: int) -> list[int]:
@@ -97,9 +109,9 @@ class WindowStore:
         out = [r for s in self._closing_windows(watermark) for r in self._results(s)]
         self.emitted_through = watermark
         for pane in [p for p in self.panes if self.pane_closed(p)]:
-            for key in self.panes.pop(pane):
-                self._dirty.discard((key, pane))
-                self._dropped.add((key, pane))
+            del self.panes[pane]
+            self._dirty.pop(pane, None)
+            self._dropped.add(pane)
         return out
 
     def _results(self, start: int) -> list[WindowResult]:
@@ -114,13 +126,17 @@ class WindowStore:
                 for key, accs in merged.items()]
 
     def has_changes(self) -> bool:
-        return bool(self._dirty or self._dropped)
+        return bool(self._dropped) or any(self._dirty.values())
 
-    def take_changes(self) -> tuple[dict[PaneKey, list[Any]], list[PaneKey]]:
-        """(entries changed, entries dropped) since the last call; for the changelog."""
-        changed = {(k, p): self.panes[p][k] for k, p in self._dirty}
-        dropped = sorted(self._dropped, key=lambda kp: kp[1])
-        self._dirty, self._dropped = set(), set()
+    def take_changes(self) -> tuple[dict[int, dict[Any, list[Any]]], list[int]]:
+        """({pane: {key: accumulators changed}}, panes dropped) since the last call."""
+        changed = {}
+        for pane, keys in self._dirty.items():
+            if keys:
+                held = self.panes[pane]
+                changed[pane] = {k: held[k] for k in keys}
+        dropped = sorted(self._dropped)
+        self._dirty, self._dropped = {}, set()
         return changed, dropped
 
     def load(self, entries: Mapping[PaneKey, list[Any]], emitted_through: int) -> None:
@@ -139,5 +155,5 @@ class WindowStore:
         for pane in self.panes:
             assert not self.pane_closed(pane), f"closed pane {pane} still held"
             assert pane % self.spec.slide_ms == 0, f"pane {pane} not aligned"
-        for key, pane in self._dirty:
-            assert key in self.panes.get(pane, {}), "a changed entry that is not held"
+        for pane, keys in self._dirty.items():
+            assert keys <= self.panes.get(pane, {}).keys(), "a changed entry that is not held"

@@ -1,0 +1,185 @@
+"""The columnar fast path of a worker batch: block decode, vectorized filter and group-by.
+
+A windowed pipeline whose source is plain Avro with a flat schema, whose steps are filters,
+projections and a key by field, and whose aggregations are the built-in count, sum, min,
+max and mean is computed on columns: the batch is decoded in one pass (`BlockDecoder`), a
+filter's predicate runs over the rows, and partial aggregates come from one group-by on
+(key, pane). The result is the same `Partial` the row path (`stream.compute`) builds.
+
+Anything unusual — a value that does not decode, a too-large record, an event time that is
+missing, negative or too far ahead, a null key, a predicate or aggregation that raises —
+makes `aggregate_batch` return None, and the caller runs the row path, which finds the bad
+records one by one and dead-letters them. The fast path never decides what a failure is.
+
+>>> from operators import Count, Sum
+>>> from stream.pipeline import Pipeline, Tumbling
+>>> from stream.records import RawMessage
+>>> p = (Pipeline("t").source("in", {"type": "record", "name": "R", "fields": [
+...      {"name": "k", "type": "string"}, {"name": "x", "type": "long"},
+...      {"name": "ts", "type": "long"}]}, timestamp="ts")
+...      .key_by("k").window(Tumbling(seconds=10), aggregate={"n": Count(), "s": Sum("x")}))
+>>> codec = p.source_spec.codec
+>>> msgs = [RawMessage(i, None, codec.encode({"k": "a", "x": i, "ts": i}), 0) for i in range(3)]
+>>> aggregate_batch(p, msgs).partials
+{('a', 0): [3, 3]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import polars as pl
+
+from operators.aggregate import Count, Max, Mean, Min, Sum
+from operators.expr import Expr
+from operators.transform import FilterOp, KeyBy, Project
+from stream.codecs.avro import AvroCodec
+from stream.codecs.avro_block import BlockDecoder
+from stream.pipeline import Pipeline
+from stream.records import Limits, Partial, RawMessage, column
+
+_TS, _PANE = "__stream_ts", "__stream_pane"
+_INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
+
+
+@dataclass(frozen=True)
+class ColumnarPlan:
+    """What the fast path needs of a pipeline, found once per pipeline."""
+
+    decoder: BlockDecoder
+    steps: tuple[Any, ...]           # FilterOp and Project, in order
+    key: str
+    timestamp: str | None
+    slide_ms: int
+    exprs: tuple[pl.Expr, ...]       # one or more columns per aggregation
+    columns: tuple[Callable[[pl.DataFrame], list[Any]], ...]  # each aggregation's accumulators
+
+
+def _aggregation(i: int, agg: Any) -> tuple[list[pl.Expr], Callable[[pl.DataFrame], list[Any]]] | None:
+    """Expressions of one built-in aggregation, and how to read its accumulators back."""
+    name = f"__agg{i}"
+
+    def column(frame: pl.DataFrame) -> list[Any]:
+        return frame.get_column(name).to_list()
+    if type(agg) is Count:
+        return [pl.len().alias(name)], column
+    if type(agg) in (Sum, Min, Max):  # nulls are skipped, as in add(); integers sum in 64 bits
+        col = pl.col(agg.field)
+        e = col.sum() if type(agg) is Sum else col.min() if type(agg) is Min else col.max()
+        return [e.alias(name)], column
+    if type(agg) is Mean:
+        col = pl.col(agg.field)
+
+        def pairs(frame: pl.DataFrame) -> list[Any]:
+            return list(zip(frame.get_column(name).to_list(), frame.get_column(name + "n").to_list()))
+        return [col.sum().cast(pl.Float64).alias(name), col.count().alias(name + "n")], pairs
+    return None
+
+
+def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
+    """The fast-path plan of a pipeline, or None when it must take the row path."""
+    src, stage = pipeline.source_spec, pipeline.window_stage
+    if src is None or stage is None or type(src.codec) is not AvroCodec or src.codec.reader_schema:
+        return None
+    decoder = BlockDecoder.for_schema(src.codec.schema)
+    if decoder is None:
+        return None
+    steps, key = [], None
+    for op in pipeline.steps:
+        if isinstance(op, KeyBy) and op.field is not None:
+            key = op.field
+        elif isinstance(op, (FilterOp, Project)) and key is None:
+            steps.append(op)
+        else:
+            return None
+    if key is None:
+        return None
+    exprs: list[pl.Expr] = []
+    columns = []
+    for i, agg in enumerate(stage.aggregations.values()):
+        spec = _aggregation(i, agg)
+        if spec is None:
+            return None
+        exprs += spec[0]
+        columns.append(spec[1])
+    return ColumnarPlan(decoder, tuple(steps), key, src.timestamp, stage.spec.slide_ms,
+                        tuple(exprs), tuple(columns))
+
+
+def aggregate_batch(pipeline: Pipeline, messages: Sequence[RawMessage],
+                    limits: Limits = Limits()) -> Partial | None:
+    """The batch's `Partial` on columns, or None when the row path must do it."""
+    plan = plan_for(pipeline)
+    if plan is None:
+        return None
+    out = Partial(records_in=len(messages))
+    values = column(messages, "value")
+    kafka_ts = column(messages, "timestamp_ms") if plan.timestamp is None else []
+    if None in values:  # tombstones are counted and skipped
+        kept = [i for i, v in enumerate(values) if v is not None]
+        out.skipped = len(values) - len(kept)
+        values = [values[i] for i in kept]
+        kafka_ts = [kafka_ts[i] for i in kept] if kafka_ts else []
+    if not values:
+        return out
+    keys = column(messages, "key")
+    if max(map(len, values)) + max((len(k) for k in keys if k is not None),
+                                   default=0) > limits.max_record_bytes:
+        return None  # perhaps too large: the row path checks each record
+    out.bytes_in = sum(map(len, values))
+    df = plan.decoder.decode(values)
+    if df is None:
+        return None
+    try:
+        return _aggregate(plan, df, kafka_ts, limits, out)
+    except Exception:  # a predicate or aggregation raised: the row path finds the record
+        return None
+
+
+def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits: Limits,
+               out: Partial) -> Partial | None:
+    if plan.timestamp is None:
+        df = df.with_columns(pl.Series(_TS, kafka_ts, dtype=pl.Int64))
+    df = _run_steps(plan, df)
+    if df.height == 0:
+        return out
+    ts = df.get_column(_TS if plan.timestamp is None else plan.timestamp)
+    if ts.dtype not in _INTEGER or ts.null_count() or ts.min() < 0 or df.get_column(plan.key).null_count():
+        return None
+    if limits.now_ms is not None and ts.max() > limits.now_ms + limits.max_future_ms:
+        return None
+    df = df.with_columns(ts.cast(pl.Int64).alias(_TS))
+    df = df.with_columns((pl.col(_TS) - pl.col(_TS) % plan.slide_ms).alias(_PANE))
+    groups = df.group_by([plan.key, _PANE]).agg(*plan.exprs)
+    out.max_ts = int(ts.max())
+    for pane, n in df.group_by(_PANE).len().iter_rows():
+        out.pane_counts[pane] = n
+    slots = zip(groups.get_column(plan.key).to_list(), groups.get_column(_PANE).to_list())
+    columns = [build(groups) for build in plan.columns]
+    out.partials = dict(zip(slots, map(list, zip(*columns))))
+    return out
+
+
+def _run_steps(plan: ColumnarPlan, df: pl.DataFrame) -> pl.DataFrame:
+    """Filters and projections, in order: an `Expr` predicate runs on columns, any other
+    callable on the rows as dicts."""
+    hidden = [_TS] if _TS in df.columns else []
+    rows: list[dict[str, Any]] | None = None
+    for op in plan.steps:
+        if isinstance(op, Project):
+            df = df.select([*op.fields, *hidden])
+            rows = None
+            continue
+        if isinstance(op.predicate, Expr):
+            if any(df.get_column(c).null_count() for c in op.predicate.columns):
+                raise ValueError("a null in a predicate's column")  # Python would raise: row path
+            df = df.filter(op.predicate.to_polars())
+            rows = None
+            continue
+        if rows is None:
+            rows = df.drop(hidden).to_dicts()
+        mask = [bool(op.predicate(r)) for r in rows]
+        df = df.filter(pl.Series(mask, dtype=pl.Boolean))
+        rows = [r for r, keep in zip(rows, mask) if keep]
+    return df
