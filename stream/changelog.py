@@ -17,8 +17,8 @@ class KafkaChangelog:
         self.consumer_config = consumer_config
         self.timeout_s = timeout_s
 
-    def load(self, partition: int) -> list[RawMessage]:
-        """Every entry of one changelog partition, to the end the fetch reports."""
-        from stream.sources.kafka import read_all  # the reader lives with the Kafka source
+    def load(self, partitions: list[int]) -> dict[int, list[RawMessage]]:
+        """Every entry of each changelog partition, to the end the fetch reports."""
+        from stream.sources.kafka import read_partitions  # the reader lives with the Kafka source
 
-        return read_all(self.consumer_config, self.topic, partition, self.timeout_s)
+        return read_partitions(self.consumer_config, self.topic, partitions, self.timeout_s)

@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replica number; the transactional id is <app-id>.<replica> (default 0)")
     run.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
-    run.add_argument("--range-records", type=int, default=20_000,
-                     help="records per range task (default 20000)")
+    run.add_argument("--range-records", type=int, default=50_000,
+                     help="records per range task (default 50000)")
     run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="deadline of each transaction step; past it the driver exits and is "
                           "restarted (default 30)")

@@ -73,7 +73,7 @@ class Driver:
     """Runs one pipeline over the partitions a session assigns, on an executor."""
 
     def __init__(self, pipeline: Pipeline, session: Any, sink: Any, executor: Any,
-                 changelog: Any, topics: Topics, *, range_records: int = 20_000,
+                 changelog: Any, topics: Topics, *, range_records: int = 50_000,
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
                  idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
@@ -117,15 +117,12 @@ class Driver:
         cl = self.topics.changelog
         restored = 0
         committed = self.session.committed(tps + [(cl, p) for p in {tp[1] for tp in tps}])
-        logs: dict[int, list] = {}
+        logs = self.changelog.load(sorted({tp[1] for tp in tps}))
         now = _now_ms()
         for tp in tps:
             start = committed.get(tp, BEGINNING)
             last = committed.get((cl, tp[1]), BEGINNING)
-            log_p = logs.get(tp[1])
-            if log_p is None:
-                log_p = logs[tp[1]] = self.changelog.load(tp[1])
-            r = restore(log_p, tp[0], last)
+            r = restore(logs[tp[1]], tp[0], last)
             store = self._new_store()
             if store is not None:
                 store.load(r.panes, r.emitted_through)

@@ -55,5 +55,5 @@ class MemoryChangelog:
     def __init__(self, sink: MemorySink, topic: str) -> None:
         self.sink, self.topic = sink, topic
 
-    def load(self, partition: int) -> list[RawMessage]:
-        return list(self.sink.partitioned[(self.topic, partition)])
+    def load(self, partitions: list[int]) -> dict[int, list[RawMessage]]:
+        return {p: list(self.sink.partitioned[(self.topic, p)]) for p in partitions}

@@ -100,11 +100,14 @@ class KafkaSession:
             log.warning("closing the group consumer: %s", exc)
 
 
-# One consumer per worker thread per configuration, kept across ranges (creating one per
-# range costs more than the read). Per thread, not per process: a consumer is not safe for two
-# reads at once, and a worker may run several tasks in parallel (threads > 1).
+# Consumers kept across ranges, one per (configuration, worker thread, partition): creating one
+# per range costs more than the read, and a consumer that stays on its partition has already
+# fetched the next range when its task arrives (partitions are pinned to workers). Per thread:
+# a consumer is not safe for two reads at once, and a worker may run several tasks in parallel.
+# At most WARM_PARTITIONS per thread; the least recently used one is closed beyond that.
 _POOL: dict[tuple, "_PooledConsumer"] = {}
 _POOL_LOCK = threading.Lock()
+WARM_PARTITIONS = 16
 
 
 @dataclass
@@ -112,20 +115,34 @@ class _PooledConsumer:
     consumer: Consumer
     tp: TP | None = None
     position: int | None = None
+    used: float = 0.0
 
 
-def _pooled(config: tuple) -> _PooledConsumer:
-    key = (config, threading.get_ident())
+def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
+    thread = threading.get_ident()
+    key = (config, thread, tp)
     entry = _POOL.get(key)
     if entry is None:
         settings = dict(config)
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
-                         "fetch.wait.max.ms": 100})
-        entry = _PooledConsumer(Consumer(settings))
+                         "fetch.wait.max.ms": 100, "queued.max.messages.kbytes": 16_384})
+        entry = _PooledConsumer(Consumer(settings), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
+            mine = [k for k in _POOL if k[:2] == (config, thread)]
+            if len(mine) > WARM_PARTITIONS:
+                coldest = min(mine, key=lambda k: _POOL[k].used)
+                _close(_POOL.pop(coldest))
+    entry.used = time.monotonic()
     return entry
+
+
+def _close(entry: _PooledConsumer) -> None:
+    try:
+        entry.consumer.close()
+    except Exception:  # closing a reader: nothing useful to do with an error
+        pass
 
 
 @atexit.register
@@ -134,10 +151,7 @@ def close_pool() -> None:
     while _POOL:
         with _POOL_LOCK:
             _, entry = _POOL.popitem()
-        try:
-            entry.consumer.close()
-        except Exception:  # closing at exit: nothing useful to do with an error
-            pass
+        _close(entry)
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,7 @@ class KafkaReader:
 
     def read(self, topic: str, partition: int, start: int, end: int | None,
              max_records: int, tail_wait_s: float = 0.0) -> ReadBatch:
-        entry = _pooled(self.config)
+        entry = _pooled(self.config, (topic, partition))
         c = entry.consumer
         if entry.tp != (topic, partition) or entry.position != start or start < 0:
             c.assign([TopicPartition(topic, partition, start)])
@@ -222,7 +236,12 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
     past_end = False
     t0 = time.monotonic()
     while len(msgs) < max_records and not past_end:
-        for m in c.consume(min(max_records - len(msgs), 10_000), 0.1):
+        want = max_records - len(msgs)
+        if end is not None and msgs:  # ask for no more than the range holds, so the
+            want = min(want, end - msgs[-1].offset() - 1)  # consumer stays at its end
+        elif end is not None and start >= 0:
+            want = min(want, end - start)
+        for m in c.consume(max(1, min(want, 10_000)), 0.1):
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -268,3 +287,34 @@ def read_all(config: dict[str, Any], topic: str, partition: int,
         if batch.eof:
             return out
     raise TimeoutError(f"reading {topic}[{partition}] did not reach its end in {timeout_s:.0f} s")
+
+
+def read_partitions(config: dict[str, Any], topic: str, partitions: list[int],
+                    timeout_s: float = 60.0) -> dict[int, list[RawMessage]]:
+    """Every message of several partitions, from the beginning to EOF, with one consumer.
+
+    For restoring state: all partitions are fetched at once, so restoring N partitions costs
+    one connection and one round of fetches, not N.
+    """
+    c = Consumer({**config, "group.id": config.get("group.id", "stream-read-all"),
+                  "enable.auto.commit": False, "enable.partition.eof": True,
+                  "fetch.wait.max.ms": 100})
+    out: dict[int, list[Any]] = {p: [] for p in partitions}
+    left, t0 = set(partitions), time.monotonic()
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while left:
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"reading {topic} partitions {sorted(left)} did not reach "
+                                   f"their end in {timeout_s:.0f} s")
+            for m in c.consume(10_000, 0.1):
+                err = m.error()
+                if err is None:
+                    out[m.partition()].append(m)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    left.discard(m.partition())
+                else:
+                    raise KafkaException(err)
+        return {p: list(KafkaMessages(msgs)) for p, msgs in out.items()}
+    finally:
+        c.close()
