@@ -1,24 +1,31 @@
-"""Benchmark: our pipeline vs a hand-written confluent-kafka + fastavro loop, in one run.
+"""Benchmark: our pipeline against hand-written confluent-kafka + fastavro loops, in one run.
 
-Generates N payments (4 partitions, 10,000 keys, event time advancing ~10,000 records per
-second with up to 2 s disorder) into the embedded broker, then measures
-  (a) baseline: one process per core, each consuming its share of partitions with
-      confluent-kafka, decoding with fastavro and aggregating 10 s tumbling windows in a dict;
-  (b) the pipeline: the same computation on a local Dask cluster of 2 workers, results
-      written to an output topic;
-checks both results window by window, and writes bench/results/latest.json.
+Everything runs on the embedded broker and a local Dask cluster, started here:
 
-    python bench/run.py --records 1000000
+1. Throughput: N payments (4 partitions, 10,000 users, event time ~10,000 records per
+   second with up to 2 s disorder) aggregated into 10 s tumbling windows per user, by the
+   hand-written 2-process baseline and by the pipeline (exactly-once, then at-least-once),
+   repeated and interleaved; medians and their ratio. The pipeline's windows are checked
+   against the baseline's one by one.
+2. Stateless: decode → map → encode → produce, pipeline against its own hand-written loop.
+3. Latency at half the measured maximum rate: from producing the record that closes a window
+   to the window's result being readable by a read_committed consumer (p50, p99).
+4. Memory: driver bytes per open (key, window); RSS of driver and workers over a soak run.
+5. Scaling curves: throughput against keys, hopping overlap, workers and record size.
+
+Results go to bench/results/latest.json and bench/results/scaling.png.
+
+    python bench/run.py                      # about 15 minutes with the 10-minute soak
+    python bench/run.py --records 300000 --soak-minutes 1 --curve-records 100000
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import multiprocessing as mp
 import os
+import statistics
 import sys
 import threading
 import time
@@ -27,103 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from operators import Count, Max, Sum, col  # noqa: E402
-from stream.pipeline import Pipeline  # noqa: E402
-from stream.windows.specs import Tumbling  # noqa: E402
-
-WINDOW_MS, PARTITIONS, KEYS = 10_000, 4, 10_000
-OUT_SCHEMA = {"type": "record", "name": "BenchOut", "fields": [
-    {"name": "user_id", "type": "string"}, {"name": "window_start", "type": "long"},
-    {"name": "window_end", "type": "long"}, {"name": "n", "type": "long"},
-    {"name": "total", "type": "double"}, {"name": "largest", "type": ["null", "double"]}]}
+from bench import baseline, measure, workloads  # noqa: E402
+from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT  # noqa: E402
 
 
-def bench_pipeline(src: str, out: str) -> Pipeline:
-    return (Pipeline("bench").source(src, schema="schemas/payment.avsc", timestamp="ts")
-            .filter(col("amount") > 0).key_by("user_id")
-            .window(Tumbling(WINDOW_MS), grace=2_000,
-                    aggregate={"n": Count(), "total": Sum("amount"), "largest": Max("amount")})
-            .sink(out, schema=OUT_SCHEMA))
-
-
-def baseline_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q) -> None:
-    """What a skilled engineer writes by hand: consume, decode, aggregate in a dict."""
-    import fastavro
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    parsed = fastavro.parse_schema(schema)
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "baseline", "enable.auto.commit": False,
-                  "enable.partition.eof": True, "fetch.queue.backoff.ms": 10, "auto.offset.reset": "earliest"})
-    c.assign([TopicPartition(topic, p, 0) for p in partitions])
-    acc: dict[tuple[str, int], list] = {}
-    left, n = set(partitions), 0
-    read = fastavro.schemaless_reader
-    while left:
-        for m in c.consume(10_000, 0.5):
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    left.discard(m.partition())
-                continue
-            r = read(io.BytesIO(m.value()), parsed, None)
-            n += 1
-            if r["amount"] <= 0:
-                continue
-            k = (r["user_id"], r["ts"] - r["ts"] % WINDOW_MS)
-            a = acc.get(k)
-            if a is None:
-                acc[k] = [1, r["amount"], r["amount"]]
-            else:
-                a[0] += 1
-                a[1] += r["amount"]
-                if r["amount"] > a[2]:
-                    a[2] = r["amount"]
-    c.close()
-    q.put((n, acc))
-
-
-def run_baseline(bootstrap: str, topic: str, schema: dict, procs: int) -> tuple[float, int, dict]:
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    shares = [[p for p in range(PARTITIONS) if p % procs == i] for i in range(procs)]
-    t0 = time.perf_counter()
-    workers = [ctx.Process(target=baseline_worker, args=(bootstrap, topic, s, schema, q)) for s in shares]
-    for w in workers:
-        w.start()
-    results = [q.get() for _ in workers]
-    elapsed = time.perf_counter() - t0
-    for w in workers:
-        w.join()
-    merged: dict = {}
-    for _, acc in results:
-        merged.update(acc)  # keys live in one partition, so shares never overlap
-    return elapsed, sum(n for n, _ in results), merged
-
-
-class RssSampler(threading.Thread):
-    """Peak resident memory of this process plus its children (the Dask workers)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        import psutil
-
-        self.proc, self.peak, self.stop_flag = psutil.Process(), 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_flag.is_set():
-            try:
-                total = self.proc.memory_info().rss + sum(
-                    c.memory_info().rss for c in self.proc.children(recursive=True))
-                self.peak = max(self.peak, total)
-            except Exception:  # a child exited between listing and reading
-                pass
-            time.sleep(0.2)
-
-
-def compare(baseline: dict, rows: list[dict]) -> list[str]:
+def compare(base: dict, rows: list[dict]) -> list[str]:
+    """Differences between the baseline's windows and the pipeline's output rows."""
     got = {(r["user_id"], r["window_start"]): r for r in rows}
-    problems = [f"missing {k}" for k in baseline if k not in got]
-    problems += [f"unexpected {k}" for k in got if k not in baseline]
-    for k, (n, total, largest) in baseline.items():
+    problems = [f"missing {k}" for k in base if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in base]
+    for k, (n, total, largest) in base.items():
         r = got.get(k)
         if r and (r["n"] != n or not math.isclose(r["total"], total, rel_tol=1e-9, abs_tol=1e-9)
                   or r["largest"] != largest):
@@ -131,103 +51,256 @@ def compare(baseline: dict, rows: list[dict]) -> list[str]:
     return problems
 
 
+class Bench:
+    def __init__(self, args: argparse.Namespace, broker: object) -> None:
+        from stream.config import KafkaConfig
+        from stream.execution.dask import DaskExecutor
+
+        self.args, self.kafka = args, KafkaConfig(broker.bootstrap)  # type: ignore[attr-defined]
+        self.executor = DaskExecutor(workers=args.workers)
+        self.n = 0
+
+    def topic(self, name: str) -> str:
+        from stream.admin import ensure_topic
+
+        self.n += 1
+        topic = f"{name}-{self.n}"
+        ensure_topic(self.kafka.client(), topic, PARTITIONS)
+        return topic
+
+    def payments(self, records: int, keys: int) -> str:
+        from stream.pipeline import Pipeline
+
+        src = self.topic(f"pay{keys}")
+        codec = Pipeline("x").source(src, schema=PAYMENT).source_spec.codec
+        say(f"generating {records:,} payments over {keys:,} users into {src} ...")
+        workloads.fill_payments(self.kafka, src, records, keys, codec)
+        return src
+
+    def pipeline(self, pipeline_fn, src: str, records: int, label: str, executor=None, **kw) -> dict:
+        out = self.topic("out")
+        result = measure.pipeline_throughput(self.kafka, pipeline_fn(src, out), records,
+                                             executor or self.executor, f"bench-{self.n}",
+                                             label=label, **kw)
+        result["output"] = out
+        say(f"  {label}: {result['rps']:,} records/s (start-up {result['startup_s']} s)")
+        return result
+
+    def read_rows(self, topic: str) -> list[dict]:
+        from stream.codecs.avro import AvroCodec
+        from stream.sources.kafka import read_partitions
+
+        codec = AvroCodec(WINDOW_OUT)
+        logs = read_partitions(self.kafka.consumer({"group.id": "bench-check",
+                                                    "isolation.level": "read_committed"}),
+                               topic, list(range(PARTITIONS)))
+        return [codec.decode(m.value) for msgs in logs.values() for m in msgs]
+
+    # -- 1. throughput ---------------------------------------------------------------------
+    def throughput(self) -> dict:
+        from stream.codecs.schemas import load_schema
+
+        a = self.args
+        src = self.payments(a.records, 10_000)
+        schema = load_schema(ROOT / PAYMENT)
+        base_rps, eo, problems = [], [], []
+        for i in range(a.repeat):
+            say(f"round {i + 1}/{a.repeat}: baseline, {a.workers} processes ...")
+            s, n, base = baseline.run_windowed(self.kafka.bootstrap, src, schema, a.workers)
+            base_rps.append(n / s)
+            say(f"  baseline: {n / s:,.0f} records/s")
+            eo.append(self.pipeline(workloads.windowed, src, a.records, "exactly-once"))
+        problems = compare(base, self.read_rows(eo[-1]["output"]))
+        alo = self.pipeline(workloads.windowed, src, a.records, "at-least-once",
+                            guarantee="at_least_once")
+        b, p = statistics.median(base_rps), statistics.median(r["rps"] for r in eo)
+        return {"records": a.records, "baseline_rps": [round(x) for x in base_rps],
+                "exactly_once": eo, "at_least_once": alo, "baseline_median_rps": round(b),
+                "exactly_once_median_rps": round(p), "ratio": round(p / b, 3),
+                "at_least_once_ratio": round(alo["rps"] / b, 3), "windows": len(base),
+                "mismatches": len(problems), "mismatch_examples": problems[:5], "source": src}
+
+    # -- 2. stateless ----------------------------------------------------------------------
+    def stateless(self, src: str) -> dict:
+        from stream.codecs.schemas import load_schema
+
+        schema = load_schema(ROOT / PAYMENT)
+        out = self.topic("stateless-base")
+        say("stateless baseline ...")
+        s, n = baseline.run_stateless(self.kafka.bootstrap, src, schema, self.args.workers, out)
+        pipe = self.pipeline(lambda i, o: workloads.stateless(i, o, schema), src, self.args.records,
+                             "stateless exactly-once")
+        return {"baseline_rps": round(n / s), "pipeline": pipe, "ratio": round(pipe["rps"] / (n / s), 3)}
+
+    # -- 3. latency ------------------------------------------------------------------------
+    def latency(self, max_rps: float) -> dict:
+        from confluent_kafka import Producer
+
+        from stream.generator import PaymentGenerator, partition_of
+
+        src, out = self.topic("lat-in"), self.topic("lat-out")
+        pipeline = workloads.windowed(src, out)
+        codec = pipeline.source_spec.codec
+        rate = max_rps / 2
+
+        def produce(rate: float, seconds: float, on_record) -> None:
+            p = Producer(self.kafka.producer({"linger.ms": 2}))
+            gen = PaymentGenerator(users=10_000, step_ms=0.1, disorder_ms=2_000, seed=5,
+                                   start_ms=int(time.time() * 1000))
+            wait = workloads.paced(rate)
+            for i, rec in enumerate(gen.records(int(rate * seconds))):
+                if i % 100 == 0:
+                    wait(i)
+                    p.poll(0)
+                part = partition_of(rec["user_id"], PARTITIONS)
+                p.produce(src, codec.encode(rec), rec["user_id"].encode(), partition=part)
+                on_record(part, rec["ts"])
+            p.flush(30)
+        say(f"latency at {rate:,.0f} records/s for {self.args.latency_seconds} s ...")
+        r = measure.latency(self.kafka, pipeline, src, out, self.executor, rate,
+                            self.args.latency_seconds, GRACE_MS, produce)
+        say(f"  p50 {r.get('p50_s')} s, p99 {r.get('p99_s')} s over {r['results']:,} results")
+        return r
+
+    # -- 5. curves -------------------------------------------------------------------------
+    def curves(self) -> dict:
+        from stream.execution.dask import DaskExecutor
+        from stream.pipeline import Pipeline
+
+        n = self.args.curve_records
+        out: dict[str, list] = {"keys": [], "overlap": [], "workers": [], "record_bytes": []}
+        for keys in (1_000, 10_000, 100_000, 1_000_000):
+            src = self.payments(n, keys)
+            out["keys"].append([keys, self.pipeline(workloads.windowed, src, n, f"{keys} keys")["rps"]])
+            if keys == 10_000:
+                for k in (1, 5, 20):
+                    fn = lambda i, o, k=k: workloads.windowed(i, o, slide_ms=10_000 // k)  # noqa: E731
+                    out["overlap"].append([k, self.pipeline(fn, src, n, f"size/slide {k}")["rps"]])
+                one = DaskExecutor(workers=1)
+                try:
+                    out["workers"].append([1, self.pipeline(workloads.windowed, src, n, "1 worker",
+                                                            executor=one)["rps"]])
+                finally:
+                    one.close()
+                out["workers"].append([2, out["keys"][-1][1]])
+        for pad in (10, 280, 3_000):
+            src = self.topic(f"events{pad}")
+            codec = Pipeline("x").source(src, schema=workloads.EVENT).source_spec.codec
+            size = workloads.fill_events(self.kafka, src, n, 10_000, pad, codec)
+            fn = lambda i, o: workloads.windowed(i, o, schema=workloads.EVENT)  # noqa: E731
+            out["record_bytes"].append([size, self.pipeline(fn, src, n, f"{size} B records")["rps"]])
+        return out
+
+    # -- 4. soak ---------------------------------------------------------------------------
+    def soak(self, rate: float) -> dict:
+        import psutil
+
+        from stream.config import RunConfig
+        from stream.runner import PipelineRun
+
+        minutes = self.args.soak_minutes
+        src, out = self.topic("soak-in"), self.topic("soak-out")
+        pipeline = workloads.windowed(src, out)
+        stop = threading.Event()
+        producer = threading.Thread(target=workloads.fill_payments, daemon=True, kwargs=dict(
+            kafka=self.kafka, topic=src, n=int(rate * minutes * 60) + 1, keys=10_000,
+            codec=pipeline.source_spec.codec, rate=rate, should_stop=stop.is_set))
+        me = psutil.Process()
+        samples: list[tuple[float, float, float]] = []
+        say(f"soak: {minutes} min at {rate:,.0f} records/s; RSS sampled every 10 s ...")
+        config = RunConfig(app_id="bench-soak", kafka=self.kafka, workers=self.executor.workers)
+        with PipelineRun(pipeline, config, self.executor) as run:
+            t0, nxt = [None], [0.0]
+
+            def until(d) -> bool:
+                now = time.monotonic()
+                if d.parts and t0[0] is None:
+                    t0[0] = now
+                    producer.start()
+                if t0[0] is not None and now >= nxt[0]:
+                    nxt[0] = now + 10
+                    drv, kids = measure.rss_mib(me)
+                    samples.append((now - t0[0], drv, kids))
+                    say(f"  [{(now - t0[0]) / 60:4.1f} min] in {d.stats.records_in:,}  "
+                        f"driver {drv:.0f} MiB  workers {kids:.0f} MiB")
+                return t0[0] is not None and now - t0[0] >= minutes * 60
+            stats = run.driver.run(until=until)
+        stop.set()
+        half = [s for s in samples if s[0] >= minutes * 30]  # after warm-up: the second half
+        return {"minutes": minutes, "rate": round(rate), "records": stats.records_in,
+                "driver_slope_mib_per_min": round(measure.rss_slope([(t, d) for t, d, _ in half]), 3),
+                "workers_slope_mib_per_min": round(measure.rss_slope([(t, k) for t, _, k in half]), 3),
+                "samples": [[round(t), round(d, 1), round(k, 1)] for t, d, k in samples]}
+
+    def close(self) -> None:
+        self.executor.close()
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--records", type=int, default=1_000_000, help="records per throughput run")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved baseline/pipeline rounds")
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--curve-records", type=int, default=300_000, help="records per curve point")
+    ap.add_argument("--soak-minutes", type=float, default=10.0, help="0 skips the soak run")
+    ap.add_argument("--skip-curves", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
 
-    from stream.admin import ensure_topic
     from stream.broker import EmbeddedBroker
-    from stream.codecs.schemas import load_schema
-    from stream.config import KafkaConfig, RunConfig
-    from stream.execution.dask import DaskExecutor
-    from stream.generator import PaymentGenerator, produce_payments
-    from stream.progress import Progress
-    from stream.runner import PipelineRun
-    from stream.sources.kafka import close_pool, read_all
+    from stream.sources.kafka import close_pool
 
+    result: dict = {"machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with EmbeddedBroker() as broker:
-        kafka = KafkaConfig(broker.bootstrap)
-        src, out = "bench-in", "bench-out"
-        ensure_topic(kafka.client(), src, PARTITIONS)
-        ensure_topic(kafka.client(), out, PARTITIONS)
-        pipeline = bench_pipeline(src, out)
-        print(f"generating {args.records:,} payments into {src} ...", flush=True)
-        t0 = time.perf_counter()
-        produce_payments(kafka.producer(), src, args.records, PARTITIONS, pipeline.source_spec.codec,
-                         PaymentGenerator(users=KEYS, step_ms=0.1, disorder_ms=2_000, seed=1),
-                         progress=lambda i: i % 200_000 == 0 and print(f"  {i:,}", flush=True))
-        print(f"  produced in {time.perf_counter() - t0:.1f} s", flush=True)
-
-        print(f"baseline: {args.workers} processes, confluent-kafka + fastavro + dict ...", flush=True)
-        base_s, base_n, base = run_baseline(broker.bootstrap, src, load_schema("schemas/payment.avsc"),
-                                            args.workers)
-        print(f"  {base_n:,} records in {base_s:.2f} s = {base_n / base_s:,.0f} records/s", flush=True)
-
-        print(f"pipeline: Dask local cluster of {args.workers} workers ...", flush=True)
-        executor = DaskExecutor(workers=args.workers)
-        sampler = RssSampler()
-        sampler.start()
+        bench = Bench(args, broker)
         try:
-            config = RunConfig(app_id="bench", kafka=kafka, workers=args.workers)
-            with PipelineRun(pipeline, config, executor) as run:
-                progress = Progress(every_s=2.0)
-                t0 = time.perf_counter()
-                assigned = []
-
-                def on_step(d):
-                    if d.parts and not assigned:
-                        assigned.append(time.perf_counter())
-                    progress.update(d.stats.records_in, d.stats.records_out, d.lag(), d.open_windows())
-                import psutil
-                me = psutil.Process()
-                kids = me.children(recursive=True)
-                c0 = me.cpu_times(), [k.cpu_times() for k in kids]
-                import cProfile
-                prof = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
-                prof and prof.enable()
-                stats = run.driver.run(until=lambda d: d.stats.records_in >= args.records and d.caught_up(),
-                                       drain=True, on_step=on_step)
-                if prof:
-                    prof.disable(); prof.dump_stats(os.environ["BENCH_PROFILE"])
-                c1 = me.cpu_times(), [k.cpu_times() for k in kids]
-                print("driver cpu", c1[0].user - c0[0].user + c1[0].system - c0[0].system,
-                      "workers cpu", [round(b.user - a.user + b.system - a.system, 2) for a, b in zip(c0[1], c1[1])])
-                pipe_s = time.perf_counter() - assigned[0]
-                print("start-up", assigned[0] - t0)
-                progress.done()
+            result["throughput"] = t = bench.throughput()
+            result["stateless"] = bench.stateless(t["source"])
+            result["latency"] = bench.latency(t["exactly_once_median_rps"])
+            from bench.workloads import windowed
+            result["memory"] = measure.state_bytes_per_entry(windowed("a", "b"))
+            if not args.skip_curves:
+                result["curves"] = bench.curves()
+            if args.soak_minutes > 0:
+                result["memory"]["soak"] = bench.soak(t["exactly_once_median_rps"] / 2)
         finally:
-            sampler.stop_flag.set()
-            executor.close()
-        print(f"  {stats.records_in:,} records in {pipe_s:.2f} s = {stats.records_in / pipe_s:,.0f} records/s",
-              flush=True)
-
-        codec = pipeline.sink_spec.codec
-        rows = [codec.decode(m.value) for p in range(PARTITIONS)
-                for m in read_all(kafka.consumer({"group.id": "bench-check"}), out, p)]
-        problems = compare(base, rows)
-        close_pool()  # this process's pooled readers go before their broker does
-
-    result = {
-        "records": args.records, "workers": args.workers, "windows": len(base),
-        "baseline_rps": round(base_n / base_s), "pipeline_rps": round(stats.records_in / pipe_s),
-        "ratio": round((stats.records_in / pipe_s) / (base_n / base_s), 3),
-        "baseline_seconds": round(base_s, 3), "pipeline_seconds": round(pipe_s, 3),
-        "pipeline_peak_rss_mib": round(sampler.peak / 2**20, 1),
-        "windows_checked": len(rows), "mismatches": len(problems),
-        "guarantee": "at_least_once", "cpu_count": os.cpu_count(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+            bench.close()
+            close_pool()  # this process's pooled readers go before their broker does
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    if problems:
-        print(f"MISMATCH: {len(problems)} windows differ, e.g. {problems[:5]}", file=sys.stderr)
+    if "curves" in result:
+        from bench.plots import plot_curves
+        plot_curves(result["curves"], Path(args.out).with_name("scaling.png"))
+    summary(result)
+    if result["throughput"]["mismatches"]:
+        print(f"MISMATCH: {result['throughput']['mismatch_examples']}", file=sys.stderr)
         return 1
-    print(f"all {len(rows):,} windows match the baseline; written to {args.out}")
+    print(f"written to {args.out}")
     return 0
+
+
+def summary(r: dict) -> None:
+    t, s, lat, mem = r["throughput"], r["stateless"], r["latency"], r["memory"]
+    say("\n== summary (ratios are against baselines measured in this run) ==")
+    say(f"windowed, exactly-once : {t['exactly_once_median_rps']:>9,} rec/s  "
+        f"ratio {t['ratio']:.2f} (baseline {t['baseline_median_rps']:,} rec/s)")
+    say(f"windowed, at-least-once: {t['at_least_once']['rps']:>9,} rec/s  ratio {t['at_least_once_ratio']:.2f}")
+    say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
+        f"(baseline {s['baseline_rps']:,} rec/s)")
+    say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
+    say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
+    if "soak" in mem:
+        say(f"soak {mem['soak']['minutes']} min: RSS slope driver {mem['soak']['driver_slope_mib_per_min']} "
+            f"MiB/min, workers {mem['soak']['workers_slope_mib_per_min']} MiB/min")
+    for name, points in r.get("curves", {}).items():
+        say(f"curve {name:12s}: " + ", ".join(f"{x:,} → {y:,}" for x, y in points))
+    say(f"windows checked: {t['windows']:,}, mismatches: {t['mismatches']}")
 
 
 if __name__ == "__main__":

@@ -77,19 +77,23 @@ class Driver:
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
                  idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
-                 replica: int = 0) -> None:
+                 replica: int = 0, result_commit_s: float = 0.1) -> None:
         pipeline.validate()
         self.pipeline = pipeline
         self.session, self.sink, self.executor = session, sink, executor
         self.changelog, self.topics = changelog, topics
         self.range_records, self.max_inflight = range_records, max_inflight
         self.commit_interval_s = commit_interval_s
+        # an epoch that produced outputs ends after about this long, so read_committed readers
+        # see results soon; an epoch that only moved offsets or state ends every commit_interval_s
+        self.result_commit_s = min(result_commit_s, commit_interval_s)
         self.limits, self.metrics = limits, metrics
         self.app_id = app_id or pipeline.name
         self.transactional_id = transactional_id or self.app_id
         ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
         self.watermarks = Watermarks(ooo, idle_timeout_ms)
         self.parts: dict[TP, PartitionState] = {}
+        self._turn = 0  # where round-robin planning starts next
         # future -> (task, attempt, the partition state it was planned for)
         self.inflight: dict[Any, tuple[RangeTask, int, PartitionState]] = {}
         self.stats = DriverStats()
@@ -200,12 +204,19 @@ class Driver:
         return len(self.inflight) + sum(len(st.done) for st in self.parts.values())
 
     def _plan(self) -> None:
+        """Plan ranges round-robin, starting after the partition planned last, so that with
+        fewer slots than partitions none of them waits forever (tail reads return quickly)."""
         progress = True
         while progress and self.outstanding() < self.max_inflight:
             progress = False
-            for tp, st in list(self.parts.items()):
+            items = list(self.parts.items())
+            if not items:
+                return
+            first = self._turn % len(items)
+            for tp, st in items[first:] + items[:first]:
                 if self.outstanding() >= self.max_inflight:
                     break
+                self._turn += 1
                 progress |= self._plan_one(tp, st)
 
     # -- results --------------------------------------------------------------------------
@@ -419,7 +430,8 @@ class Driver:
             self._collect(0.05)
         self._merge_ready()
         self.emit()
-        if time.monotonic() - self._last_commit >= self.commit_interval_s:
+        since = time.monotonic() - self._last_commit
+        if since >= self.commit_interval_s or (self._produced and since >= self.result_commit_s):
             self.commit()
 
     def caught_up(self) -> bool:
