@@ -2,7 +2,9 @@
 
 `run_windowed` aggregates 10 s tumbling windows in a dict (no output, no commits: the
 pipeline does strictly more); `run_stateless` decodes, maps, encodes and produces each
-record. Each process consumes its share of the partitions with `assign()`.
+record. Each process consumes its share of the partitions with `assign()`. Processes are
+spawned (forking a process that runs Dask and librdkafka threads can deadlock), and the clock
+starts once every process has imported its libraries and created its clients.
 
     elapsed, records, windows = run_windowed(bootstrap, "in", schema, procs=2)
 """
@@ -40,12 +42,15 @@ def _messages(c: Any, partitions: list[int]):
             yield m
 
 
-def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any) -> None:
+def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
+                    go: Any) -> None:
     import fastavro
 
     parsed = fastavro.parse_schema(schema)
     read = fastavro.schemaless_reader
     c = _consumer(bootstrap, topic, partitions)
+    q.put("ready")
+    go.wait()
     acc: dict[tuple[str, int], list] = {}
     n = 0
     for m in _messages(c, partitions):
@@ -67,7 +72,7 @@ def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: d
 
 
 def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
-                     out: str) -> None:
+                     go: Any, out: str) -> None:
     import fastavro
     from confluent_kafka import Producer
 
@@ -76,6 +81,8 @@ def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: 
     c = _consumer(bootstrap, topic, partitions)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
                   "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    q.put("ready")
+    go.wait()
     n = 0
     for m in _messages(c, partitions):
         buf = io.BytesIO()
@@ -95,14 +102,17 @@ def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: 
 
 
 def _run(target: Any, procs: int, *args: Any) -> tuple[float, int, dict]:
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
+    ctx = mp.get_context("spawn")
+    q, go = ctx.Queue(), ctx.Event()
     shares = [[p for p in range(PARTITIONS) if p % procs == i] for i in range(procs)]
-    t0 = time.perf_counter()
-    workers = [ctx.Process(target=target, args=(args[0], args[1], s, args[2], q, *args[3:]))
+    workers = [ctx.Process(target=target, args=(args[0], args[1], s, args[2], q, go, *args[3:]))
                for s in shares]
     for w in workers:
         w.start()
+    for _ in workers:
+        q.get(timeout=120)  # "ready"
+    t0 = time.perf_counter()
+    go.set()
     results = [q.get() for _ in workers]
     elapsed = time.perf_counter() - t0
     for w in workers:

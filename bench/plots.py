@@ -26,6 +26,8 @@ def plot_curves(curves: dict[str, list[list[float]]], path: Path) -> None:
         ax.set_xlabel(label)
         if log_x:
             ax.set_xscale("log")
+        elif points:
+            ax.set_xticks(xs)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("thousand records / s")

@@ -126,7 +126,7 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         settings = dict(config)
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
-                         "fetch.wait.max.ms": 100, "queued.max.messages.kbytes": 16_384})
+                         "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 16_384})
         entry = _PooledConsumer(Consumer(settings), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
@@ -241,7 +241,9 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
             want = min(want, end - msgs[-1].offset() - 1)  # consumer stays at its end
         elif end is not None and start >= 0:
             want = min(want, end - start)
-        for m in c.consume(max(1, min(want, 10_000)), 0.1):
+        # consume() waits its timeout for the whole count: a tail read (end unknown) asks
+        # briefly and loops, so it returns as soon as it reaches the end of what is there
+        for m in c.consume(max(1, min(want, 10_000)), 0.1 if end is not None else 0.01):
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
