@@ -56,7 +56,11 @@ class ColumnarPlan:
     columns: tuple[Callable[[pl.DataFrame], list[Any]], ...]  # each aggregation's accumulators
 
 
-def _aggregation(i: int, agg: Any) -> tuple[list[pl.Expr], Callable[[pl.DataFrame], list[Any]]] | None:
+_WIDE = {"int": pl.Int64, "float": pl.Float64}  # sum as Python would: 64-bit ints, doubles
+
+
+def _aggregation(i: int, agg: Any, kinds: dict[str, str]
+                 ) -> tuple[list[pl.Expr], Callable[[pl.DataFrame], list[Any]]] | None:
     """Expressions of one built-in aggregation, and how to read its accumulators back."""
     name = f"__agg{i}"
 
@@ -64,13 +68,14 @@ def _aggregation(i: int, agg: Any) -> tuple[list[pl.Expr], Callable[[pl.DataFram
         return frame.get_column(name).to_list()
     if type(agg) is Count:
         return [pl.len().alias(name)], column
-    if type(agg) in (Sum, Min, Max):  # nulls are skipped, as in add(); integers sum in 64 bits
-        col = pl.col(agg.field)
+    field = getattr(agg, "field", None)
+    col = pl.col(field) if field is not None else None
+    if col is not None and kinds.get(field) in _WIDE:
+        col = col.cast(_WIDE[kinds[field]])
+    if type(agg) in (Sum, Min, Max):  # nulls are skipped, as in add()
         e = col.sum() if type(agg) is Sum else col.min() if type(agg) is Min else col.max()
         return [e.alias(name)], column
     if type(agg) is Mean:
-        col = pl.col(agg.field)
-
         def pairs(frame: pl.DataFrame) -> list[Any]:
             return list(zip(frame.get_column(name).to_list(), frame.get_column(name + "n").to_list()))
         return [col.sum().cast(pl.Float64).alias(name), col.count().alias(name + "n")], pairs
@@ -98,7 +103,7 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
     exprs: list[pl.Expr] = []
     columns = []
     for i, agg in enumerate(stage.aggregations.values()):
-        spec = _aggregation(i, agg)
+        spec = _aggregation(i, agg, {name: kind for name, kind, _ in decoder.fields})
         if spec is None:
             return None
         exprs += spec[0]

@@ -84,8 +84,8 @@ class Driver:
         self.changelog, self.topics = changelog, topics
         self.range_records, self.max_inflight = range_records, max_inflight
         self.commit_interval_s = commit_interval_s
-        # an epoch that produced outputs ends after about this long, so read_committed readers
-        # see results soon; an epoch that only moved offsets or state ends every commit_interval_s
+        # an epoch ends about this long after its first output, so read_committed readers see
+        # results soon; an epoch that only moved offsets or state ends every commit_interval_s
         self.result_commit_s = min(result_commit_s, commit_interval_s)
         self.limits, self.metrics = limits, metrics
         self.app_id = app_id or pipeline.name
@@ -101,6 +101,7 @@ class Driver:
         self.epoch = next_epoch(0, replica, _now_ms())  # the epoch being built
         self._known_committed: set[int] = set()  # epochs to name in the next meta entries
         self._produced = False         # anything produced in this epoch
+        self._first_output = 0.0       # when this epoch produced its first output
         self._committed: dict[TP, int] = {}
         self._last_commit = time.monotonic()
         self._headers: tuple[tuple[str, bytes], ...] = ()
@@ -331,7 +332,8 @@ class Driver:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: tuple[tuple[str, bytes], ...], partition: int | None = None) -> None:
-        self._produced = True
+        if not self._produced:
+            self._produced, self._first_output = True, time.monotonic()
         self.sink.produce(topic, key, value, headers, partition)
 
     def headers(self) -> tuple[tuple[str, bytes], ...]:
@@ -430,8 +432,9 @@ class Driver:
             self._collect(0.05)
         self._merge_ready()
         self.emit()
-        since = time.monotonic() - self._last_commit
-        if since >= self.commit_interval_s or (self._produced and since >= self.result_commit_s):
+        now = time.monotonic()
+        if (now - self._last_commit >= self.commit_interval_s
+                or (self._produced and now - self._first_output >= self.result_commit_s)):
             self.commit()
 
     def caught_up(self) -> bool:
