@@ -207,7 +207,8 @@ class Bench:
             codec=pipeline.source_spec.codec, rate=rate, should_stop=stop.is_set))
         me = psutil.Process()
         samples: list[tuple[float, float, float]] = []
-        say(f"soak: {minutes} min at {rate:,.0f} records/s; RSS sampled every 10 s ...")
+        say(f"soak: {minutes} min at up to {rate:,.0f} records/s (as fast as one producer thread "
+            "goes); RSS of the driver and the Dask processes sampled every 10 s ...")
         config = RunConfig(app_id="bench-soak", kafka=self.kafka, workers=self.executor.workers)
         with PipelineRun(pipeline, config, self.executor) as run:
             t0, nxt = [None], [0.0]
@@ -227,7 +228,8 @@ class Bench:
             stats = run.driver.run(until=until)
         stop.set()
         half = [s for s in samples if s[0] >= minutes * 30]  # after warm-up: the second half
-        return {"minutes": minutes, "rate": round(rate), "records": stats.records_in,
+        return {"minutes": minutes, "rate_asked": round(rate),
+                "rate": round(stats.records_in / (minutes * 60)), "records": stats.records_in,
                 "driver_slope_mib_per_min": round(measure.rss_slope([(t, d) for t, d, _ in half]), 3),
                 "workers_slope_mib_per_min": round(measure.rss_slope([(t, k) for t, _, k in half]), 3),
                 "samples": [[round(t), round(d, 1), round(k, 1)] for t, d, k in samples]}
@@ -296,7 +298,7 @@ def summary(r: dict) -> None:
     say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
     say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
     if "soak" in mem:
-        say(f"soak {mem['soak']['minutes']} min: RSS slope driver {mem['soak']['driver_slope_mib_per_min']} "
+        say(f"soak {mem['soak']['minutes']} min at {mem['soak']['rate']:,} rec/s: RSS slope driver {mem['soak']['driver_slope_mib_per_min']} "
             f"MiB/min, workers {mem['soak']['workers_slope_mib_per_min']} MiB/min")
     for name, points in r.get("curves", {}).items():
         say(f"curve {name:12s}: " + ", ".join(f"{x:,} → {y:,}" for x, y in points))

@@ -57,7 +57,7 @@ def fill_payments(kafka: Any, topic: str, n: int, keys: int, codec: Any, rate: f
     """Produce `n` payments over `keys` users (event time ~10,000 records per second)."""
     produce_payments(kafka.producer(), topic, n, PARTITIONS, codec,
                      PaymentGenerator(users=keys, step_ms=0.1, disorder_ms=2_000, seed=1),
-                     rate=rate, should_stop=should_stop, progress=on_sent)
+                     rate=rate, should_stop=should_stop, progress=on_sent, keep=False)
 
 
 def fill_events(kafka: Any, topic: str, n: int, keys: int, payload_bytes: int, codec: Any) -> int:

@@ -52,8 +52,9 @@ class PaymentGenerator:
 def produce_payments(config: dict[str, Any], topic: str, n: int, partitions: int,
                      codec: Any, generator: PaymentGenerator | None = None,
                      progress: Any = None, rate: float | None = None,
-                     should_stop: Any = lambda: False) -> list[dict[str, Any]]:
-    """Encode and produce up to `n` payments (at most `rate` per second); returns them."""
+                     should_stop: Any = lambda: False, keep: bool = True) -> list[dict[str, Any]]:
+    """Encode and produce up to `n` payments (at most `rate` per second); returns them
+    (an empty list with `keep=False`, for long runs)."""
     import time
 
     from confluent_kafka import Producer
@@ -76,7 +77,8 @@ def produce_payments(config: dict[str, Any], topic: str, n: int, partitions: int
                 break
             except BufferError:
                 producer.poll(0.05)
-        out.append(rec)
+        if keep:
+            out.append(rec)
         if i % 10_000 == 0:
             producer.poll(0)
             if progress:

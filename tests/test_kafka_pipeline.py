@@ -202,3 +202,29 @@ def test_one_reader_used_by_many_threads_at_once_reads_every_range_exactly(kafka
     with ThreadPoolExecutor(8) as pool:
         for (p, start, end), offsets in pool.map(read, ranges, timeout=120):
             assert offsets == whole[p][start:end], f"{src}[{p}] {start}..{end}"
+
+
+def test_readers_stay_warm_per_partition_and_are_bounded_per_thread(kafka, topic_name, monkeypatch):
+    """A reader keeps one consumer per partition (so the next range is already fetched), and
+    closes the least recently used beyond WARM_PARTITIONS per thread, across pipelines."""
+    import threading
+
+    from stream.sources import kafka as source
+
+    monkeypatch.setattr(source, "WARM_PARTITIONS", 3)
+    src, _ = setup_topics(kafka, topic_name, partitions=2)
+    produce(kafka, src, 2_000, partitions=2)
+    whole = {p: [m.offset for m in read_all(kafka.consumer({"group.id": "verify"}), src, p)]
+             for p in range(2)}
+    readers = [source.KafkaReader.from_config(kafka.consumer({"group.id": topic_name(f"r{i}")}))
+               for i in range(3)]  # three pipelines on one worker thread
+    me = threading.get_ident()
+    for reader in readers:
+        for p in range(2):
+            start = 0
+            while start < len(whole[p]):
+                end = min(start + 300, len(whole[p]))
+                got = [m.offset for m in reader.read(src, p, start, end, 10_000).messages]
+                assert got == whole[p][start:end]
+                start = end
+            assert len([k for k in source._POOL if k[1] == me]) <= 3

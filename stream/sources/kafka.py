@@ -104,7 +104,8 @@ class KafkaSession:
 # per range costs more than the read, and a consumer that stays on its partition has already
 # fetched the next range when its task arrives (partitions are pinned to workers). Per thread:
 # a consumer is not safe for two reads at once, and a worker may run several tasks in parallel.
-# At most WARM_PARTITIONS per thread; the least recently used one is closed beyond that.
+# At most WARM_PARTITIONS per thread (whatever their configuration: pipelines come and go on a
+# long-lived Dask worker); the least recently used one is closed beyond that.
 _POOL: dict[tuple, "_PooledConsumer"] = {}
 _POOL_LOCK = threading.Lock()
 WARM_PARTITIONS = 16
@@ -130,7 +131,7 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         entry = _PooledConsumer(Consumer(settings), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
-            mine = [k for k in _POOL if k[:2] == (config, thread)]
+            mine = [k for k in _POOL if k[1] == thread]
             if len(mine) > WARM_PARTITIONS:
                 coldest = min(mine, key=lambda k: _POOL[k].used)
                 _close(_POOL.pop(coldest))
@@ -156,7 +157,7 @@ def close_pool() -> None:
 
 @dataclass(frozen=True)
 class KafkaReader:
-    """Reads partition ranges with a consumer pooled per worker process."""
+    """Reads partition ranges with a consumer pooled per worker thread and partition."""
 
     config: tuple[tuple[str, Any], ...]
     max_wait_s: float = 30.0
