@@ -31,7 +31,8 @@ class KafkaSink:
 
     def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
                  step_timeout_s: float = 30.0) -> None:
-        self._producer = Producer(config)
+        self._fatal_reason = ""  # librdkafka names the cause of a fatal error in its error event
+        self._producer = Producer({**config, "error_cb": self._on_error})
         self._errors: list[str] = []
         self._fatal: KafkaError | None = None
         self.address = config.get("bootstrap.servers", "?")
@@ -45,11 +46,23 @@ class KafkaSink:
             if err.code() in _FENCED or err.fatal():
                 self._fatal = self._fatal or err
 
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            self._fatal_reason = self._fatal_reason or err.str()
+        else:
+            log.debug("producer: %s", err.str())
+
     def _raise_fatal(self, err: KafkaError) -> None:
-        if err.code() in _FENCED:
+        if err.code() == KafkaError._FATAL and not self._fatal_reason:
+            try:
+                self._producer.poll(0)  # serve the error event that names the cause
+            except Exception:  # a fatal producer may raise here too: the cause is what matters
+                pass
+        if err.code() in _FENCED or "fenced" in self._fatal_reason.lower():
             raise FatalError(f"this producer was fenced ({err.str()}): another driver with the "
                              "same transactional id is running; this one stops")
-        raise FatalError(f"the producer failed fatally on {self.address}: {err.str()}")
+        cause = f" ({self._fatal_reason})" if self._fatal_reason else ""
+        raise FatalError(f"the producer failed fatally on {self.address}: {err.str()}{cause}")
 
     def _before_produce(self) -> None:
         pass

@@ -131,9 +131,8 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         entry = _PooledConsumer(Consumer(settings), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
-            mine = [k for k in _POOL if k[1] == thread]
-            if len(mine) > WARM_PARTITIONS:
-                coldest = min(mine, key=lambda k: _POOL[k].used)
+            mine = sorted((k for k in _POOL if k[1] == thread), key=lambda k: _POOL[k].used)
+            for coldest in mine[:max(0, len(mine) - WARM_PARTITIONS)]:
                 _close(_POOL.pop(coldest))
     entry.used = time.monotonic()
     return entry
