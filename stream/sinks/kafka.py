@@ -94,6 +94,10 @@ class KafkaSink:
                 cause = exc if isinstance(exc, KafkaException) else exc.__cause__
                 if isinstance(cause, KafkaException):
                     self._raise_fatal(cause.args[0])
+                if self._fatal is not None:
+                    self._raise_fatal(self._fatal)
+                if self._fatal_reason:  # the error event named the cause (e.g. fenced)
+                    self._raise_fatal(KafkaError(KafkaError._FATAL, self._fatal_reason, fatal=True))
                 raise FatalError(f"flushing to {self.address} failed: {exc}") from exc
         if self._fatal is not None:
             self._raise_fatal(self._fatal)
