@@ -64,17 +64,17 @@ def _aggregation(i: int, agg: Any, kinds: dict[str, str]
     """Expressions of one built-in aggregation, and how to read its accumulators back."""
     name = f"__agg{i}"
 
-    def column(frame: pl.DataFrame) -> list[Any]:
+    def values(frame: pl.DataFrame) -> list[Any]:
         return frame.get_column(name).to_list()
     if type(agg) is Count:
-        return [pl.len().alias(name)], column
+        return [pl.len().alias(name)], values
     field = getattr(agg, "field", None)
     col = pl.col(field) if field is not None else None
     if col is not None and kinds.get(field) in _WIDE:
         col = col.cast(_WIDE[kinds[field]])
     if type(agg) in (Sum, Min, Max):  # nulls are skipped, as in add()
         e = col.sum() if type(agg) is Sum else col.min() if type(agg) is Min else col.max()
-        return [e.alias(name)], column
+        return [e.alias(name)], values
     if type(agg) is Mean:
         def pairs(frame: pl.DataFrame) -> list[Any]:
             return list(zip(frame.get_column(name).to_list(), frame.get_column(name + "n").to_list()))
@@ -102,8 +102,9 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
         return None
     exprs: list[pl.Expr] = []
     columns = []
+    kinds = {name: kind for name, kind, _ in decoder.fields}
     for i, agg in enumerate(stage.aggregations.values()):
-        spec = _aggregation(i, agg, {name: kind for name, kind, _ in decoder.fields})
+        spec = _aggregation(i, agg, kinds)
         if spec is None:
             return None
         exprs += spec[0]
