@@ -96,9 +96,8 @@ class KafkaSink:
                     self._raise_fatal(cause.args[0])
                 if self._fatal is not None:
                     self._raise_fatal(self._fatal)
-                if self._fatal_reason:  # the error event named the cause (e.g. fenced)
-                    self._raise_fatal(KafkaError(KafkaError._FATAL, self._fatal_reason, fatal=True))
-                raise FatalError(f"flushing to {self.address} failed: {exc}") from exc
+                # else let the error event name the cause (e.g. fenced); _raise_fatal serves it
+                self._raise_fatal(KafkaError(KafkaError._FATAL, f"flushing failed: {exc}", fatal=True))
         if self._fatal is not None:
             self._raise_fatal(self._fatal)
         if left or self._errors:
