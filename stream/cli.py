@@ -70,7 +70,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           "(`stream broker` starts an embedded one)")
     config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
                        scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
-                       metrics_port=args.metrics_port, guarantee=args.guarantee,
+                       metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                       guarantee=args.guarantee,
                        replica=args.replica, commit_interval_s=args.commit_interval,
                        range_records=args.range_records, step_timeout_s=args.step_timeout)
     if not args.no_supervise:
@@ -154,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP"), help="Kafka HOST:PORT")
     run.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 (default: local cluster)")
     run.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
-    run.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port (default 9108)")
+    run.add_argument("--metrics-port", type=int, default=9108,
+                     help="port of /metrics, /healthz and /readyz (default 9108)")
+    run.add_argument("--metrics-addr", default="127.0.0.1",
+                     help="address the metrics endpoint binds to (default 127.0.0.1; "
+                          "0.0.0.0 in a container)")
     run.add_argument("--app-id", help="consumer group and state name (default: the pipeline name)")
     run.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
     run.add_argument("--create-topics", type=int, metavar="PARTITIONS",

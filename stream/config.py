@@ -79,6 +79,7 @@ class RunConfig:
     scheduler: str | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"  # loopback by default; 0.0.0.0 in a container
     commit_interval_s: float = 1.0
     range_records: int = 50_000  # a task of about 100-200 ms on the columnar path
     max_inflight: int = 0  # 0: three per worker

@@ -45,6 +45,8 @@ class PartitionState:
     caught_up: bool = False        # the last merged range reached EOF
     done: dict[int, RangeResult] = field(default_factory=dict)
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
+    state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
+    last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Driver:
         self._known_committed: set[int] = set()  # epochs to name in the next meta entries
         self._produced = False         # anything produced in this epoch
         self._first_output = 0.0       # when this epoch produced its first output
+        self._closed: list[tuple[float, int]] = []  # (when, latest window end) per emitted batch
         self._committed: dict[TP, int] = {}
         self._last_commit = time.monotonic()
         self._headers: tuple[tuple[str, bytes], ...] = ()
@@ -109,6 +112,10 @@ class Driver:
         session.on_revoke = self._on_revoked
         if metrics is not None:
             metrics.watch(lambda: self.watermarks.floor, self.open_windows)
+            metrics.probes.state_bytes = self.state_bytes
+            metrics.probes.partitions = lambda: len(self.parts)
+            metrics.probes.ready = lambda: bool(self.parts) and not self.failed
+            metrics.topics(list(pipeline.source_spec.topics), pipeline.sink_spec.topic)  # type: ignore[union-attr]
 
     # -- group membership -----------------------------------------------------------------
     def _new_store(self) -> WindowStore | None:
@@ -135,7 +142,8 @@ class Driver:
             if last > 0:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
-            self.parts[tp] = PartitionState(start, start, pin, store, written=r.written)
+            self.parts[tp] = PartitionState(start, start, pin, store, written=r.written,
+                                            state_bytes=r.sizes)
             self._committed[tp] = start
             self.watermarks.add(tp, now)
             self.watermarks.observe(tp, r.max_ts, now)
@@ -146,6 +154,8 @@ class Driver:
         # windows stay final; only the new partition's records are judged against its own.
         self.watermarks.floor = NEVER
         self._headers = ()
+        if self.metrics:
+            self.metrics.rebalanced("assigned")
         log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", tps,
                  {tp: self.parts[tp].merged for tp in tps}, restored, self.epoch)
 
@@ -161,6 +171,10 @@ class Driver:
             self.parts.pop(tp, None)
             self._committed.pop(tp, None)
             self.watermarks.remove(tp)
+            if self.metrics:
+                self.metrics.forget_partition(*tp)
+        if self.metrics:
+            self.metrics.rebalanced("revoked")
         log.info("revoked %s (%s, state dropped)", mine,
                  "open epoch abandoned" if self.failed else "open epoch committed")
 
@@ -171,6 +185,8 @@ class Driver:
             elif kind == "revoked":
                 self._on_revoked(tps)
             elif kind == "lost":
+                if self.metrics:
+                    self.metrics.rebalanced("lost")
                 raise FatalError(f"partitions {tps} were lost (session timed out); the open epoch "
                                  "is abandoned and the driver restarts from the last commit")
 
@@ -245,6 +261,8 @@ class Driver:
         log.warning("range %s[%d] %s..%s failed (%s: %s); re-planning it", task.topic,
                     task.partition, task.start, task.end, type(exc).__name__, exc)
         self._submit(task.tp, st, task.start, task.end, attempt + 1)
+        if self.metrics:
+            self.metrics.retried("failed")
 
     def _accept(self, task: RangeTask, st: PartitionState, r: RangeResult) -> None:
         if r.high is not None:
@@ -254,20 +272,30 @@ class Driver:
             st.planned = r.next_offset
         elif r.next_offset < task.end:  # the read stopped short: plan the rest, same bounds
             self._submit(task.tp, st, r.next_offset, task.end)
+            if self.metrics:
+                self.metrics.retried("short_read")
         st.done[task.start] = r
         if self.metrics:
             self.metrics.task_seconds(r.seconds)
 
     def _merge_ready(self) -> None:
-        now = _now_ms()
+        t0, now = time.perf_counter(), _now_ms()
+        merged = False
         for tp, st in self.parts.items():
             while st.merged in st.done:
                 r = st.done.pop(st.merged)
                 self._merge(tp, st, r, now)
                 st.merged = r.next_offset
                 st.caught_up = r.eof
+                if r.last_ts >= 0:
+                    st.last_ts = r.last_ts
+                merged = True
             if self.metrics and st.high is not None and st.merged >= 0:
-                self.metrics.lag(tp[0], tp[1], max(0, st.high - st.merged))
+                behind = max(0, st.high - st.merged)
+                age = (now - st.last_ts) / 1000.0 if behind and st.last_ts >= 0 else 0.0
+                self.metrics.lag(tp[0], tp[1], behind, max(0.0, age))
+        if self.metrics and merged:
+            self.metrics.stage("merge", time.perf_counter() - t0)
 
     def _merge(self, tp: TP, st: PartitionState, r: RangeResult, now: int) -> None:
         p = r.partial
@@ -353,6 +381,9 @@ class Driver:
         for st in self.parts.values():
             if st.store is not None:
                 results += st.store.advance(wm)
+        if not results:
+            return results
+        t0 = time.perf_counter()
         key_field, encode = self.pipeline.key_field, sink.codec.encode  # type: ignore[union-attr]
         for w in results:
             record = {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values}
@@ -366,8 +397,10 @@ class Driver:
                 continue
             self._produce(sink.topic, key, value, self.headers())  # type: ignore[union-attr]
         self.stats.windows += len(results)
-        if self.metrics and results:
+        self._closed.append((time.monotonic(), max(w.end for w in results)))
+        if self.metrics:
             self.metrics.windows(len(results))
+            self.metrics.stage("produce", time.perf_counter() - t0)
         self._count_out(len(results))
         return results
 
@@ -380,8 +413,10 @@ class Driver:
             for m in msgs:
                 self.sink.produce(cl, m.key, m.value, m.headers, tp[1])
             st.written.setdefault(pane, []).append((self.epoch, len(msgs)))
+            st.state_bytes[pane] = st.state_bytes.get(pane, 0) + sum(len(m.value or b"") for m in msgs)
         faults.point("changelog")
         for pane in dropped:
+            st.state_bytes.pop(pane, None)
             for m in delta_tombstones(topic, pane, st.written.pop(pane, []), self.epoch):
                 self.sink.produce(cl, m.key, None, m.headers, tp[1])
         meta = encode_meta(Meta(topic, self.epoch, known,
@@ -412,6 +447,7 @@ class Driver:
         for p in {tp[1] for tp in self.parts}:
             offsets[(self.topics.changelog, p)] = self.epoch
         self.sink.commit_epoch(offsets, self.session)
+        closed, self._closed = self._closed, []
         self._known_committed = {self.epoch}
         self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
         self.epoch = next_epoch(self.epoch, self.replica, _now_ms())
@@ -421,11 +457,14 @@ class Driver:
         if self.stats.commits == 1:
             log.info("first epoch committed since start")
         if self.metrics:
-            self.metrics.committed(time.monotonic() - t0)
+            self.metrics.committed(time.monotonic() - t0, getattr(self.sink, "transactional", False))
+            self.metrics.results_acknowledged(closed)
 
     # -- the loop -------------------------------------------------------------------------
     def step(self) -> None:
         """One turn: serve the group, plan, collect, merge, emit, maybe commit."""
+        if self.metrics:
+            self.metrics.alive()
         self._serve_group(0.0 if self.inflight else 0.05)
         self._plan()
         if self.inflight:
@@ -444,6 +483,10 @@ class Driver:
 
     def lag(self) -> int:
         return sum(max(0, (st.high or 0) - max(st.merged, 0)) for st in self.parts.values())
+
+    def state_bytes(self) -> int:
+        """Window state as serialized in the changelog: what a restore of these partitions reads."""
+        return sum(sum(st.state_bytes.values()) for st in list(self.parts.values()))
 
     def open_windows(self) -> int:
         return sum(st.store.open_windows() for st in self.parts.values() if st.store is not None)

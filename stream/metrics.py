@@ -1,7 +1,10 @@
 """Every metric declared in one place, with the registry injected and base units in names.
 
-The driver calls small hook methods; gauges that mirror state are read at scrape time
-through callbacks.
+Counters end in `_total`; labels are low-cardinality (pipeline, topic, partition, reason,
+stage), never a record key. The driver calls small hook methods; gauges that mirror state
+(watermark, open windows, state size, workers, readiness) are read at scrape time through
+callbacks. `serve` exposes `/metrics`, `/healthz` (the loop is alive) and `/readyz` (state
+restored and partitions assigned) on one port.
 
 >>> from prometheus_client import CollectorRegistry
 >>> m = Metrics("demo", CollectorRegistry()); m.records_in("payments", 3)
@@ -11,48 +14,131 @@ through callbacks.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.errors import ConfigError
 
+# Restarts of the driver, counted by the supervisor and handed to each new driver process, so
+# the counters below continue across restarts instead of starting again at zero.
+ENV_RESTARTS = "STREAM_DRIVER_RESTARTS"
+ENV_WATCHDOG_EXITS = "STREAM_WATCHDOG_EXITS"
+
+STAGES = ("read_decode", "merge", "produce", "commit")
+_FAST = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
+_SLOW = (.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300)
+
+
+@dataclass
+class Probes:
+    """Callbacks into the running driver, read at scrape time (defaults: nothing running)."""
+
+    watermark_ms: Callable[[], int] = lambda: -1
+    open_windows: Callable[[], int] = lambda: 0
+    state_bytes: Callable[[], int] = lambda: 0
+    partitions: Callable[[], int] = lambda: 0
+    workers: Callable[[], int] = lambda: 0
+    ready: Callable[[], bool] = lambda: False
+
 
 class Metrics:
-    def __init__(self, pipeline: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, pipeline: str, registry: CollectorRegistry | None = None,
+                 health_timeout_s: float = 60.0) -> None:
         self.pipeline = pipeline
         self.registry = registry if registry is not None else CollectorRegistry()
-        r, base = self.registry, ["pipeline"]
-        self._in = Counter("stream_records_in", "Records read from input topics", base + ["topic"], registry=r)
-        self._bytes = Counter("stream_bytes_in", "Value bytes read from input topics", base + ["topic"], registry=r)
-        self._out = Counter("stream_records_out", "Records written to the output topic", base + ["topic"], registry=r)
-        self._failed = Counter("stream_records_failed", "Records that failed to decode or process",
-                               base + ["reason"], registry=r)
-        self._late = Counter("stream_records_late", "Records that arrived for an emitted window", base, registry=r)
-        self._skipped = Counter("stream_records_skipped", "Tombstones and replayed records skipped",
-                                base + ["why"], registry=r)
-        self._windows = Counter("stream_windows_emitted", "Window results emitted", base, registry=r)
-        self._task_fail = Counter("stream_task_failures", "Range tasks that failed and were re-planned",
-                                  base, registry=r)
-        self._commits = Counter("stream_commits", "Offset commits", base, registry=r)
-        self._task_s = Histogram("stream_task_duration_seconds", "Read+decode+aggregate time of a range task",
-                                 base, registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self._commit_s = Histogram("stream_commit_duration_seconds", "Time to write the changelog, flush and commit one epoch",
-                                   base, registry=r, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-        self._lag = Gauge("stream_consumer_lag_records", "Records between the merged position and the end "
-                          "offset seen by the last fetch", base + ["topic", "partition"], registry=r)
-        self._wm = Gauge("stream_watermark_seconds", "Pipeline watermark (event time, epoch seconds)", base, registry=r)
-        self._open = Gauge("stream_open_window_panes", "(key, pane) entries held in window state", base, registry=r)
+        self.probes = Probes()
+        self.health_timeout_s = health_timeout_s
+        self._alive = time.monotonic()
+        r, base, p = self.registry, ["pipeline"], pipeline
 
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, base + list(labels), registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, base + list(labels), registry=r)
+
+        self._in = counter("stream_records_in", "Records read from input topics", ("topic",))
+        self._bytes = counter("stream_bytes_in", "Value bytes read from input topics", ("topic",))
+        self._out = counter("stream_records_out", "Records written to the output topic", ("topic",))
+        self._dlq = counter("stream_records_dead_lettered", "Records that failed and went to the "
+                            "dead-letter topic, by reason", ("reason",))
+        self._late = counter("stream_records_late", "Records that arrived for an emitted window")
+        self._skipped = counter("stream_records_skipped", "Tombstones and replayed records skipped", ("why",))
+        self._windows = counter("stream_windows_emitted", "Window results emitted")
+        self._task_fail = counter("stream_task_failures", "Range tasks that raised on a worker")
+        self._retries = counter("stream_task_retries", "Ranges planned again: after a failure or "
+                                "a read that stopped short", ("why",))
+        self._commits = counter("stream_commits", "Epochs committed (results, state and offsets together)")
+        self._txn_ok = counter("stream_transactions_committed", "Kafka transactions committed")
+        self._txn_abort = counter("stream_transactions_aborted", "Kafka transactions aborted")
+        self._rebalances = counter("stream_rebalances", "Consumer group rebalance events", ("event",))
+        self._restarts = counter("stream_driver_restarts", "Times the supervisor restarted the driver")
+        self._wd_exits = counter("stream_watchdog_exits", "Driver exits forced by the watchdog")
+        self._last_commit = gauge("stream_last_commit_timestamp_seconds", "Unix time of the last committed epoch")
+        self._lag = gauge("stream_consumer_lag_records", "Records between the merged position and the "
+                          "end offset in the last fetch response", ("topic", "partition"))
+        self._lag_s = gauge("stream_consumer_lag_seconds", "Age of the last merged record while the "
+                            "partition lags (0 when caught up)", ("topic", "partition"))
+        self._stage = Histogram("stream_stage_duration_seconds", "Time per stage of an epoch: read_decode "
+                                "(one range task on a worker), merge, produce (encode and send results), "
+                                "commit", base + ["stage"], registry=r, buckets=_FAST)
+        self._result_latency = Histogram("stream_result_latency_seconds", "From a window closing to its "
+                                         "result being acknowledged (committed) by Kafka", base,
+                                         registry=r, buckets=_FAST)
+        self._event_latency = Histogram("stream_event_time_latency_seconds", "From a window's end (event "
+                                        "time) to its result being acknowledged", base, registry=r,
+                                        buckets=_SLOW)
+        wm = gauge("stream_watermark_seconds", "Pipeline watermark (event time, Unix seconds)")
+        wm_lag = gauge("stream_watermark_lag_seconds", "Wall clock minus the watermark")
+        open_w = gauge("stream_open_windows", "(key, window pane) entries held in window state")
+        state = gauge("stream_state_size_bytes", "Window state as serialized in the changelog "
+                      "(what a restore reads)")
+        parts = gauge("stream_assigned_partitions", "Input partitions assigned to this driver")
+        workers = gauge("stream_dask_workers", "Dask workers connected to the scheduler")
+        ready = gauge("stream_ready", "1 when state is restored and partitions are assigned")
+        pr = self.probes
+        wm.labels(p).set_function(lambda: max(pr.watermark_ms(), 0) / 1000.0)
+        wm_lag.labels(p).set_function(lambda: _watermark_lag(pr.watermark_ms()))
+        open_w.labels(p).set_function(lambda: pr.open_windows())
+        state.labels(p).set_function(lambda: pr.state_bytes())
+        parts.labels(p).set_function(lambda: pr.partitions())
+        workers.labels(p).set_function(lambda: pr.workers())
+        ready.labels(p).set_function(lambda: 1.0 if pr.ready() else 0.0)
+        # series that exist before their first event, so rates and alerts see a zero, not nothing
+        for c in (self._late, self._windows, self._task_fail, self._commits, self._txn_ok,
+                  self._txn_abort, self._restarts, self._wd_exits):
+            c.labels(p)
+        for event in ("assigned", "revoked", "lost"):
+            self._rebalances.labels(p, event)
+        for why in ("failed", "short_read"):
+            self._retries.labels(p, why)
+        self._restarts.labels(p).inc(_env_count(ENV_RESTARTS))
+        self._wd_exits.labels(p).inc(_env_count(ENV_WATCHDOG_EXITS))
+
+    # -- hooks called by the driver -------------------------------------------------------
     def records_in(self, topic: str, n: int, nbytes: int = 0) -> None:
         self._in.labels(self.pipeline, topic).inc(n)
         self._bytes.labels(self.pipeline, topic).inc(nbytes)
+
+    def topics(self, inputs: list[str], output: str) -> None:
+        """Create the per-topic series at zero, so a quiet topic shows 0, not nothing."""
+        for t in inputs:
+            self._in.labels(self.pipeline, t)
+            self._bytes.labels(self.pipeline, t)
+        self._out.labels(self.pipeline, output)
 
     def records_out(self, topic: str, n: int) -> None:
         self._out.labels(self.pipeline, topic).inc(n)
 
     def failed(self, reason: str) -> None:
-        self._failed.labels(self.pipeline, reason).inc()
+        self._dlq.labels(self.pipeline, reason).inc()
 
     def late(self, n: int) -> None:
         self._late.labels(self.pipeline).inc(n)
@@ -66,26 +152,118 @@ class Metrics:
     def task_failed(self) -> None:
         self._task_fail.labels(self.pipeline).inc()
 
+    def retried(self, why: str) -> None:
+        self._retries.labels(self.pipeline, why).inc()
+
+    def stage(self, stage: str, seconds: float) -> None:
+        self._stage.labels(self.pipeline, stage).observe(seconds)
+
     def task_seconds(self, s: float) -> None:
-        self._task_s.labels(self.pipeline).observe(s)
+        self.stage("read_decode", s)
 
-    def committed(self, seconds: float) -> None:
+    def committed(self, seconds: float, transactional: bool = False) -> None:
         self._commits.labels(self.pipeline).inc()
-        self._commit_s.labels(self.pipeline).observe(seconds)
+        if transactional:
+            self._txn_ok.labels(self.pipeline).inc()
+        self._last_commit.labels(self.pipeline).set(time.time())
+        self.stage("commit", seconds)
 
-    def lag(self, topic: str, partition: int, records: int) -> None:
+    def aborted(self) -> None:
+        self._txn_abort.labels(self.pipeline).inc()
+
+    def results_acknowledged(self, closed_at: list[tuple[float, int]]) -> None:
+        """Observe, per batch of results, (monotonic time closed, latest window end in ms)."""
+        now, wall = time.monotonic(), time.time()
+        for t, end_ms in closed_at:
+            self._result_latency.labels(self.pipeline).observe(max(0.0, now - t))
+            self._event_latency.labels(self.pipeline).observe(max(0.0, wall - end_ms / 1000.0))
+
+    def rebalanced(self, event: str) -> None:
+        self._rebalances.labels(self.pipeline, event).inc()
+
+    def lag(self, topic: str, partition: int, records: int, seconds: float = 0.0) -> None:
         self._lag.labels(self.pipeline, topic, str(partition)).set(records)
+        self._lag_s.labels(self.pipeline, topic, str(partition)).set(seconds)
 
-    def watch(self, watermark_ms: Callable[[], int], open_panes: Callable[[], int]) -> None:
-        """Mirror driver state, read at scrape time."""
-        self._wm.labels(self.pipeline).set_function(lambda: max(watermark_ms(), 0) / 1000.0)
-        self._open.labels(self.pipeline).set_function(open_panes)
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's series, so its last lag does not linger."""
+        for g in (self._lag, self._lag_s):
+            try:
+                g.remove(self.pipeline, topic, str(partition))
+            except KeyError:
+                pass
+
+    def alive(self) -> None:
+        """The driver loop turned; `/healthz` fails when it has not for `health_timeout_s`."""
+        self._alive = time.monotonic()
+
+    def watch(self, watermark_ms: Callable[[], int], open_windows: Callable[[], int]) -> None:
+        """Mirror driver state, read at scrape time (the common two; see `probes` for the rest)."""
+        self.probes.watermark_ms, self.probes.open_windows = watermark_ms, open_windows
+
+    # -- serving --------------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        idle = time.monotonic() - self._alive
+        if idle > self.health_timeout_s:
+            return False, f"the driver loop has not turned for {idle:.0f} s\n"
+        return True, "ok\n"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.probes.ready():
+            return True, "ready\n"
+        return False, "not ready: partitions not assigned or state not restored yet\n"
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve /metrics on `addr:port` (port 0: any free port); returns the port."""
+        """Serve /metrics, /healthz and /readyz on `addr:port` (port 0: any free port); returns the port."""
+        handler = type("Handler", (_Handler,), {"metrics": self})
         try:
-            server, _ = start_http_server(port, addr=addr, registry=self.registry)
+            server = ThreadingHTTPServer((addr, port), handler)
         except OSError as exc:
             raise ConfigError("metrics_port", f"cannot serve metrics on {addr}:{port}: {exc.strerror}; "
                               "pick another --metrics-port (0 takes any free port)") from exc
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="stream-metrics", daemon=True).start()
+        self._server = server
         return server.server_port
+
+    def close(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._server = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: Metrics
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, ok, ctype = generate_latest(self.metrics.registry), True, CONTENT_TYPE_LATEST
+        elif path in ("/healthz", "/readyz"):
+            ok, text = self.metrics.healthy() if path == "/healthz" else self.metrics.ready()
+            body, ctype = text.encode(), "text/plain; charset=utf-8"
+        else:
+            body, ok, ctype = b"not found: try /metrics, /healthz or /readyz\n", False, "text/plain"
+            self.send_response(404)
+        if path in ("/metrics", "/healthz", "/readyz"):
+            self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
+
+
+def _watermark_lag(watermark_ms: int) -> float:
+    return 0.0 if watermark_ms < 0 else max(0.0, time.time() - watermark_ms / 1000.0)
+
+
+def _env_count(name: str) -> int:
+    try:
+        return max(0, int(os.environ.get(name, "0")))
+    except ValueError:
+        return 0

@@ -81,8 +81,11 @@ class PipelineRun:
                 self.sink = KafkaSink(kafka.producer(), watchdog, config.step_timeout_s)
             self._stack.callback(self.sink.close)
             self.metrics = metrics or Metrics(pipeline.name)
+            self.sink.on_abort = self.metrics.aborted
+            self.metrics.probes.workers = getattr(self.executor, "connected_workers", lambda: 0)
             if config.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(config.metrics_port)
+                self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_addr)
+                self._stack.callback(self.metrics.close)
             # read_uncommitted on purpose: the restore rule skips uncommitted epochs itself, and
             # a dead producer's open transaction would block a read_committed reader forever
             # on the embedded broker (DESIGN.md)

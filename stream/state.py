@@ -128,6 +128,7 @@ class Restored:
     max_ts: int | None = None
     max_epoch: int = 0      # highest epoch seen in the log, committed or not
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pane: [(epoch, chunks)]
+    sizes: dict[int, int] = field(default_factory=dict)  # pane: bytes of its committed deltas
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
@@ -156,6 +157,7 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             out.max_ts = meta.get("max_ts")
         elif m.value is not None:
             chunks.append((slot[2], slot[1], pickle.loads(m.value)))
+            out.sizes[slot[1]] = out.sizes.get(slot[1], 0) + len(m.value)
     for epoch, pane, entries in sorted(chunks, key=lambda c: c[0]):
         for k, accs in entries.items():
             out.panes[(k, pane)] = accs

@@ -14,6 +14,7 @@ gives up with a clear message.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import time
 from typing import Sequence
 
 from stream.broker import die_with_parent
+from stream.metrics import ENV_RESTARTS, ENV_WATCHDOG_EXITS
+from stream.watchdog import EXIT_WATCHDOG
 
 log = logging.getLogger("stream.supervisor")
 EXIT_CONFIG = 2
@@ -45,6 +48,7 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.restarts = 0
+        self.watchdog_exits = 0
         self._stopping = False
         self._child: subprocess.Popen | None = None
 
@@ -62,9 +66,14 @@ class Supervisor:
         failures, pause = 0, self.backoff_s
         while True:
             started = time.monotonic()
+            # the counts reach the new driver's metrics, which continue them
+            env = {**os.environ, ENV_RESTARTS: str(self.restarts),
+                   ENV_WATCHDOG_EXITS: str(self.watchdog_exits)}
             self._child = subprocess.Popen(self.argv, start_new_session=True,
-                                           preexec_fn=die_with_parent)
+                                           preexec_fn=die_with_parent, env=env)
             code = self._wait(self._child)
+            if code == EXIT_WATCHDOG:
+                self.watchdog_exits += 1
             if self._stopping or code in (0, EXIT_CONFIG, EXIT_INTERRUPTED):
                 return code
             if code == EXIT_UNREACHABLE and self.restarts == 0:

@@ -74,6 +74,16 @@ class DaskExecutor:
     def workers(self) -> int:
         return len(self._workers)
 
+    def connected_workers(self) -> int:
+        """Workers the scheduler knows now (asks it; 0 when it cannot be reached)."""
+        if self.client.status != "running":
+            return 0
+        try:
+            info = self.client.scheduler_info(n_workers=0)
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the scheduler is gone
+            return 0
+        return int(info.get("n_workers", len(info.get("workers", {}))))
+
     def submit(self, fn: Callable[..., Any], *args: Any, pin: int) -> Future:
         target = [self._workers[pin % len(self._workers)]] if self._workers else None
         return self.client.submit(fn, *args, workers=target, allow_other_workers=True, pure=False)

@@ -70,6 +70,7 @@ class RangeResult:
     eof: bool
     partial: Partial
     seconds: float
+    last_ts: int = -1  # Kafka timestamp (ms) of the range's last record; -1: empty range
 
 
 def run_range(task: RangeTask) -> RangeResult:
@@ -78,5 +79,6 @@ def run_range(task: RangeTask) -> RangeResult:
     batch = task.reader.read(task.topic, task.partition, task.start, task.end,
                              task.max_records, task.tail_wait_s)
     partial = process_messages(task.pipeline, batch.messages, task.limits)
+    last_ts = batch.messages[-1].timestamp_ms if len(batch.messages) else -1
     return RangeResult(task.topic, task.partition, task.start, batch.next_offset, batch.high,
-                       batch.eof, partial, time.perf_counter() - t0)
+                       batch.eof, partial, time.perf_counter() - t0, last_ts)

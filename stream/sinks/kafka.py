@@ -28,6 +28,7 @@ class KafkaSink:
     """Produce records; `flush` returns only when every one is acknowledged, or raises."""
 
     transactional = False
+    on_abort: Callable[[], None] | None = None  # told of each aborted transaction (metrics)
 
     def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
                  step_timeout_s: float = 30.0) -> None:
@@ -192,6 +193,9 @@ class TransactionalSink(KafkaSink):
                     self._producer.abort_transaction(self.step_timeout_s)
             except KafkaException as exc:
                 log.warning("abort_transaction: %s", exc.args[0].str())
+                return
+            if self.on_abort is not None:
+                self.on_abort()
 
     def close(self) -> None:
         self.abort()
