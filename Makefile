@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/stream demo $(ARGS)
 
 test: $(STAMP)
+	@.ci/ensure-prometheus
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-quick: $(STAMP)

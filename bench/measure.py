@@ -16,7 +16,7 @@ import psutil
 
 from stream.config import RunConfig
 from stream.execution.dask import DaskExecutor
-from stream.progress import Progress
+from stream.progress import Progress, Status
 from stream.runner import PipelineRun
 
 
@@ -81,8 +81,7 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
     def on_step(d: Any) -> None:
         if d.parts and not assigned:
             assigned.append(time.perf_counter())
-        progress.update(d.stats.records_in, d.stats.records_out, d.lag(), d.open_windows(),
-                        f"  {label}")
+        progress.update(Status.of(d, label))
     with PipelineRun(pipeline, config, executor) as run:
         cpu = CpuMeter()
         stats = run.driver.run(until=lambda d: d.stats.records_in >= records and d.caught_up(),

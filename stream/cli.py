@@ -60,7 +60,7 @@ class StopFlag:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from stream.config import KafkaConfig, RunConfig
-    from stream.progress import Progress
+    from stream.progress import Progress, Status
     from stream.runner import make_executor, run_pipeline
     from stream.watchdog import Watchdog
 
@@ -80,15 +80,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         argv = sys.argv[1:] if args.argv is None else args.argv
         return Supervisor(child_argv(argv), max_restarts=args.max_restarts).run()
     executor = make_executor(config, local=args.local)
-    stop, progress = StopFlag(), Progress(every_s=5.0)
+    stop, progress = StopFlag(), Progress()
     log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
              executor.describe(), args.metrics_port)
     try:
         stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
                              create_topics=args.create_topics, watchdog=Watchdog(enabled=True),
                              leave_group_on_failure=False,
-                             on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out,
-                                                               d.lag(), d.open_windows()))
+                             on_step=lambda d: progress.update(Status.of(d)))
     finally:
         executor.close()
     progress.done()
@@ -142,7 +141,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
     return run_demo(records=args.records, duration_s=args.duration, workers=args.workers,
-                    metrics_port=args.metrics_port, local=args.local, rate=args.rate)
+                    metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, local=args.local,
+                    rate=args.rate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="generate for this many seconds instead")
     demo.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Dask workers")
-    demo.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port")
+    demo.add_argument("--metrics-port", type=int, default=9108, help="port of /metrics, /healthz and /readyz")
+    demo.add_argument("--metrics-addr", default="127.0.0.1",
+                      help="address the metrics endpoint binds to (default 127.0.0.1)")
     demo.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
     demo.set_defaults(fn=_cmd_demo)
 

@@ -83,14 +83,15 @@ def _print_samples(rows: list[dict[str, Any]], n: int = 8) -> None:
 
 
 def run_demo(records: int = 200_000, duration_s: float | None = None, workers: int = 2,
-             metrics_port: int | None = 9108, local: bool = False, rate: float | None = None) -> int:
+             metrics_port: int | None = 9108, local: bool = False, rate: float | None = None,
+             metrics_addr: str = "127.0.0.1") -> int:
     """Run the whole demo; returns the exit code (0 when every window matched)."""
     from stream.admin import ensure_topic
     from stream.broker import EmbeddedBroker
     from stream.cli import StopFlag
     from stream.config import KafkaConfig, RunConfig
     from stream.generator import produce_payments
-    from stream.progress import Progress
+    from stream.progress import Progress, Status
     from stream.runner import PipelineRun, make_executor
     from stream.sources.kafka import close_pool, read_all
 
@@ -101,7 +102,8 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
         kafka = KafkaConfig(broker.bootstrap)
         for topic in (INPUT, OUTPUT):
             ensure_topic(kafka.client(), topic, PARTITIONS)
-        config = RunConfig(app_id="user-spend", kafka=kafka, workers=workers, metrics_port=metrics_port)
+        config = RunConfig(app_id="user-spend", kafka=kafka, workers=workers, metrics_port=metrics_port,
+                           metrics_addr=metrics_addr)
         print(f"broker at {broker.bootstrap}; starting {'in-process tasks' if local else f'a Dask cluster of {workers} workers'}...",
               flush=True)
         executor = make_executor(config, local=local)
@@ -120,7 +122,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
 
         try:
             with PipelineRun(pipeline, config, executor) as run:
-                print(f"{executor.describe()}; metrics at http://127.0.0.1:{run.metrics_port}/metrics"
+                print(f"{executor.describe()}; metrics at http://{metrics_addr}:{run.metrics_port}/metrics"
                       if metrics_port is not None else executor.describe(), flush=True)
                 print(f"generating {'payments for %.0f s' % duration_s if duration_s else f'{records:,} payments'} "
                       f"into {INPUT!r} ({PARTITIONS} partitions); pipeline {pipeline.name!r} -> {OUTPUT!r}", flush=True)
@@ -129,10 +131,9 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
                 stats = run.driver.run(
                     until=lambda d: gen_done.is_set() and d.stats.records_in >= len(produced) and d.caught_up(),
                     should_stop=stop, drain=not stop(),
-                    on_step=lambda d: progress.update(d.stats.records_in, d.stats.records_out, d.lag(),
-                                                      d.open_windows(),
-                                                      "" if d.parts else "  (joining the consumer group)"))
-                progress.update(stats.records_in, stats.records_out, run.driver.lag(), 0, force=True)
+                    on_step=lambda d: progress.update(
+                        Status.of(d, "" if d.parts else "(joining the consumer group)")))
+                progress.update(Status.of(run.driver), force=True)
                 progress.done()
         finally:
             executor.close()

@@ -81,7 +81,8 @@ class Metrics:
         self._rebalances = counter("stream_rebalances", "Consumer group rebalance events", ("event",))
         self._restarts = counter("stream_driver_restarts", "Times the supervisor restarted the driver")
         self._wd_exits = counter("stream_watchdog_exits", "Driver exits forced by the watchdog")
-        self._last_commit = gauge("stream_last_commit_timestamp_seconds", "Unix time of the last committed epoch")
+        self._last_commit = gauge("stream_last_commit_timestamp_seconds", "Unix time of the last committed "
+                                  "epoch (the driver's start until its first commit)")
         self._lag = gauge("stream_consumer_lag_records", "Records between the merged position and the "
                           "end offset in the last fetch response", ("topic", "partition"))
         self._lag_s = gauge("stream_consumer_lag_seconds", "Age of the last merged record while the "
@@ -119,6 +120,7 @@ class Metrics:
             self._rebalances.labels(p, event)
         for why in ("failed", "short_read"):
             self._retries.labels(p, why)
+        self._last_commit.labels(p).set(time.time())
         self._restarts.labels(p).inc(_env_count(ENV_RESTARTS))
         self._wd_exits.labels(p).inc(_env_count(ENV_WATCHDOG_EXITS))
 
