@@ -105,13 +105,13 @@ class Metrics:
         workers = gauge("stream_dask_workers", "Dask workers connected to the scheduler")
         ready = gauge("stream_ready", "1 when state is restored and partitions are assigned")
         pr = self.probes
-        wm.labels(p).set_function(lambda: max(pr.watermark_ms(), 0) / 1000.0)
-        wm_lag.labels(p).set_function(lambda: _watermark_lag(pr.watermark_ms()))
-        open_w.labels(p).set_function(lambda: pr.open_windows())
-        state.labels(p).set_function(lambda: pr.state_bytes())
-        parts.labels(p).set_function(lambda: pr.partitions())
-        workers.labels(p).set_function(lambda: pr.workers())
-        ready.labels(p).set_function(lambda: 1.0 if pr.ready() else 0.0)
+        wm.labels(p).set_function(_safe(lambda: max(pr.watermark_ms(), 0) / 1000.0))
+        wm_lag.labels(p).set_function(_safe(lambda: _watermark_lag(pr.watermark_ms())))
+        open_w.labels(p).set_function(_safe(lambda: pr.open_windows()))
+        state.labels(p).set_function(_safe(lambda: pr.state_bytes()))
+        parts.labels(p).set_function(_safe(lambda: pr.partitions()))
+        workers.labels(p).set_function(_safe(lambda: pr.workers()))
+        ready.labels(p).set_function(_safe(lambda: 1.0 if pr.ready() else 0.0))
         # series that exist before their first event, so rates and alerts see a zero, not nothing
         for c in (self._late, self._windows, self._task_fail, self._commits, self._txn_ok,
                   self._txn_abort, self._restarts, self._wd_exits):
@@ -258,6 +258,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
         pass
+
+
+def _safe(read: Callable[[], float]) -> Callable[[], float]:
+    """A scrape-time reading of state the driver thread is changing: if the state changed under
+    it (a dict resized by a rebalance), read again; never fail the whole scrape."""
+    def reading() -> float:
+        for _ in range(3):
+            try:
+                return float(read())
+            except RuntimeError:
+                continue
+        return float("nan")
+    return reading
 
 
 def _watermark_lag(watermark_ms: int) -> float:

@@ -40,3 +40,18 @@ def test_supervisor_restarts_until_the_driver_succeeds(tmp_path):
             "p.write_text('x' * (n + 1)); sys.exit(0 if n >= 2 else -9 % 256)")
     sup = Supervisor([sys.executable, "-c", code], max_restarts=5, backoff_s=0.05)
     assert sup.run() == 0 and sup.restarts == 2
+
+
+def test_each_new_driver_is_told_how_often_it_was_restarted_and_stopped_by_the_watchdog(tmp_path):
+    """The counts reach the driver's metrics (stream_driver_restarts_total and
+    stream_watchdog_exits_total), which therefore continue across restarts."""
+    seen = tmp_path / "seen"
+    code = textwrap.dedent(f"""
+        import os, sys
+        with open({str(seen)!r}, "a") as f:
+            f.write(os.environ["STREAM_DRIVER_RESTARTS"] + " " + os.environ["STREAM_WATCHDOG_EXITS"] + "\\n")
+        n = len(open({str(seen)!r}).read().splitlines())
+        sys.exit({{1: 70, 2: 3, 3: 70}}.get(n, 0))
+    """)
+    assert Supervisor([sys.executable, "-c", code], max_restarts=5, backoff_s=0.05).run() == 0
+    assert seen.read_text().splitlines() == ["0 0", "1 1", "2 1", "3 2"]

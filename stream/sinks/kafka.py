@@ -48,22 +48,30 @@ class KafkaSink:
                 self._fatal = self._fatal or err
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal() or err.code() == KafkaError._FATAL:
+        if err.fatal() or err.code() == KafkaError._FATAL or err.code() in _FENCED:
             self._fatal_reason = self._fatal_reason or err.str()
-        else:
-            log.debug("producer: %s", err.str())
+        log.debug("producer error event: %s (code %s, fatal %s)", err.str(), err.code(), err.fatal())
 
     def _raise_fatal(self, err: KafkaError) -> None:
         if err.code() == KafkaError._FATAL and not self._fatal_reason:
             try:
-                self._producer.poll(0)  # serve the error event that names the cause
+                self._producer.poll(0.2)  # serve the error event that names the cause
             except Exception:  # a fatal producer may raise here too: the cause is what matters
                 pass
-        if err.code() in _FENCED or "fenced" in self._fatal_reason.lower():
+            if not self._fatal_reason:
+                self._fatal_reason = self._ask_fatal_reason()
+        # the cause may be in the error event, or in a delivery report served by that poll
+        seen = [err] + ([self._fatal] if self._fatal is not None else [])
+        if (any(e.code() in _FENCED or "fenced" in e.str().lower() for e in seen)
+                or "fenced" in self._fatal_reason.lower()):
             raise FatalError(f"this producer was fenced ({err.str()}): another driver with the "
                              "same transactional id is running; this one stops")
         cause = f" ({self._fatal_reason})" if self._fatal_reason else ""
         raise FatalError(f"the producer failed fatally on {self.address}: {err.str()}{cause}")
+
+    def _ask_fatal_reason(self) -> str:
+        """The cause of a fatal error the error event has not named (see the subclass)."""
+        return ""
 
     def _before_produce(self) -> None:
         pass
@@ -162,6 +170,18 @@ class TransactionalSink(KafkaSink):
                                          f"uses transactional id {self.transactional_id!r}, "
                                          "this one was fenced") from None
                     log.warning("%s: %s; retrying", step, err.str())
+
+    def _ask_fatal_reason(self) -> str:
+        # A producer in the fatal state fails every transactional call at once with the
+        # original error ("... fenced by a newer instance"), which a failed produce or flush
+        # does not name and whose error event may not have been served yet.
+        try:
+            self._producer.abort_transaction(2.0)
+        except KafkaException as exc:
+            return exc.args[0].str()
+        except Exception:  # noqa: BLE001 - only looking for a cause
+            pass
+        return ""
 
     def _before_produce(self) -> None:
         if not self._open:

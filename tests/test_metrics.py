@@ -1,0 +1,106 @@
+"""Metrics without a broker: what a driver run on in-memory topics reports, the health and
+readiness endpoints, and the restart counts the supervisor hands to a new driver."""
+
+import time
+from urllib.error import HTTPError
+from urllib.request import urlopen
+
+from prometheus_client import CollectorRegistry
+
+from stream.execution.local import LocalExecutor
+from stream.metrics import ENV_RESTARTS, ENV_WATCHDOG_EXITS, Metrics
+from stream.sources.memory import MemorySession
+
+from helpers import payment_pipeline
+from test_executors import make_topic, run
+
+
+def value(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, {"pipeline": m.pipeline, **labels})
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_a_driver_run_reports_stages_latency_state_and_rebalances():
+    topic, records = make_topic()
+    pipeline = payment_pipeline("mem", "payments", "out")
+    m = Metrics(pipeline.name, CollectorRegistry())
+    ex = LocalExecutor()
+    d, sink = run(pipeline, MemorySession([topic]), ex, metrics=m)
+    seen: dict[str, float] = {}
+
+    def sample(d):  # state is dropped once windows close: look while the run is under way
+        seen["state"] = max(seen.get("state", 0), value(m, "stream_state_size_bytes") or 0)
+        seen["ready"] = max(seen.get("ready", 0), value(m, "stream_ready") or 0)
+
+    stats = d.run(until=lambda d: d.caught_up(), drain=True, on_step=sample)
+    ex.close()
+    assert value(m, "stream_records_in_total", topic="payments") == len(records)
+    assert value(m, "stream_windows_emitted_total") == stats.windows > 0
+    for stage in ("read_decode", "merge", "produce", "commit"):
+        assert value(m, "stream_stage_duration_seconds_count", stage=stage) > 0, stage
+    assert value(m, "stream_commits_total") == stats.commits
+    assert value(m, "stream_transactions_committed_total") == 0  # the memory sink has no transactions
+    assert value(m, "stream_result_latency_seconds_count") > 0
+    assert value(m, "stream_event_time_latency_seconds_count") > 0
+    assert value(m, "stream_rebalances_total", event="assigned") == 1
+    assert value(m, "stream_assigned_partitions") == 3
+    assert seen["state"] > 0 and seen["ready"] == 1
+    assert value(m, "stream_open_windows") == 0  # drained: every window emitted
+    assert value(m, "stream_last_commit_timestamp_seconds") > time.time() - 60
+    lags = [value(m, "stream_consumer_lag_records", topic="payments", partition=str(p)) for p in range(3)]
+    assert lags == [0, 0, 0]
+
+
+def test_dead_letters_are_counted_by_reason():
+    topic, _ = make_topic(n=500)
+    topic.append(0, b"\x00garbage", b"k", 0)
+    pipeline = payment_pipeline("mem", "payments", "out")
+    m = Metrics(pipeline.name, CollectorRegistry())
+    ex = LocalExecutor()
+    d, _ = run(pipeline, MemorySession([topic]), ex, metrics=m)
+    d.run(until=lambda d: d.caught_up(), drain=True)
+    ex.close()
+    assert value(m, "stream_records_dead_lettered_total", reason="decode_failed") == 1
+
+
+def test_health_and_readiness_follow_the_driver_loop():
+    m = Metrics("p", CollectorRegistry(), health_timeout_s=0.2)
+    port = m.serve(0)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert get(url + "/healthz") == (200, "ok\n")
+        assert get(url + "/readyz")[0] == 503
+        m.probes.ready = lambda: True
+        assert get(url + "/readyz") == (200, "ready\n")
+        time.sleep(0.3)  # the loop has not turned since: not live
+        status, text = get(url + "/healthz")
+        assert status == 503 and "has not turned" in text
+        m.alive()
+        assert get(url + "/healthz")[0] == 200
+        status, text = get(url + "/metrics")
+        assert status == 200 and "stream_ready" in text
+    finally:
+        m.close()
+
+
+def test_restart_counts_from_the_supervisor_continue_in_a_new_driver(monkeypatch):
+    monkeypatch.setenv(ENV_RESTARTS, "3")
+    monkeypatch.setenv(ENV_WATCHDOG_EXITS, "2")
+    m = Metrics("p", CollectorRegistry())
+    assert value(m, "stream_driver_restarts_total") == 3
+    assert value(m, "stream_watchdog_exits_total") == 2
+
+
+def test_a_revoked_partition_stops_reporting_lag():
+    m = Metrics("p", CollectorRegistry())
+    m.lag("t", 0, 5, 1.5)
+    assert value(m, "stream_consumer_lag_seconds", topic="t", partition="0") == 1.5
+    m.forget_partition("t", 0)
+    assert value(m, "stream_consumer_lag_records", topic="t", partition="0") is None
