@@ -55,7 +55,7 @@ class Progress:
         rate_in = (status.records_in - self._last_in) / dt
         rate_out = (status.records_out - self._last_out) / dt
         self._last_t, self._last_in, self._last_out = now, status.records_in, status.records_out
-        wm = (time.strftime("%H:%M:%S", time.gmtime(status.watermark_ms / 1000))
+        wm = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(status.watermark_ms / 1000))
               if status.watermark_ms >= 0 else "-")
         line = (f"[{now - self._t0:6.1f}s] in {status.records_in:,} ({rate_in:,.0f}/s)  "
                 f"out {status.records_out:,} ({rate_out:,.0f}/s)  lag {status.lag:,}  "
