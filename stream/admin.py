@@ -13,17 +13,22 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from stream.errors import BrokerUnavailable, StreamError, TopicMissing
+from stream.secrets import Secret, masked, reveal_config
 
 
 def admin(config: dict[str, Any]) -> AdminClient:
-    return AdminClient({k: v for k, v in config.items() if not k.startswith(("fetch.", "session.", "heartbeat."))})
+    return AdminClient(reveal_config({k: v for k, v in config.items()
+                                      if not k.startswith(("fetch.", "session.", "heartbeat."))}))
 
 
 def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0) -> ClusterMetadata:
-    """Metadata from the cluster, or BrokerUnavailable naming the address after `timeout_s`."""
+    """Metadata from the cluster, or BrokerUnavailable naming the address, the security
+    protocol and SASL mechanism, and the client's last error (secrets masked) after `timeout_s`."""
     address = config["bootstrap.servers"]
-    client = AdminClient({"bootstrap.servers": address, "log_level": 0,
-                          **{k: v for k, v in config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
+    security = {k: v for k, v in config.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    errors: list[str] = []  # the client's own error events: a TLS or SASL failure says why
+    client = AdminClient(reveal_config({"bootstrap.servers": address, "log_level": 0, **security,
+                                        "error_cb": lambda err: errors.append(err.str())}))
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
@@ -31,9 +36,24 @@ def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0) -> ClusterM
             return client.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:
             last = str(exc.args[0].str() if exc.args else exc)
+        client.poll(0)  # serve the error events that say why
         if time.monotonic() >= deadline:
-            raise BrokerUnavailable(address, timeout_s, last)
+            secrets = [v for v in security.values() if isinstance(v, Secret)]
+            cause = masked(_most_telling(errors) or last, secrets)
+            protocol = security.get("security.protocol", "PLAINTEXT")
+            how = protocol + (f", SASL mechanism {security['sasl.mechanism']}"
+                              if "sasl.mechanism" in security else "")
+            raise BrokerUnavailable(address, timeout_s, f"over {how}: {cause}")
         time.sleep(0.2)
+
+
+def _most_telling(errors: list[str]) -> str:
+    """The error event that best explains a failed connection (TLS and SASL ones first)."""
+    for words in (("SSL", "certificate"), ("SASL", "uthenticat")):
+        for e in reversed(errors):
+            if any(w in e for w in words):
+                return e
+    return errors[-1] if errors else ""
 
 
 def check_topics(md: ClusterMetadata, topics: list[str], role: str = "input") -> dict[str, int]:

@@ -65,7 +65,8 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.advertised_port}"
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0, client: dict | None = None) -> "EmbeddedBroker":
+        """Start the broker and wait until it answers (through `client` settings, e.g. TLS to a proxy)."""
         from stream.admin import wait_for_broker
 
         url = f"tcp://127.0.0.1:{self.port}"
@@ -76,7 +77,7 @@ class EmbeddedBroker:
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=die_with_parent)
         try:
-            wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
+            wait_for_broker({"bootstrap.servers": self.bootstrap, **(client or {})}, timeout_s)
         except StreamError:
             self.stop()
             raise

@@ -58,8 +58,20 @@ class StopFlag:
         return self.stopped
 
 
+def kafka_config(args: argparse.Namespace) -> Any:
+    """The Kafka settings of a command: --bootstrap, and the security options or their
+    STREAM_* environment variables (passwords only from the environment)."""
+    from stream.config import KafkaConfig, KafkaSecurity
+
+    security = KafkaSecurity.from_env(
+        security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism,
+        sasl_username=args.sasl_username, ssl_ca_location=args.ssl_ca,
+        ssl_certificate_location=args.ssl_cert, ssl_key_location=args.ssl_key)
+    return KafkaConfig(args.bootstrap, security=security)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stream.config import KafkaConfig, RunConfig
+    from stream.config import DaskTLS, RunConfig
     from stream.progress import Progress, Status
     from stream.runner import make_executor, run_pipeline
     from stream.watchdog import Watchdog
@@ -68,8 +80,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.bootstrap:
         raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP "
                           "(`stream broker` starts an embedded one)")
-    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=KafkaConfig(args.bootstrap),
-                       scheduler=args.scheduler, workers=args.workers or (os.cpu_count() or 1),
+    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=kafka_config(args),
+                       scheduler=args.scheduler, dask_tls=DaskTLS.from_env(
+                           ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key), workers=args.workers or (os.cpu_count() or 1),
                        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                        guarantee=args.guarantee,
                        replica=args.replica, commit_interval_s=args.commit_interval,
@@ -99,10 +112,9 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     from stream.admin import check_topics, wait_for_broker
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
-    from stream.config import KafkaConfig
     from stream.sources.kafka import read_all
 
-    kafka = KafkaConfig(args.bootstrap)
+    kafka = kafka_config(args)
     md = wait_for_broker(kafka.client(), 10)
     partitions = check_topics(md, [args.topic], "tailed")[args.topic]
     codec = AvroCodec(load_schema(args.schema)) if args.schema else None
@@ -145,6 +157,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     rate=args.rate)
 
 
+def _security_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kafka security (each also read from the STREAM_* variable named; "
+                             "passwords only from $STREAM_SASL_PASSWORD and $STREAM_SSL_KEY_PASSWORD)")
+    g.add_argument("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+                   help="$STREAM_SECURITY_PROTOCOL (default PLAINTEXT)")
+    g.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"],
+                   help="$STREAM_SASL_MECHANISM")
+    g.add_argument("--sasl-username", help="$STREAM_SASL_USERNAME")
+    g.add_argument("--ssl-ca", help="CA file that signed the brokers' certificates ($STREAM_SSL_CA_LOCATION)")
+    g.add_argument("--ssl-cert", help="client certificate file ($STREAM_SSL_CERTIFICATE_LOCATION)")
+    g.add_argument("--ssl-key", help="client key file ($STREAM_SSL_KEY_LOCATION)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream", description="Windowed Kafka stream processing on Dask.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -153,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline against a Kafka cluster")
     run.add_argument("pipeline", help="MODULE:ATTR of a Pipeline (or a function returning one)")
     run.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP"), help="Kafka HOST:PORT")
-    run.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 (default: local cluster)")
+    run.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 or tls://host:8786 "
+                                         "(default: local cluster)")
+    run.add_argument("--tls-ca", help="CA file for a tls:// scheduler ($STREAM_DASK_TLS_CA_FILE)")
+    run.add_argument("--tls-cert", help="client certificate for a tls:// scheduler ($STREAM_DASK_TLS_CERT_FILE)")
+    run.add_argument("--tls-key", help="client key for a tls:// scheduler ($STREAM_DASK_TLS_KEY_FILE)")
+    _security_options(run)
     run.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
     run.add_argument("--metrics-port", type=int, default=9108,
                      help="port of /metrics, /healthz and /readyz (default 9108)")
@@ -198,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--schema", help=".avsc file of the values (default: print raw text)")
     tail.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
     tail.add_argument("--limit", type=int, default=0, help="stop after this many records")
+    _security_options(tail)
     tail.set_defaults(fn=_cmd_tail)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")

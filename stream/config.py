@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from stream.errors import ConfigError
+from stream.secrets import Secret
 
 # Why: the embedded broker answers fetches with very large batches and librdkafka then waits
 # fetch.queue.backoff.ms (1 s by default) before the next fetch; a group join takes half the
@@ -31,13 +32,111 @@ CONSUMER_DEFAULTS = {
 }
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client authenticates and encrypts: `security.protocol`, SASL and TLS.
+
+    Passwords are `Secret`s: masked wherever the config is shown, revealed only to the client
+    constructors. OAUTHBEARER settings (`sasl.oauthbearer.*`) pass through `extra`.
+
+    >>> KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "app", "pw").settings()["sasl.password"]
+    Secret('******')
+    >>> KafkaSecurity("SASL_SSL")
+    Traceback (most recent call last):
+    ...
+    stream.errors.ConfigError: configuration setting 'sasl_mechanism': SASL_SSL needs one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | str | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: Secret | str | None = None
+    ssl_verify_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("sasl_password", "ssl_key_password"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Secret):
+                object.__setattr__(self, name, Secret(value))
+        protocol = self.protocol.upper()
+        object.__setattr__(self, "protocol", protocol)
+        if protocol not in PROTOCOLS:
+            raise ConfigError("security_protocol", f"must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if protocol.startswith("SASL"):
+            if self.sasl_mechanism not in MECHANISMS:
+                raise ConfigError("sasl_mechanism", f"{protocol} needs one of {', '.join(MECHANISMS)}"
+                                  + (f", got {self.sasl_mechanism!r}" if self.sasl_mechanism else ""))
+            if self.sasl_mechanism != "OAUTHBEARER" and not (self.sasl_username and self.sasl_password):
+                raise ConfigError("sasl_username", f"{self.sasl_mechanism} needs a user name and a password "
+                                  "(--sasl-username, and the password in $STREAM_SASL_PASSWORD)")
+        elif self.sasl_mechanism:
+            raise ConfigError("sasl_mechanism", f"is set but security_protocol is {protocol}; "
+                              "use SASL_SSL (or SASL_PLAINTEXT)")
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(name, f"file {path!r} does not exist")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ConfigError("ssl_key_location", "a client certificate needs its key, and a key its certificate")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def settings(self) -> dict[str, Any]:
+        """The librdkafka settings, secrets still masked (`reveal_config` unmasks them)."""
+        out: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            out["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            out["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            out["sasl.password"] = self.sasl_password
+        for key, value in (("ssl.ca.location", self.ssl_ca_location),
+                           ("ssl.certificate.location", self.ssl_certificate_location),
+                           ("ssl.key.location", self.ssl_key_location),
+                           ("ssl.key.password", self.ssl_key_password)):
+            if value is not None:
+                out[key] = value
+        if self.tls and not self.ssl_verify_hostname:
+            out["ssl.endpoint.identification.algorithm"] = "none"
+        return out
+
+    def describe(self) -> str:
+        """What a connection error should name: protocol and mechanism, never a secret."""
+        return self.protocol + (f" with SASL mechanism {self.sasl_mechanism}" if self.sasl_mechanism else "")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "KafkaSecurity":
+        """Settings from STREAM_SECURITY_PROTOCOL, STREAM_SASL_MECHANISM, STREAM_SASL_USERNAME,
+        STREAM_SASL_PASSWORD, STREAM_SSL_CA_LOCATION, STREAM_SSL_CERTIFICATE_LOCATION,
+        STREAM_SSL_KEY_LOCATION and STREAM_SSL_KEY_PASSWORD; `overrides` (not None) win."""
+        env = os.environ if env is None else env
+        names = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+                 "ssl_ca_location", "ssl_certificate_location", "ssl_key_location", "ssl_key_password")
+        values = {n: env.get("STREAM_" + n.upper()) for n in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = {k: v for k, v in values.items() if v not in (None, "")}
+        protocol = values.pop("security_protocol", "PLAINTEXT")
+        return cls(protocol, **values)
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
-    """Where the brokers are, plus librdkafka settings passed to every client."""
+    """Where the brokers are, how to authenticate, and librdkafka settings passed to every client."""
 
     bootstrap: str
     extra: Mapping[str, Any] = field(default_factory=dict)
     max_record_bytes: int = 1_048_576
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         if not self.bootstrap or any(not h.rpartition(":")[2].isdigit()
@@ -49,7 +148,8 @@ class KafkaConfig:
 
     def client(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A fresh librdkafka config dict: bootstrap, passthrough, then `settings`."""
-        return {"bootstrap.servers": self.bootstrap, **self.extra, **(settings or {})}
+        return {"bootstrap.servers": self.bootstrap, **self.security.settings(), **self.extra,
+                **(settings or {})}
 
     def consumer(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return self.client({**CONSUMER_DEFAULTS, **(settings or {})})
@@ -65,6 +165,48 @@ class KafkaConfig:
                             **(settings or {})})
 
 
+@dataclass(frozen=True)
+class DaskTLS:
+    """Certificates for a `tls://` Dask scheduler (distributed's `Security`).
+
+    >>> DaskTLS().enabled
+    False
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"dask_tls.{name}", f"file {path!r} does not exist")
+        if self.enabled and not (self.ca_file and self.cert_file and self.key_file):
+            raise ConfigError("dask_tls", "a tls:// scheduler needs a CA file, a client certificate "
+                              "and its key (--tls-ca, --tls-cert, --tls-key)")
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def security(self) -> Any:
+        """distributed's `Security` for these files (encryption required)."""
+        from distributed.security import Security
+
+        return Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert_file,
+                        tls_client_key=self.key_file, require_encryption=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "DaskTLS":
+        """From STREAM_DASK_TLS_CA_FILE, STREAM_DASK_TLS_CERT_FILE and STREAM_DASK_TLS_KEY_FILE;
+        `overrides` (not None) win."""
+        env = os.environ if env is None else env
+        values = {n: env.get("STREAM_DASK_TLS_" + n.upper()) or None for n in ("ca_file", "cert_file", "key_file")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
 def _positive(name: str, value: float, minimum: float = 1) -> None:
     if value < minimum:
         raise ConfigError(name, f"must be >= {minimum}, got {value}")
@@ -77,6 +219,7 @@ class RunConfig:
     app_id: str
     kafka: KafkaConfig
     scheduler: str | None = None
+    dask_tls: DaskTLS = field(default_factory=DaskTLS)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"  # loopback by default; 0.0.0.0 in a container
@@ -107,6 +250,13 @@ class RunConfig:
             raise ConfigError("metrics_port", f"must be 0..65535, got {self.metrics_port}")
         if self.scheduler is not None and "://" not in self.scheduler:
             raise ConfigError("scheduler", f"expected an address like tcp://host:8786, got {self.scheduler!r}")
+        tls = self.scheduler is not None and self.scheduler.startswith("tls://")
+        if tls and not self.dask_tls.enabled:
+            raise ConfigError("scheduler", f"{self.scheduler} is a TLS address: give its CA file, a client "
+                              "certificate and its key (--tls-ca, --tls-cert, --tls-key)")
+        if self.dask_tls.enabled and not tls:
+            raise ConfigError("dask_tls", "certificates are set but the scheduler address is not tls://"
+                              + (f" ({self.scheduler})" if self.scheduler else " (the local cluster needs none)"))
 
     @property
     def inflight(self) -> int:

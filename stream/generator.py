@@ -59,8 +59,10 @@ def produce_payments(config: dict[str, Any], topic: str, n: int, partitions: int
 
     from confluent_kafka import Producer
 
-    producer = Producer({**config, "linger.ms": 20, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 500_000})
+    from stream.secrets import reveal_config
+
+    producer = Producer(reveal_config({**config, "linger.ms": 20, "batch.num.messages": 10_000,
+                                       "queue.buffering.max.messages": 500_000}))
     out: list[dict[str, Any]] = []
     t0 = time.monotonic()
     for i, rec in enumerate((generator or PaymentGenerator()).records(n)):

@@ -29,7 +29,8 @@ def make_executor(config: RunConfig, local: bool = False) -> Any:
         from stream.execution.local import LocalExecutor
         return LocalExecutor()
     from stream.execution.dask import DaskExecutor
-    return DaskExecutor(config.scheduler, config.workers, config.connect_timeout_s)
+    return DaskExecutor(config.scheduler, config.workers, config.connect_timeout_s,
+                        config.dask_tls.security() if config.dask_tls.enabled else None)
 
 
 def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: int | None = None) -> None:

@@ -187,11 +187,13 @@ def wait_verified(kafka, app, out, records, timeout=180, procs=()) -> Verdict:
 
 class TcpProxy:
     """A TCP proxy on `port` in front of `target_port`; `cut()` drops every connection and
-    refuses new ones until `restore()` (the broker looks unreachable meanwhile)."""
+    refuses new ones until `restore()` (the broker looks unreachable meanwhile). With `tls`
+    (a server-side `ssl.SSLContext`) it terminates TLS: clients speak TLS, the target plain TCP."""
 
-    def __init__(self, port: int, target_port: int):
+    def __init__(self, port: int, target_port: int, tls=None):
         import socket
-        self.port, self.target = port, ("127.0.0.1", target_port)
+        self.port, self.target, self.tls = port, ("127.0.0.1", target_port), tls
+        self.handshake_failures: list[str] = []
         self._socket = socket
         self._conns: list = []
         self._lock = threading.Lock()
@@ -212,15 +214,25 @@ class TcpProxy:
                 client, _ = server.accept()
             except OSError:
                 return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client):
+        if self.tls is not None:
             try:
-                upstream = self._socket.create_connection(self.target)
-            except OSError:
+                client = self.tls.wrap_socket(client, server_side=True)
+            except OSError as exc:  # ssl.SSLError among them: the client refused our certificate
+                self.handshake_failures.append(str(exc))
                 client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                return
+        try:
+            upstream = self._socket.create_connection(self.target)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._conns += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(src, dst):

@@ -62,7 +62,9 @@ class RegistryAvroCodec:
         if self._client is None:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._client = SchemaRegistryClient({"url": self.url, **self.settings})
+            from stream.secrets import reveal_config
+
+            self._client = SchemaRegistryClient(reveal_config({"url": self.url, **self.settings}))
         return self._client
 
     def _writer(self, schema_id: int, data: bytes) -> Any:

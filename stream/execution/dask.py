@@ -49,7 +49,7 @@ class DaskExecutor:
     """Executor protocol over a Dask client; tasks for pin `p` prefer worker `p mod n`."""
 
     def __init__(self, scheduler: str | None = None, workers: int = 2,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, security: Any = None) -> None:
         self.cluster: LocalCluster | None = None
         if scheduler is None:
             self.cluster = _start_local_cluster(workers)
@@ -57,10 +57,12 @@ class DaskExecutor:
         else:
             address = scheduler
         try:
-            self.client = Client(address, timeout=f"{connect_timeout_s}s")
+            self.client = Client(address, timeout=f"{connect_timeout_s}s",
+                                 **({"security": security} if security is not None else {}))
         except (OSError, TimeoutError) as exc:
             self._close_cluster()
-            raise SchedulerUnavailable(address, connect_timeout_s, type(exc).__name__) from exc
+            detail = type(exc).__name__ + (f": {exc}" if security is not None and "SSL" in str(exc) else "")
+            raise SchedulerUnavailable(address, connect_timeout_s, detail) from exc
         self.address = address
         self._workers: list[str] = []
         self.refresh_workers()

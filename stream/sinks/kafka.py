@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream import faults
 from stream.errors import FatalError
+from stream.secrets import reveal_config
 from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class KafkaSink:
     def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
                  step_timeout_s: float = 30.0) -> None:
         self._fatal_reason = ""  # librdkafka names the cause of a fatal error in its error event
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        self._producer = Producer(reveal_config({**config, "error_cb": self._on_error}))
         self._errors: list[str] = []
         self._fatal: KafkaError | None = None
         self.address = config.get("bootstrap.servers", "?")

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from stream.execution.task import ReadBatch
 from stream.records import BEGINNING, RawMessage
+from stream.secrets import reveal_config
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -30,8 +31,8 @@ class KafkaSession:
 
     def __init__(self, config: dict[str, Any], topics: list[str], reader: "KafkaReader") -> None:
         self._reader = reader
-        self._consumer = Consumer({**config, "enable.auto.commit": False,
-                                   "auto.offset.reset": "earliest"})
+        self._consumer = Consumer(reveal_config({**config, "enable.auto.commit": False,
+                                                 "auto.offset.reset": "earliest"}))
         self._events: list[tuple[str, list[TP]]] = []
         self._assigned: set[TP] = set()
         self.on_revoke: Any = None  # called with the partitions while they are still ours
@@ -128,7 +129,7 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
                          "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 16_384})
-        entry = _PooledConsumer(Consumer(settings), used=time.monotonic())
+        entry = _PooledConsumer(Consumer(reveal_config(settings)), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
             mine = sorted((k for k in _POOL if k[1] == thread), key=lambda k: _POOL[k].used)
@@ -298,9 +299,9 @@ def read_partitions(config: dict[str, Any], topic: str, partitions: list[int],
     For restoring state: all partitions are fetched at once, so restoring N partitions costs
     one connection and one round of fetches, not N.
     """
-    c = Consumer({**config, "group.id": config.get("group.id", "stream-read-all"),
-                  "enable.auto.commit": False, "enable.partition.eof": True,
-                  "fetch.wait.max.ms": 100})
+    c = Consumer(reveal_config({**config, "group.id": config.get("group.id", "stream-read-all"),
+                                "enable.auto.commit": False, "enable.partition.eof": True,
+                                "fetch.wait.max.ms": 100}))
     out: dict[int, list[Any]] = {p: [] for p in partitions}
     left, t0 = set(partitions), time.monotonic()
     try:
