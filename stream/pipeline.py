@@ -57,7 +57,7 @@ class SinkSpec:
 
 
 def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
-               registry_url: str | None = None) -> Codec:
+               registry_url: str | None = None, registry_security: Any = None) -> Codec:
     """The codec for a topic: an explicit one, or Avro from a schema (file path or dict)."""
     if codec is not None:
         return codec
@@ -65,8 +65,9 @@ def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
         raise PipelineError("give a schema (an .avsc path or dict) or a codec")
     parsed = schema if isinstance(schema, dict) else load_schema(schema)
     if registry_url:
-        from stream.codecs.registry import RegistryAvroCodec  # imports confluent_kafka lazily
-        return RegistryAvroCodec(registry_url, parsed)
+        from stream.codecs.registry import RegistryAvroCodec, RegistrySecurity  # confluent_kafka lazily
+        security = registry_security if registry_security is not None else RegistrySecurity.from_env()
+        return RegistryAvroCodec(registry_url, parsed, settings=security.settings())
     return AvroCodec(parsed)
 
 
@@ -89,12 +90,13 @@ class Pipeline:
     # -- source ---------------------------------------------------------------------------
     def source(self, topics: str | Iterable[str], schema: str | Path | dict | None = None, *,
                codec: Codec | None = None, timestamp: str | None = None,
-               out_of_order: int | timedelta = 0, registry_url: str | None = None) -> Pipeline:
+               out_of_order: int | timedelta = 0, registry_url: str | None = None,
+               registry_security: Any = None) -> Pipeline:
         """Read `topics`; event time from field `timestamp` (epoch ms) or the Kafka timestamp."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         if not names:
             raise PipelineError("source() needs at least one topic")
-        c = make_codec(schema, codec, registry_url)
+        c = make_codec(schema, codec, registry_url, registry_security)
         known = tuple(c.fields) if getattr(c, "fields", None) else None
         if timestamp is not None and known is not None and timestamp not in known:
             raise PipelineError(f"timestamp field {timestamp!r} is not in the source schema "
@@ -183,11 +185,12 @@ class Pipeline:
 
     # -- sink -----------------------------------------------------------------------------
     def sink(self, topic: str, schema: str | Path | dict | None = None, *,
-             codec: Codec | None = None, registry_url: str | None = None) -> Pipeline:
+             codec: Codec | None = None, registry_url: str | None = None,
+             registry_security: Any = None) -> Pipeline:
         """Write results to `topic`; the schema must hold every output field."""
         if self.source_spec is None:
             raise PipelineError("sink() before source(): define the source first")
-        c = make_codec(schema, codec, registry_url)
+        c = make_codec(schema, codec, registry_url, registry_security)
         schema_dict = getattr(c, "schema", None)
         if isinstance(schema_dict, dict) and (self.window_stage or self._fields):
             produced = set(self.output_fields())

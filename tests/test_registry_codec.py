@@ -21,14 +21,33 @@ V2 = {"type": "record", "name": "Pay", "fields": V1["fields"] + [
 INCOMPATIBLE = {"type": "record", "name": "Pay", "fields": [{"name": "user", "type": "long"}]}
 
 
-@pytest.fixture
-def registry():
+def serve_registry(tls=None, basic_auth: str | None = None):
+    """(server, url, requests): the two REST calls, over TLS with `tls` (a server SSLContext),
+    answering 401 unless the request carries `basic_auth` ("user:password")."""
+    import base64
+
     schemas: dict[int, str] = {}
     requests: list[str] = []
+    expected = None if basic_auth is None else "Basic " + base64.b64encode(basic_auth.encode()).decode()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
+        def handle_one_request(self):
+            try:
+                super().handle_one_request()
+            except OSError:  # a client that refused the certificate
+                self.close_connection = True
+
+        def parse_request(self):
+            if not super().parse_request():
+                return False
+            if expected is not None and self.headers.get("Authorization") != expected:
+                requests.append(f"401 {self.path}")
+                self._send(401, {"error_code": 401, "message": "Unauthorized"})
+                return False
+            return True
 
         def _send(self, code, body):
             data = json.dumps(body).encode()
@@ -53,9 +72,50 @@ def registry():
             self._send(200, {"schema": schemas[sid], "schemaType": "AVRO"})
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", requests
+    scheme = "https" if tls is not None else "http"
+    return server, f"{scheme}://127.0.0.1:{server.server_port}", requests
+
+
+@pytest.fixture
+def registry():
+    server, url, requests = serve_registry()
+    yield url, requests
     server.shutdown()
+
+
+def test_basic_auth_over_tls_with_the_password_never_shown(tmp_path):
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    from stream.codecs.registry import RegistrySecurity
+    from stream.errors import StreamError
+    from stream.pipeline import Pipeline
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server, url, requests = serve_registry(context, "app:Regi5try-Pw")
+    try:
+        good = RegistrySecurity("app", "Regi5try-Pw", ssl_ca_location=str(ca_file))
+        codec = Pipeline("r").source("t", schema=V1, registry_url=url, registry_security=good).source_spec.codec
+        data = codec.encode({"user": "u", "amount": 1.0})
+        assert RegistryAvroCodec(url, V1, settings=good.settings()).decode(data)["user"] == "u"
+        assert "Regi5try-Pw" not in repr(codec) + repr(good) + repr(good.settings())
+        bad = RegistrySecurity("app", "wrong-Pw-123", ssl_ca_location=str(ca_file))
+        with pytest.raises(StreamError) as info:
+            RegistryAvroCodec(url, V1, settings=bad.settings(), retry_s=1).decode(data)
+        assert "refused the credentials" in str(info.value) and "wrong-Pw-123" not in str(info.value)
+        assert any(r.startswith("401") for r in requests)
+        untrusted = RegistrySecurity("app", "Regi5try-Pw")  # no CA: the test CA is not trusted
+        with pytest.raises(StreamError, match="unreachable.*TLS"):
+            RegistryAvroCodec(url, V1, settings=untrusted.settings(), retry_s=1).decode(data)
+    finally:
+        server.shutdown()
 
 
 def test_round_trip_and_writer_schema_cached(registry):

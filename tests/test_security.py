@@ -140,6 +140,10 @@ def test_sasl_settings_reach_every_client_with_the_password_revealed_only_to_it(
     ensure_topic(kafka.client(), src, 2)
     ensure_topic(kafka.client(), out, 2)
     records = produce_into(kafka, src, 500, partitions=2)
+    from confluent_kafka import Producer
+    bad = Producer(kafka.producer())
+    bad.produce(src, b"\x00not avro", b"k", partition=0)
+    bad.flush(10)
     seen: list = []
     _spy(monkeypatch, seen)
     sasl = KafkaConfig(kafka.bootstrap, security=KafkaSecurity(
@@ -150,7 +154,10 @@ def test_sasl_settings_reach_every_client_with_the_password_revealed_only_to_it(
                          executor=ex, drain=True,
                          until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
     ex.close()
-    assert stats.records_in == len(records)
+    seen = list(seen)  # the pipeline's clients; the check below reads with its own
+    assert stats.records_in == len(records) + 1 and stats.failed == 1
+    dead = read_all(kafka.consumer({"group.id": "verify"}), f"{pipeline.name}.dlq", 0)
+    assert len(dead) == 1 and all(SECRET.encode() not in v for _, v in dead[0].headers)
     kinds = {kind for kind, _ in seen}
     groups = {c.get("group.id") for kind, c in seen if kind == "consumer"}
     assert kinds == {"consumer", "producer", "admin"}
@@ -206,3 +213,116 @@ def test_security_settings_are_checked_at_start_naming_the_setting(tmp_path):
     s = KafkaSecurity.from_env(env)
     assert s.protocol == "SASL_SSL" and s.sasl_password == Secret(SECRET)
     assert KafkaSecurity.from_env(env, sasl_username="other").sasl_username == "other"
+
+
+@pytest.fixture(scope="module")
+def tls_dask(ca, tmp_path_factory):
+    """A real `dask scheduler` and `dask worker` started with certificates from a test CA."""
+    from stream.broker import free_port
+
+    d = tmp_path_factory.mktemp("dask-tls")
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"ca": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    tls = [f"--tls-ca-file={files['ca']}", f"--tls-cert={files['cert']}", f"--tls-key={files['key']}"]
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # the tests' pipelines, for unpickling
+    procs = [subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard", *tls],
+                              env=env, stdout=subprocess.DEVNULL, stderr=open(d / "scheduler.log", "w"))]
+    procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard",
+                                   "--name", "tls-worker", *tls], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w")))
+    try:
+        yield address, {k: str(v) for k, v in files.items()}, d
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_pipeline_runs_on_a_tls_dask_scheduler(tls_dask, kafka, topic_name):
+    from stream.config import DaskTLS
+    from stream.runner import make_executor
+
+    address, files, logs = tls_dask
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 2)
+    ensure_topic(kafka.client(), out, 2)
+    records = produce_into(kafka, src, 3_000, partitions=2)
+    pipeline = payment_pipeline(topic_name("app"), src, out)
+    config = RunConfig(app_id=pipeline.name, kafka=kafka, scheduler=address, commit_interval_s=0.2,
+                       range_records=1_000, connect_timeout_s=30,
+                       dask_tls=DaskTLS(files["ca"], files["cert"], files["key"]))
+    executor = make_executor(config)
+    try:
+        executor.client.wait_for_workers(1, timeout=60)
+        executor.refresh_workers()
+        stats = run_pipeline(pipeline, config, executor=executor, drain=True,
+                             until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+        ran_on = executor.client.run(lambda: "ok")  # the worker answered over TLS
+    finally:
+        executor.close()
+    codec = AvroCodec(OUT_SCHEMA)
+    rows = [codec.decode(m.value) for p in range(2)
+            for m in read_all(kafka.consumer({"group.id": "verify"}), out, p)]
+    assert stats.records_in == len(records) and list(ran_on.values()) == ["ok"]
+    assert all(w.startswith("tls://") for w in ran_on)
+    assert diff_windows(recompute(records), rows) == []
+
+
+def test_a_tls_scheduler_needs_certificates_and_plain_addresses_refuse_them(tmp_path):
+    from stream.config import DaskTLS
+
+    kafka = KafkaConfig("h:1")
+    with pytest.raises(ConfigError, match="'scheduler'.*TLS address"):
+        RunConfig(app_id="a", kafka=kafka, scheduler="tls://h:8786")
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    with pytest.raises(ConfigError, match="'dask_tls'.*not tls://"):
+        RunConfig(app_id="a", kafka=kafka, scheduler="tcp://h:8786", dask_tls=DaskTLS(str(pem), str(pem), str(pem)))
+    with pytest.raises(ConfigError, match="dask_tls.ca_file.*does not exist"):
+        DaskTLS(str(tmp_path / "missing.pem"), str(pem), str(pem))
+    with pytest.raises(ConfigError, match="'dask_tls'.*needs a CA file"):
+        DaskTLS(str(pem))
+
+
+def test_a_tls_scheduler_with_another_ca_is_reported_with_its_address(tls_dask, tmp_path):
+    import trustme
+
+    from stream.config import DaskTLS
+    from stream.errors import SchedulerUnavailable
+    from stream.runner import make_executor
+
+    address, files, _ = tls_dask
+    other = trustme.CA()
+    cert = other.issue_cert("127.0.0.1")
+    paths = [tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem")]
+    other.cert_pem.write_to_path(str(paths[0]))
+    cert.cert_chain_pems[0].write_to_path(str(paths[1]))
+    cert.private_key_pem.write_to_path(str(paths[2]))
+    config = RunConfig(app_id="a", kafka=KafkaConfig("h:1"), scheduler=address, connect_timeout_s=3,
+                       dask_tls=DaskTLS(*map(str, paths)))
+    with pytest.raises(SchedulerUnavailable, match=f"no Dask scheduler answered at {address}"):
+        make_executor(config)
+
+
+@pytest.mark.kafka
+def test_safe_defaults_bind_to_loopback(broker):
+    from stream.cli import build_parser
+
+    args = broker.process.args
+    assert args[args.index("--listener-url") + 1].startswith("tcp://127.0.0.1:")
+    assert RunConfig(app_id="a", kafka=KafkaConfig("h:1")).metrics_addr == "127.0.0.1"
+    assert build_parser().parse_args(["run", "m:p"]).metrics_addr == "127.0.0.1"
+    assert build_parser().parse_args(["demo"]).metrics_addr == "127.0.0.1"

@@ -14,18 +14,67 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import fastavro
 
 from stream.codecs.avro import AvroCodec, read_exact
-from stream.errors import DecodeError, EncodeError, StreamError
+from stream.errors import ConfigError, DecodeError, EncodeError, StreamError
+from stream.secrets import Secret, masked, reveal_config
 
 log = logging.getLogger(__name__)
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
+
+
+@dataclass(frozen=True)
+class RegistrySecurity:
+    """Basic auth and TLS for the schema registry client; the password stays a masked `Secret`.
+
+    >>> RegistrySecurity("app", "pw").settings()["basic.auth.user.info"]
+    Secret('******')
+    """
+
+    user: str | None = None
+    password: Secret | str | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.password is not None and not isinstance(self.password, Secret):
+            object.__setattr__(self, "password", Secret(self.password))
+        if bool(self.user) != bool(self.password):
+            raise ConfigError("registry_user", "basic auth needs both a user and a password "
+                              "($STREAM_REGISTRY_USER and $STREAM_REGISTRY_PASSWORD)")
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"registry_{name}", f"file {path!r} does not exist")
+
+    def settings(self) -> dict[str, Any]:
+        """Settings for `confluent_kafka.schema_registry.SchemaRegistryClient`."""
+        out: dict[str, Any] = {}
+        if self.user and isinstance(self.password, Secret):
+            out["basic.auth.user.info"] = Secret(f"{self.user}:{self.password.reveal()}")
+        for key, value in (("ssl.ca.location", self.ssl_ca_location),
+                           ("ssl.certificate.location", self.ssl_certificate_location),
+                           ("ssl.key.location", self.ssl_key_location)):
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "RegistrySecurity":
+        """From STREAM_REGISTRY_USER, STREAM_REGISTRY_PASSWORD, STREAM_REGISTRY_SSL_CA_LOCATION,
+        STREAM_REGISTRY_SSL_CERTIFICATE_LOCATION and STREAM_REGISTRY_SSL_KEY_LOCATION."""
+        env = os.environ if env is None else env
+        names = ("user", "password", "ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+        return cls(**{n: env.get("STREAM_REGISTRY_" + n.upper()) or None for n in names})
 
 
 class RegistryAvroCodec:
@@ -62,10 +111,11 @@ class RegistryAvroCodec:
         if self._client is None:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            from stream.secrets import reveal_config
-
             self._client = SchemaRegistryClient(reveal_config({"url": self.url, **self.settings}))
         return self._client
+
+    def _masked(self, exc: BaseException) -> str:
+        return masked(str(exc), [v for v in self.settings.values() if isinstance(v, Secret)])
 
     def _writer(self, schema_id: int, data: bytes) -> Any:
         writer = self._writers.get(schema_id)
@@ -90,10 +140,15 @@ class RegistryAvroCodec:
                 problem: Exception = exc
             except Exception as exc:  # connection refused, timeouts: the registry is away
                 problem = exc
+            if getattr(problem, "http_status_code", None) in (401, 403):
+                raise StreamError(f"schema registry {self.url} refused the credentials "
+                                  f"(HTTP {problem.http_status_code}); check $STREAM_REGISTRY_USER and "
+                                  "$STREAM_REGISTRY_PASSWORD") from None
             if time.monotonic() + pause > deadline:
                 raise StreamError(f"schema registry {self.url} unreachable for {self.retry_s:.0f} s "
-                                  f"({type(problem).__name__}: {problem}); check the registry URL") from problem
-            log.warning("schema registry %s: %s; retrying in %.1f s", self.url, problem, pause)
+                                  f"({type(problem).__name__}: {self._masked(problem)}); check the registry "
+                                  "URL and its TLS settings") from None
+            log.warning("schema registry %s: %s; retrying in %.1f s", self.url, self._masked(problem), pause)
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -118,7 +173,8 @@ class RegistryAvroCodec:
             try:
                 schema_id = self._registry().register_schema(self.subject, Schema(json.dumps(self.schema), "AVRO"))
             except Exception as exc:
-                raise EncodeError(f"cannot register the schema under {self.subject!r} at {self.url}: {exc}") from exc
+                raise EncodeError(f"cannot register the schema under {self.subject!r} at {self.url}: "
+                                  f"{self._masked(exc)}") from None
             self._encoder = (schema_id, AvroCodec(self.schema))
         schema_id, codec = self._encoder
         return _HEADER.pack(MAGIC, schema_id) + codec.encode(record)
