@@ -8,14 +8,16 @@ tested with a list of dicts.
 [{'amount': 1}]
 """
 
-from operators.aggregate import Aggregation, Count, Last, Max, Mean, Min, Sum
+from operators.aggregate import Aggregation, Collect, Count, Last, Max, Mean, Min, Sum, TopK
 from operators.base import Operator, OperatorFailure
 from operators.expr import Expr, col
+from operators.sketches import ApproxDistinct, ApproxQuantile
 from operators.transform import FilterOp as Filter
 from operators.transform import FlatMapOp as FlatMap
 from operators.transform import KeyBy, MapOp as Map, Project
 
 __all__ = [
-    "Aggregation", "Count", "Expr", "Filter", "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean",
-    "Min", "Operator", "OperatorFailure", "Project", "Sum", "col",
+    "Aggregation", "ApproxDistinct", "ApproxQuantile", "Collect", "Count", "Expr", "Filter",
+    "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean", "Min", "Operator", "OperatorFailure",
+    "Project", "Sum", "TopK", "col",
 ]

@@ -19,7 +19,21 @@ from typing import Any, Callable, ClassVar, Iterable
 class Aggregation:
     """Protocol for aggregations; subclasses set `field` (None means the whole record).
 
-    `extract(record, ts)` picks what `add` receives for one record.
+    A user-defined aggregation implements four methods, and the engine relies on these laws:
+
+    - `create()` returns an empty accumulator;
+    - `add(acc, values)` folds the extracted values of some records into `acc` and returns it
+      (it may change `acc`: a worker owns the accumulators it creates);
+    - `merge(a, b)` combines two accumulators and must leave both unchanged (a pane's
+      accumulator is merged into several hopping windows); it must be associative, and
+      `merge(add(create(), xs), add(create(), ys))` must give the result of
+      `add(create(), xs + ys)` (tests/test_aggregate.py checks this on random inputs);
+    - `result(acc)` turns an accumulator into the output value (default: itself).
+
+    Accumulators travel from workers to the driver and into the changelog by pickle, so
+    they must pickle (plain numbers, tuples, dicts, or objects registered with `copyreg`).
+    `extract(record, ts)` picks what `add` receives for one record (default: the field).
+    See examples/custom_aggregation.py for a complete one.
     """
 
     field: str | None = None
@@ -175,3 +189,70 @@ class Last(Aggregation):
 
     def result(self, acc: Any) -> Any:
         return None if acc is None else acc[1]
+
+
+@dataclass(frozen=True)
+class Collect(Aggregation):
+    """The first `limit` values of the window, in (pane, offset) order: records of one key
+    come from one partition, so the order is that of the partition. None values are kept."""
+
+    field: str
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"Collect: limit must be >= 1, got {self.limit}")
+
+    def create(self) -> tuple[Any, ...]:
+        return ()
+
+    def add(self, acc: tuple[Any, ...], values: Iterable[Any]) -> tuple[Any, ...]:
+        room = self.limit - len(acc)
+        if room <= 0:
+            return acc
+        taken = []
+        for v in values:
+            taken.append(v)
+            if len(taken) >= room:
+                break
+        return acc + tuple(taken)
+
+    def merge(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
+        return a if len(a) >= self.limit else (a + b)[:self.limit]
+
+    def result(self, acc: tuple[Any, ...]) -> list[Any]:
+        return list(acc)
+
+
+@dataclass(frozen=True)
+class TopK(Aggregation):
+    """The `k` most frequent non-None values, most frequent first (ties: smaller value first).
+
+    Counts are exact, so state grows with the distinct values per key and window; for very
+    many distinct values prefer ApproxDistinct, or bound the field first with a map.
+    """
+
+    field: str
+    k: int = 10
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"TopK: k must be >= 1, got {self.k}")
+
+    def create(self) -> dict[Any, int]:
+        return {}
+
+    def add(self, acc: dict[Any, int], values: Iterable[Any]) -> dict[Any, int]:
+        for v in values:
+            if v is not None:
+                acc[v] = acc.get(v, 0) + 1
+        return acc
+
+    def merge(self, a: dict[Any, int], b: dict[Any, int]) -> dict[Any, int]:
+        out = dict(a)
+        for v, n in b.items():
+            out[v] = out.get(v, 0) + n
+        return out
+
+    def result(self, acc: dict[Any, int]) -> list[Any]:
+        return [v for v, _ in sorted(acc.items(), key=lambda item: (-item[1], item[0]))[:self.k]]

@@ -46,3 +46,59 @@ def test_last_takes_latest_event_time_not_arrival():
 
 def test_names_are_stable():
     assert Sum("amount").name == "sum(amount)" and Count().name == "count()"
+
+
+# -- the user-defined aggregation protocol, checked on random inputs (property-based) ---------
+import pickle  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from examples.custom_aggregation import Spread  # noqa: E402
+from operators import ApproxDistinct, ApproxQuantile, Collect, TopK  # noqa: E402
+
+PROTOCOL = [Count(), Sum("x"), Min("x"), Max("x"), Mean("x"), Last("x"), Collect("x", limit=7),
+            TopK("x", k=3), ApproxDistinct("x"), ApproxQuantile("x", 0.5), ApproxQuantile("x", 0.9),
+            Spread("x")]
+values = st.lists(st.one_of(st.none(), st.integers(-1000, 1000)), max_size=60)
+
+
+def _same(a, b):
+    return a == pytest.approx(b) if isinstance(a, float) and isinstance(b, float) else a == b
+
+
+@pytest.mark.parametrize("agg", PROTOCOL, ids=lambda a: a.name)
+@settings(max_examples=150, deadline=None)
+@given(xs=values, ys=values)
+def test_merge_of_adds_equals_add_of_concatenation(agg, xs, ys):
+    """merge(add(a), add(b)) == add(a + b), and merge leaves its arguments unchanged."""
+    ex = [agg.extract({"x": v}, ts) for ts, v in enumerate(xs)]
+    ey = [agg.extract({"x": v}, len(xs) + ts) for ts, v in enumerate(ys)]
+    a, b = _run(agg, ex), _run(agg, ey)
+    before = (agg.result(a), agg.result(b))
+    merged = agg.merge(a, b)
+    assert _same(agg.result(merged), agg.result(_run(agg, ex + ey)))
+    assert _same(agg.result(a), before[0]) and _same(agg.result(b), before[1])
+    restored = pickle.loads(pickle.dumps(merged))  # accumulators travel by pickle
+    assert _same(agg.result(restored), agg.result(merged))
+
+
+@settings(max_examples=50, deadline=None)
+@given(parts=st.lists(st.lists(st.integers(0, 5000), max_size=400), min_size=1, max_size=5))
+def test_sketches_stay_within_their_error_bounds_when_merged(parts):
+    d, q = ApproxDistinct("x"), ApproxQuantile("x", 0.5)
+    accs = [(_run(d, p), _run(q, [float(v) for v in p])) for p in parts]
+    dist, quant = accs[0]
+    for a, b in accs[1:]:
+        dist, quant = d.merge(dist, a), q.merge(quant, b)
+    everything = sorted(v for p in parts for v in p)
+    assert abs(d.result(dist) - len(set(everything))) <= max(2, 0.05 * len(set(everything)))
+    if everything:
+        rank = sum(v <= q.result(quant) for v in everything) / len(everything)
+        assert abs(rank - 0.5) <= 0.05 or len(everything) < 40
+
+
+def test_collect_and_top_k_results():
+    c, t = Collect("x", limit=3), TopK("x", k=2)
+    assert c.result(c.merge(_run(c, [1, 2]), _run(c, [3, 4]))) == [1, 2, 3]
+    assert t.result(_run(t, ["a", "b", "b", "c", "c", None])) == ["b", "c"]

@@ -157,3 +157,56 @@ def test_operator_errors_go_to_the_dead_letter_topic_with_original_bytes():
     assert all(dict(h)["dlq.reason"] == b"operator_error" and dict(h)["dlq.error.type"] == b"ZeroDivisionError"
                for _, _, h in dead)
     assert sum(r["n"] for r in (AvroCodec(p.sink_spec.codec.schema).decode(v) for _, v, _ in sink.records["out"])) == 495
+
+
+SKETCH_OUT = {"type": "record", "name": "Sk", "fields": [
+    {"name": "user_id", "type": "string"}, {"name": "window_start", "type": "long"},
+    {"name": "window_end", "type": "long"}, {"name": "merchants", "type": "long"},
+    {"name": "p90", "type": ["null", "double"]}, {"name": "top", "type": {"type": "array", "items": "string"}},
+    {"name": "first", "type": {"type": "array", "items": "string"}}]}
+
+
+def sketch_pipeline():
+    from operators import ApproxDistinct, ApproxQuantile, Collect, TopK
+    from stream.pipeline import Pipeline
+    from stream.windows.specs import Hopping
+
+    return (Pipeline("sk").source("payments", schema="schemas/payment.avsc", timestamp="ts")
+            .key_by("user_id")
+            .window(Hopping(10_000, slide=5_000), grace=3_000, aggregate={
+                "merchants": ApproxDistinct("merchant_id"), "p90": ApproxQuantile("amount", 0.9),
+                "top": TopK("merchant_id", 2), "first": Collect("payment_id", 3)})
+            .sink("out", schema=SKETCH_OUT))
+
+
+def test_sketches_collect_and_top_k_through_both_executors_and_a_restart(executor):
+    """Accumulators cross processes (Dask pickles them) and the changelog (a restart restores
+    them); every window equals the aggregations run over its records in one go."""
+    from collections import defaultdict
+
+    topic, records = make_topic(n=4_000)
+    pipeline = sketch_pipeline()
+    session, sink = MemorySession([topic]), MemorySink()
+    d, _ = run(pipeline, session, executor, sink)
+    d.run(until=lambda d: d.stats.records_in >= 2_000)
+    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
+    d2.run(until=lambda d: d.caught_up(), drain=True)
+    assert d2.stats.restored > 0
+    aggs = pipeline.window_stage.aggregations
+    by_window = defaultdict(list)
+    for r in records:  # offset order within a user's partition
+        start = r["ts"] - r["ts"] % 5_000
+        for s in (start, start - 5_000):
+            by_window[(r["user_id"], s)].append(r)
+    rows = {(r["user_id"], r["window_start"]): r for r in decode_all_with(sink, SKETCH_OUT)}
+    assert set(rows) == set(by_window)
+    for k, recs in by_window.items():
+        recs = sorted(recs, key=lambda r: r["ts"] - r["ts"] % 5_000)  # (pane, offset): Collect's order
+        for name, agg in aggs.items():
+            want = agg.result(agg.add(agg.create(), [agg.extract(r, r["ts"]) for r in recs]))
+            assert rows[k][name] == pytest.approx(want), (k, name)
+
+
+def decode_all_with(sink, schema, topic="out"):
+    codec = AvroCodec(schema)
+    return [codec.decode(v) for _, v, _ in sink.records[topic]]
