@@ -1,0 +1,67 @@
+"""The pipeline's windows, computed on the embedded broker with the Dask executor, against the
+same windows computed by an independent engine (DuckDB SQL) over the generated records."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stream.admin import ensure_topic
+from stream.codecs.avro import AvroCodec
+from stream.config import RunConfig
+from stream.runner import run_pipeline
+from stream.sources.kafka import read_all
+
+from helpers import OUT_SCHEMA, payment_pipeline
+from tests_payments import produce_into
+
+duckdb = pytest.importorskip("duckdb")
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+FIELDS = ("n", "total", "low", "high", "mean")
+
+
+def sql_windows(records: list[dict], size_ms: int, slide_ms: int) -> dict[tuple[str, int], dict]:
+    """Hopping windows (tumbling when size == slide) in SQL: each record joins the
+    size/slide windows that contain it; a window is [start, start + size)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p (user_id VARCHAR, amount DOUBLE, ts BIGINT)")
+    con.executemany("INSERT INTO p VALUES (?, ?, ?)", [(r["user_id"], r["amount"], r["ts"]) for r in records])
+    rows = con.execute(f"""
+        SELECT user_id, ts - ts % {slide_ms} - j * {slide_ms} AS window_start,
+               count(*), sum(amount), min(amount), max(amount), avg(amount)
+        FROM p, range(0, {size_ms // slide_ms}) AS t(j)
+        WHERE amount > 0
+        GROUP BY ALL""").fetchall()
+    return {(u, ws): dict(zip(FIELDS, vals)) for u, ws, *vals in rows}
+
+
+def compare(sql: dict, rows: list[dict]) -> list[str]:
+    got = {(r["user_id"], r["window_start"]): r for r in rows}
+    problems = [f"missing {k}" for k in sql if k not in got] + [f"extra {k}" for k in got if k not in sql]
+    if len(got) != len(rows):
+        problems.append(f"{len(rows) - len(got)} duplicate windows")
+    for k in sql.keys() & got.keys():
+        for f in FIELDS:
+            if not math.isclose(got[k][f], sql[k][f], rel_tol=1e-9, abs_tol=1e-6):
+                problems.append(f"{k} {f}: pipeline {got[k][f]}, SQL {sql[k][f]}")
+    return problems
+
+
+@pytest.mark.parametrize("size_ms,slide_ms", [(10_000, 10_000), (10_000, 2_500)], ids=["tumbling", "hopping"])
+def test_windows_equal_duckdb_window_by_window(kafka, topic_name, dask_executor, size_ms, slide_ms):
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 4)
+    ensure_topic(kafka.client(), out, 2)
+    records = produce_into(kafka, src, 20_000, seed=23)
+    pipeline = payment_pipeline(topic_name("app"), src, out, size_ms=size_ms,
+                                slide_ms=None if size_ms == slide_ms else slide_ms)
+    config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
+    stats = run_pipeline(pipeline, config, executor=dask_executor, drain=True,
+                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+    codec = AvroCodec(OUT_SCHEMA)
+    rows = [codec.decode(m.value) for p in range(2) for m in read_all(kafka.consumer({"group.id": "v"}), out, p)]
+    assert stats.late == 0 and stats.failed == 0
+    expected = sql_windows(records, size_ms, slide_ms)
+    assert len(expected) > 1_000
+    assert compare(expected, rows) == []
