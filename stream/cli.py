@@ -86,7 +86,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                        guarantee=args.guarantee,
                        replica=args.replica, commit_interval_s=args.commit_interval,
-                       range_records=args.range_records, step_timeout_s=args.step_timeout)
+                       range_records=args.range_records, step_timeout_s=args.step_timeout,
+                       advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000))
     if not args.no_supervise:
         from stream.supervisor import Supervisor, child_argv
 
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replica number; the transactional id is <app-id>.<replica> (default 0)")
     run.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
+    run.add_argument("--advance-after", type=float, metavar="SECONDS",
+                     help="on a stream quiet this long, move the watermark with the wall clock, so "
+                          "the last windows close (default: off)")
     run.add_argument("--range-records", type=int, default=50_000,
                      help="records per range task (default 50000)")
     run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",

@@ -54,6 +54,7 @@ class DriverStats:
     records_in: int = 0
     records_out: int = 0
     windows: int = 0
+    partial: int = 0               # early (partial) window results
     failed: int = 0
     late: int = 0
     skipped: int = 0
@@ -79,7 +80,8 @@ class Driver:
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
                  idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
-                 replica: int = 0, result_commit_s: float = 0.1) -> None:
+                 replica: int = 0, result_commit_s: float = 0.1,
+                 advance_after_ms: int | None = None) -> None:
         pipeline.validate()
         self.pipeline = pipeline
         self.session, self.sink, self.executor = session, sink, executor
@@ -93,7 +95,10 @@ class Driver:
         self.app_id = app_id or pipeline.name
         self.transactional_id = transactional_id or self.app_id
         ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
-        self.watermarks = Watermarks(ooo, idle_timeout_ms)
+        self.watermarks = Watermarks(ooo, idle_timeout_ms, advance_after_ms=advance_after_ms)
+        stage = pipeline.window_stage
+        self._early_s = stage.early_ms / 1000 if stage is not None and stage.early_ms else None
+        self._last_early = time.monotonic()
         self.parts: dict[TP, PartitionState] = {}
         self._turn = 0  # where round-robin planning starts next
         # future -> (task, attempt, the partition state it was planned for)
@@ -120,7 +125,8 @@ class Driver:
     # -- group membership -----------------------------------------------------------------
     def _new_store(self) -> WindowStore | None:
         stage = self.pipeline.window_stage
-        return WindowStore(stage.spec, stage.aggregations, stage.grace_ms) if stage else None
+        return (WindowStore(stage.spec, stage.aggregations, stage.grace_ms, early=stage.early_ms is not None)
+                if stage else None)
 
     def _on_assigned(self, tps: list[TP]) -> None:
         """Restore each partition's state as of its last committed epoch, then plan from there."""
@@ -376,7 +382,6 @@ class Driver:
     def emit(self, watermark: int | None = None) -> list[WindowResult]:
         """Emit the windows the watermark (default: the current one) closes."""
         wm = self.watermarks.current(_now_ms()) if watermark is None else watermark
-        sink = self.pipeline.sink_spec
         results: list[WindowResult] = []
         for st in self.parts.values():
             if st.store is not None:
@@ -384,7 +389,20 @@ class Driver:
         if not results:
             return results
         t0 = time.perf_counter()
+        self._write_results(results, b"final")
+        self.stats.windows += len(results)
+        self._closed.append((time.monotonic(), max(w.end for w in results)))
+        if self.metrics:
+            self.metrics.windows(len(results))
+            self.metrics.stage("produce", time.perf_counter() - t0)
+        self._count_out(len(results))
+        return results
+
+    def _write_results(self, results: list[WindowResult], kind: bytes) -> None:
+        """Encode and produce window results; header `stream.result` says final or partial."""
+        sink = self.pipeline.sink_spec
         key_field, encode = self.pipeline.key_field, sink.codec.encode  # type: ignore[union-attr]
+        headers = self.headers() + (("stream.result", kind),)
         for w in results:
             record = {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values}
             key = f"{w.key}@{w.start}".encode()
@@ -395,13 +413,16 @@ class Driver:
                                   repr(record).encode())
                 self._failed((sink.topic, -1), failure)  # type: ignore[union-attr]
                 continue
-            self._produce(sink.topic, key, value, self.headers())  # type: ignore[union-attr]
-        self.stats.windows += len(results)
-        self._closed.append((time.monotonic(), max(w.end for w in results)))
-        if self.metrics:
-            self.metrics.windows(len(results))
-            self.metrics.stage("produce", time.perf_counter() - t0)
-        self._count_out(len(results))
+            self._produce(sink.topic, key, value, headers)  # type: ignore[union-attr]
+
+    def emit_early(self) -> list[WindowResult]:
+        """Partial results of the open windows that changed since the last early emission."""
+        self._last_early = time.monotonic()
+        results = [r for st in self.parts.values() if st.store is not None for r in st.store.early_results()]
+        if results:
+            self._write_results(results, b"partial")
+            self.stats.partial += len(results)
+            self._count_out(len(results))
         return results
 
     def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:
@@ -472,6 +493,8 @@ class Driver:
         self._merge_ready()
         self.emit()
         now = time.monotonic()
+        if self._early_s is not None and now - self._last_early >= self._early_s:
+            self.emit_early()
         if (now - self._last_commit >= self.commit_interval_s
                 or (self._produced and now - self._first_output >= self.result_commit_s)):
             self.commit()

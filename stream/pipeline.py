@@ -48,6 +48,7 @@ class WindowStage:
     spec: Hopping
     grace_ms: int
     aggregations: Mapping[str, Aggregation]
+    early_ms: int | None = None  # emit partial results of open windows this often
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,13 @@ class Pipeline:
 
     # -- window ---------------------------------------------------------------------------
     def window(self, spec: Hopping, *, grace: int | timedelta = 0,
-               aggregate: Mapping[str, Aggregation]) -> Pipeline:
-        """Aggregate per key over event-time windows; results are emitted once, final."""
+               aggregate: Mapping[str, Aggregation],
+               early: int | timedelta | None = None) -> Pipeline:
+        """Aggregate per key over event-time windows; results are emitted once, final.
+
+        With `early` (a duration), windows that changed are also emitted every `early` as
+        partial results (header `stream.result: partial`) before the final one.
+        """
         if self.key is None:
             raise PipelineError("window() needs key_by() before it: windows are per key")
         if not isinstance(spec, Hopping):
@@ -174,7 +180,10 @@ class Pipeline:
                 raise PipelineError(f"aggregation {name!r} is not an Aggregation: {agg!r}")
             if agg.field is not None:
                 self._check_fields((agg.field,), f"aggregation {name!r}")
-        stage = WindowStage(spec, grace_ms, dict(aggregate))
+        early_ms = None if early is None else to_ms(early, "early")
+        if early_ms is not None and early_ms <= 0:
+            raise PipelineError(f"early must be a positive duration, got {early_ms} ms")
+        stage = WindowStage(spec, grace_ms, dict(aggregate), early_ms)
         return replace(self, window_stage=stage)
 
     def output_fields(self) -> list[str]:

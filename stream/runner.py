@@ -97,6 +97,7 @@ class PipelineRun:
                                  range_records=config.range_records, max_inflight=config.inflight,
                                  commit_interval_s=config.commit_interval_s,
                                  idle_timeout_ms=config.idle_timeout_ms,
+                                 advance_after_ms=config.advance_after_ms,
                                  limits=Limits(kafka.max_record_bytes, config.max_future_ms),
                                  metrics=self.metrics, app_id=config.app_id,
                                  transactional_id=config.transactional_id, replica=config.replica)

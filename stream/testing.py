@@ -28,7 +28,7 @@ from stream.compute import aggregate_records
 from stream.pipeline import Pipeline
 from stream.records import Failure
 from stream.windows.store import WindowStore
-from stream.windows.watermark import NEVER
+from stream.windows.watermark import NEVER, Watermarks
 
 
 class TestDriver:
@@ -36,8 +36,12 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, idle_timeout_ms: int = 5_000,
+                 advance_after_ms: int | None = None) -> None:
         self.pipeline = pipeline
+        self.now_ms = 0  # the scripted wall clock (advance_wall_clock moves it)
+        ooo = pipeline.source_spec.out_of_order_ms if pipeline.source_spec else 0
+        self.watermarks = Watermarks(ooo, idle_timeout_ms, advance_after_ms=advance_after_ms)
         self.stores: dict[int, WindowStore] = {}
         self._offsets: dict[int, int] = {}
         self._watermark = NEVER
@@ -52,7 +56,8 @@ class TestDriver:
             return None
         store = self.stores.get(partition)
         if store is None:
-            store = self.stores[partition] = WindowStore(stage.spec, stage.aggregations, stage.grace_ms)
+            store = self.stores[partition] = WindowStore(stage.spec, stage.aggregations, stage.grace_ms,
+                                                         early=True)
             store.advance(self._watermark)
         return store
 
@@ -65,6 +70,7 @@ class TestDriver:
         rows = [(first + i, r, ts) for i, (r, ts) in enumerate(zip(records, stamps))]
         self._offsets[partition] = first + len(rows)
         partial = aggregate_records(self.pipeline, rows)
+        self.watermarks.observe(partition, partial.max_ts, self.now_ms, caught_up=True)
         self.failures += partial.failures
         self.outputs += partial.outputs
         store = self._store(partition)
@@ -80,12 +86,28 @@ class TestDriver:
                 if pane in late:
                     self.late.append((r, store.closed_windows(pane)))
 
+    def advance_wall_clock(self, ms: int) -> list[dict[str, Any]]:
+        """Let `ms` of wall-clock time pass: the watermark moves as the engine's would (per
+        partition max event time minus out-of-orderness; idle partitions stop holding it back;
+        with `advance_after_ms`, a quiet stream follows the clock). Returns the results it closes."""
+        self.now_ms += ms
+        return self.advance_watermark(self.watermarks.current(self.now_ms))
+
+    def early_results(self) -> list[dict[str, Any]]:
+        """Partial results of the open windows changed since the last call (what
+        `window(..., early=...)` emits periodically before the final result)."""
+        results = [w for store in self.stores.values() for w in store.early_results()]
+        return self._rows(results)
+
+    def _rows(self, results: list) -> list[dict[str, Any]]:
+        return [{self.pipeline.key_field: w.key, "window_start": w.start, "window_end": w.end,
+                 **w.values} for w in sorted(results, key=lambda w: w.start)]
+
     def advance_watermark(self, watermark_ms: int) -> list[dict[str, Any]]:
         """Move the watermark; returns the window results it closes (also kept in `emitted`)."""
         self._watermark = max(self._watermark, watermark_ms)
         results = [w for store in self.stores.values() for w in store.advance(watermark_ms)]
-        out = [{self.pipeline.key_field: w.key, "window_start": w.start, "window_end": w.end,
-                **w.values} for w in sorted(results, key=lambda w: w.start)]
+        out = self._rows(results)
         for store in self.stores.values():
             store.check_invariants()
         self.emitted += out

@@ -210,3 +210,36 @@ def test_sketches_collect_and_top_k_through_both_executors_and_a_restart(executo
 def decode_all_with(sink, schema, topic="out"):
     codec = AvroCodec(schema)
     return [codec.decode(v) for _, v, _ in sink.records[topic]]
+
+
+def test_early_results_come_marked_partial_and_final_results_stay_exact(executor):
+    import dataclasses
+
+    topic, records = make_topic(n=3_000)
+    base = payment_pipeline("mem", "payments", "out")
+    stage = dataclasses.replace(base.window_stage, early_ms=1)  # every turn of the loop
+    pipeline = dataclasses.replace(base, window_stage=stage)
+    d, sink = run(pipeline, MemorySession([topic]), executor)
+    stats = d.run(until=lambda d: d.caught_up(), drain=True)
+    kinds = [dict(h).get("stream.result") for _, _, h in sink.records["out"]]
+    assert stats.partial > 0 and kinds.count(b"partial") == stats.partial
+    assert kinds.count(b"final") == stats.windows
+    codec = AvroCodec(OUT_SCHEMA)
+    final = [codec.decode(v) for (_, v, h), kind in zip(sink.records["out"], kinds) if kind == b"final"]
+    assert diff_windows(recompute(records), final) == []
+
+
+def test_wall_clock_advance_closes_every_window_of_a_stream_that_stopped():
+    import time
+
+    from stream.execution.local import LocalExecutor
+
+    topic, records = make_topic(n=2_000)
+    ex = LocalExecutor()
+    d, sink = run(payment_pipeline("mem", "payments", "out", size_ms=1_000, grace_ms=2_000),
+                  MemorySession([topic]), ex, advance_after_ms=300)
+    deadline = time.monotonic() + 20
+    d.run(until=lambda d: (d.caught_up() and d.stats.windows > 0 and d.open_windows() == 0)
+          or time.monotonic() > deadline)  # no drain: only the watermark closes windows
+    ex.close()
+    assert d.open_windows() == 0 and d.stats.windows == len(sink.records["out"]) > 0

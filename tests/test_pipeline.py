@@ -64,3 +64,16 @@ def test_pipeline_is_a_picklable_value():
     assert back.window_stage.spec == p.window_stage.spec and back.name == "p"
     with pytest.raises(Exception):
         pickle.dumps(p)  # plain pickle cannot take the lambda; Dask ships with cloudpickle
+
+
+def test_early_results_are_set_on_the_window_and_checked():
+    from operators import Count
+    from stream.pipeline import Pipeline
+    from stream.windows.specs import Tumbling, seconds
+
+    base = Pipeline("e").source("in", "schemas/payment.avsc", timestamp="ts").key_by("user_id")
+    p = base.window(Tumbling(minutes=1), aggregate={"n": Count()}, early=seconds(5))
+    assert p.window_stage.early_ms == 5_000
+    assert base.window(Tumbling(minutes=1), aggregate={"n": Count()}).window_stage.early_ms is None
+    with pytest.raises(PipelineError, match="early must be a positive duration"):
+        base.window(Tumbling(minutes=1), aggregate={"n": Count()}, early=0)

@@ -72,3 +72,44 @@ def test_stateless_pipeline_passes_records_through_encoded():
     td.feed([pay("a", 1, 1.0), pay("b", 2, 5.0)])
     codec = AvroCodec(load_schema("schemas/payment.avsc"))
     assert [(k, codec.decode(v)["user_id"]) for k, v in td.outputs] == [(b"b", "b")]
+
+
+def test_wall_clock_advance_closes_the_last_window_of_a_quiet_stream():
+    """Without it the last window waits for a later record; with it, for the quiet delay."""
+    pipeline = payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=2_000)
+    plain = TestDriver(pipeline)
+    plain.feed([pay("a", 3_000), pay("a", 9_000)])
+    assert plain.advance_wall_clock(3_600_000) == []  # an hour of silence: still open
+    td = TestDriver(pipeline, advance_after_ms=30_000)
+    td.feed([pay("a", 3_000), pay("a", 9_000)])
+    assert td.advance_wall_clock(30_000) == []         # quiet for the delay: event time 9 s
+    assert td.advance_wall_clock(2_999) == []          # 9 s + 2.999 s < end 10 s + grace 2 s
+    assert [(r["window_start"], r["n"]) for r in td.advance_wall_clock(1)] == [(0, 2)]
+    td.feed([pay("a", 12_500)])                        # data returns: event time leads again
+    assert td.advance_wall_clock(1_000) == []
+
+
+def test_an_idle_partition_stops_holding_the_watermark_and_rejoins_with_data():
+    td = TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=0), idle_timeout_ms=5_000)
+    td.feed([pay("a", 1_000)], partition=0)
+    td.feed([pay("b", 25_000)], partition=1)
+    assert td.advance_wall_clock(1_000) == []          # partition 0 holds the watermark at 1 s
+    closed = td.advance_wall_clock(5_000)              # both idle: the highest (25 s) counts
+    assert [(r["user_id"], r["window_start"]) for r in closed] == [("a", 0)]
+    td.feed([pay("a", 31_000)], partition=0)           # back with data: both active again
+    td.feed([pay("b", 60_000)], partition=1)
+    closed = td.advance_wall_clock(1)                  # the minimum, 31 s, closes b's [20 s, 30 s)
+    assert [(r["user_id"], r["window_start"]) for r in closed] == [("b", 20_000)]
+    assert td.advance_wall_clock(1) == []              # a's [30 s, 40 s) waits for partition 0
+
+
+def test_early_results_are_partial_updates_before_the_final_one():
+    td = TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=0))
+    td.feed([pay("a", 1_000, 2.0), pay("b", 2_000, 1.0)])
+    assert {(r["user_id"], r["n"]) for r in td.early_results()} == {("a", 1), ("b", 1)}
+    assert td.early_results() == []                    # nothing changed since
+    td.feed([pay("a", 3_000, 4.0)])
+    assert [(r["user_id"], r["n"], r["total"]) for r in td.early_results()] == [("a", 2, 6.0)]
+    final = td.advance_watermark(10_000)
+    assert {(r["user_id"], r["n"]) for r in final} == {("a", 2), ("b", 1)}
+    assert td.early_results() == []                    # closed windows get no partial results

@@ -47,6 +47,8 @@ class WindowStore:
     panes: dict[int, dict[Any, list[Any]]] = field(default_factory=dict)
     _dirty: dict[int, set[Any]] = field(default_factory=dict)   # pane: keys changed
     _dropped: set[int] = field(default_factory=set)              # panes dropped
+    early: bool = False                                          # track changes for early results
+    _touched: dict[int, set[Any]] = field(default_factory=dict)  # pane: keys changed since early
 
     def _closes_at(self, window_start: int) -> int:
         return window_start + self.spec.size_ms + self.grace_ms
@@ -78,6 +80,7 @@ class WindowStore:
         """
         merges = [a.merge for a in self.aggregations.values()]
         panes, dirty = self.panes, self._dirty
+        touched = self._touched if self.early else None
         closed: dict[int, bool] = {}
         for (key, pane), accs in partials.items():
             shut = closed.get(pane)
@@ -94,6 +97,8 @@ class WindowStore:
             if changed is None:
                 changed = dirty[pane] = set()
             changed.add(key)
+            if touched is not None:
+                touched.setdefault(pane, set()).add(key)
         return {pane: n for pane, n in counts.items() if n and self.pane_late(pane)}
 
     def _closing_windows(self, watermark: int) -> list[int]:
@@ -111,13 +116,27 @@ class WindowStore:
         for pane in [p for p in self.panes if self.pane_closed(p)]:
             del self.panes[pane]
             self._dirty.pop(pane, None)
+            self._touched.pop(pane, None)
             self._dropped.add(pane)
         return out
 
-    def _results(self, start: int) -> list[WindowResult]:
+    def early_results(self) -> list[WindowResult]:
+        """Current results of the open windows that changed since the last call: partial,
+        not final (the window may still change; its final result comes when it closes)."""
+        touched, self._touched = self._touched, {}
+        wanted: dict[int, set[Any]] = {}  # window start: keys
+        for pane, keys in touched.items():
+            for start, _ in self.spec.windows_of_pane(pane):
+                if self._closes_at(start) > self.emitted_through:
+                    wanted.setdefault(start, set()).update(keys)
+        return [r for start in sorted(wanted) for r in self._results(start, wanted[start])]
+
+    def _results(self, start: int, keys: set[Any] | None = None) -> list[WindowResult]:
         merged: dict[Any, list[Any]] = {}
         for pane in self.spec.panes_of_window(start):
-            for key, accs in self.panes.get(pane, {}).items():
+            held = self.panes.get(pane, {})
+            items = held.items() if keys is None else ((k, held[k]) for k in keys if k in held)
+            for key, accs in items:
                 merged[key] = self._combine(merged.get(key), accs)
         end = start + self.spec.size_ms
         names, aggs = list(self.aggregations), list(self.aggregations.values())

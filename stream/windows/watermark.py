@@ -5,6 +5,12 @@ and without new records for longer than the idle timeout) stops holding it back.
 partition is idle, the watermark is the highest partition watermark, so a quiet stream still
 closes the windows it has seen past. It never goes backwards.
 
+With `advance_after_ms`, a stream quiet for that long (no partition delivered a record) is
+taken to move on in event time with the wall clock: the watermark becomes the highest event
+time seen, minus the out-of-orderness, plus the quiet time beyond `advance_after_ms`. So the
+last windows of a stream that stops close, `advance_after_ms` plus their grace after the last
+record, instead of waiting for the next one.
+
 >>> w = Watermarks(out_of_order_ms=1000, idle_timeout_ms=5000)
 >>> w.observe("p0", 10_000, now_ms=0, caught_up=True); w.observe("p1", 4_000, now_ms=0, caught_up=True)
 >>> w.current(now_ms=0)
@@ -33,6 +39,7 @@ class Watermarks:
     out_of_order_ms: int
     idle_timeout_ms: int
     floor: int = NEVER
+    advance_after_ms: int | None = None
     _parts: dict[Hashable, _Partition] = field(default_factory=dict)
 
     def add(self, part: Hashable, now_ms: int) -> None:
@@ -67,4 +74,13 @@ class Watermarks:
             wm = (min(seen) if active else max(seen))
             if wm != NEVER:
                 self.floor = max(self.floor, wm - self.out_of_order_ms)
+            if self.advance_after_ms is not None:
+                self.floor = max(self.floor, self._wall_clock(now_ms, self.advance_after_ms))
         return self.floor
+
+    def _wall_clock(self, now_ms: int, after_ms: int) -> int:
+        top = max(p.max_ts for p in self._parts.values())
+        quiet = now_ms - max(p.last_data_ms for p in self._parts.values())
+        if top == NEVER or quiet < after_ms:
+            return NEVER
+        return top - self.out_of_order_ms + quiet - after_ms
