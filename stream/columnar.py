@@ -38,6 +38,7 @@ from stream.codecs.avro import AvroCodec
 from stream.codecs.avro_block import BlockDecoder
 from stream.pipeline import Pipeline
 from stream.records import Limits, Partial, RawMessage, column
+from stream.windows.specs import Hopping
 
 _TS, _PANE = "__stream_ts", "__stream_pane"
 _INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
@@ -86,6 +87,8 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
     """The fast-path plan of a pipeline, or None when it must take the row path."""
     src, stage = pipeline.source_spec, pipeline.window_stage
     if src is None or stage is None or type(src.codec) is not AvroCodec or src.codec.reader_schema:
+        return None
+    if not isinstance(stage.spec, Hopping):  # sessions carry first and last event time: row path
         return None
     decoder = BlockDecoder.for_schema(src.codec.schema)
     if decoder is None:

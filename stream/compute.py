@@ -99,7 +99,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
     """
     out = out if out is not None else Partial()
     stage = pipeline.window_stage
-    aggs = list(stage.aggregations.values()) if stage is not None else []
+    aggs = stage.worker_aggregations if stage is not None else []
     groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
     for offset, record, kafka_ts in rows:
         try:

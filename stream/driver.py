@@ -125,8 +125,7 @@ class Driver:
     # -- group membership -----------------------------------------------------------------
     def _new_store(self) -> WindowStore | None:
         stage = self.pipeline.window_stage
-        return (WindowStore(stage.spec, stage.aggregations, stage.grace_ms, early=stage.early_ms is not None)
-                if stage else None)
+        return stage.new_store(early=stage.early_ms is not None) if stage else None
 
     def _on_assigned(self, tps: list[TP]) -> None:
         """Restore each partition's state as of its last committed epoch, then plan from there."""

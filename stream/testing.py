@@ -56,8 +56,7 @@ class TestDriver:
             return None
         store = self.stores.get(partition)
         if store is None:
-            store = self.stores[partition] = WindowStore(stage.spec, stage.aggregations, stage.grace_ms,
-                                                         early=True)
+            store = self.stores[partition] = stage.new_store(early=True)
             store.advance(self._watermark)
         return store
 

@@ -86,3 +86,39 @@ def diff_windows(expected: dict[tuple[str, int], dict[str, Any]], rows: list[dic
                 problems.append(f"{k}.{f}: got {g!r}, expected {v!r}")
     problems += [f"unexpected {k}" for k in seen if k not in expected]
     return problems
+
+
+def session_pipeline(name: str, source: str, sink: str, gap_ms: int = 3_000, grace_ms: int = 6_000) -> Pipeline:
+    """The payment pipeline over per-user sessions."""
+    from stream.windows.specs import Session
+
+    return (Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
+            .filter(lambda r: r["amount"] > 0)
+            .key_by("user_id")
+            .window(Session(gap_ms), grace=grace_ms, aggregate={
+                "n": Count(), "total": Sum("amount"), "low": Min("amount"), "high": Max("amount"),
+                "mean": Mean("amount"), "last_merchant": Last("merchant_id")})
+            .sink(sink, schema=OUT_SCHEMA))
+
+
+def sessions(payments: list[dict[str, Any]], gap_ms: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """Sessions the obvious way: sort each user's records by time, split where the next
+    record is `gap_ms` or more after the previous one."""
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in payments:
+        if p["amount"] > 0:
+            by_user[p["user_id"]].append(p)
+    out = {}
+    for user, recs in by_user.items():
+        recs.sort(key=lambda r: r["ts"])
+        group: list[dict[str, Any]] = []
+        for r in recs + [None]:
+            if group and (r is None or r["ts"] - group[-1]["ts"] >= gap_ms):
+                amounts = [g["amount"] for g in group]
+                out[(user, group[0]["ts"])] = {
+                    "n": len(group), "total": sum(amounts), "low": min(amounts), "high": max(amounts),
+                    "mean": sum(amounts) / len(amounts), "window_end": group[-1]["ts"] + gap_ms}
+                group = []
+            if r is not None:
+                group.append(r)
+    return out

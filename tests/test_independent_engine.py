@@ -13,7 +13,7 @@ from stream.config import RunConfig
 from stream.runner import run_pipeline
 from stream.sources.kafka import read_all
 
-from helpers import OUT_SCHEMA, payment_pipeline
+from helpers import OUT_SCHEMA, payment_pipeline, session_pipeline
 from tests_payments import produce_into
 
 duckdb = pytest.importorskip("duckdb")
@@ -21,13 +21,17 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 FIELDS = ("n", "total", "low", "high", "mean")
 
 
-def sql_windows(records: list[dict], size_ms: int, slide_ms: int) -> dict[tuple[str, int], dict]:
-    """Hopping windows (tumbling when size == slide) in SQL: each record joins the
-    size/slide windows that contain it; a window is [start, start + size)."""
+def _load(records: list[dict]):
     con = duckdb.connect()
     con.execute("CREATE TABLE p (user_id VARCHAR, amount DOUBLE, ts BIGINT)")
     con.executemany("INSERT INTO p VALUES (?, ?, ?)", [(r["user_id"], r["amount"], r["ts"]) for r in records])
-    rows = con.execute(f"""
+    return con
+
+
+def sql_windows(records: list[dict], size_ms: int, slide_ms: int) -> dict[tuple[str, int], dict]:
+    """Hopping windows (tumbling when size == slide) in SQL: each record joins the
+    size/slide windows that contain it; a window is [start, start + size)."""
+    rows = _load(records).execute(f"""
         SELECT user_id, ts - ts % {slide_ms} - j * {slide_ms} AS window_start,
                count(*), sum(amount), min(amount), max(amount), avg(amount)
         FROM p, range(0, {size_ms // slide_ms}) AS t(j)
@@ -36,13 +40,31 @@ def sql_windows(records: list[dict], size_ms: int, slide_ms: int) -> dict[tuple[
     return {(u, ws): dict(zip(FIELDS, vals)) for u, ws, *vals in rows}
 
 
+def sql_sessions(records: list[dict], gap_ms: int) -> dict[tuple[str, int], dict]:
+    """Sessions in SQL (gaps and islands): a record starts a new session when it comes
+    `gap_ms` or more after the user's previous record; a session ends gap_ms after its last."""
+    rows = _load(records).execute(f"""
+        WITH marked AS (
+            SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY user_id ORDER BY ts) < {gap_ms}
+                           THEN 0 ELSE 1 END AS starts
+            FROM p WHERE amount > 0),
+        numbered AS (
+            SELECT *, sum(starts) OVER (PARTITION BY user_id ORDER BY ts, starts DESC
+                                        ROWS UNBOUNDED PRECEDING) AS session
+            FROM marked)
+        SELECT user_id, min(ts), max(ts) + {gap_ms},
+               count(*), sum(amount), min(amount), max(amount), avg(amount)
+        FROM numbered GROUP BY user_id, session""").fetchall()
+    return {(u, start): {"window_end": end, **dict(zip(FIELDS, vals))} for u, start, end, *vals in rows}
+
+
 def compare(sql: dict, rows: list[dict]) -> list[str]:
     got = {(r["user_id"], r["window_start"]): r for r in rows}
     problems = [f"missing {k}" for k in sql if k not in got] + [f"extra {k}" for k in got if k not in sql]
     if len(got) != len(rows):
         problems.append(f"{len(rows) - len(got)} duplicate windows")
     for k in sql.keys() & got.keys():
-        for f in FIELDS:
+        for f in FIELDS + (("window_end",) if "window_end" in sql[k] else ()):
             if not math.isclose(got[k][f], sql[k][f], rel_tol=1e-9, abs_tol=1e-6):
                 problems.append(f"{k} {f}: pipeline {got[k][f]}, SQL {sql[k][f]}")
     return problems
@@ -64,4 +86,22 @@ def test_windows_equal_duckdb_window_by_window(kafka, topic_name, dask_executor,
     assert stats.late == 0 and stats.failed == 0
     expected = sql_windows(records, size_ms, slide_ms)
     assert len(expected) > 1_000
+    assert compare(expected, rows) == []
+
+
+def test_sessions_equal_duckdb_session_by_session(kafka, topic_name, dask_executor):
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 4)
+    ensure_topic(kafka.client(), out, 2)
+    records = produce_into(kafka, src, 20_000, seed=29)
+    gap = 1_500  # users pay every 1.2 s on average: sessions of very different lengths
+    pipeline = session_pipeline(topic_name("app"), src, out, gap_ms=gap, grace_ms=4_000)
+    config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
+    stats = run_pipeline(pipeline, config, executor=dask_executor, drain=True,
+                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+    codec = AvroCodec(OUT_SCHEMA)
+    rows = [codec.decode(m.value) for p in range(2) for m in read_all(kafka.consumer({"group.id": "v"}), out, p)]
+    assert stats.late == 0 and stats.failed == 0
+    expected = sql_sessions(records, gap)
+    assert len(expected) > 1_000 and max(v["n"] for v in expected.values()) > 5
     assert compare(expected, rows) == []

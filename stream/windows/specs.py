@@ -106,3 +106,31 @@ class Tumbling(Hopping):
 
     def __repr__(self) -> str:
         return f"Tumbling(size_ms={self.size_ms})"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Per-key sessions: records of a key less than `gap` apart in event time belong to one
+    session, whose window is ``[first event time, last event time + gap)``.
+
+    Records are aggregated into gap-wide buckets (``pane_of``): two records in one bucket are
+    less than `gap` apart, so a bucket never spans two sessions, and sessions are built from
+    buckets when they close.
+
+    >>> Session(seconds=30).pane_of(95_000)
+    90000
+    """
+
+    gap_ms: int
+
+    def __init__(self, gap: int | timedelta | None = None, *, hours: float = 0, minutes: float = 0,
+                 seconds: float = 0, milliseconds: float = 0) -> None:
+        units = dict(hours=hours, minutes=minutes, seconds=seconds, milliseconds=milliseconds)
+        object.__setattr__(self, "gap_ms", _duration(gap, units, "session gap"))
+
+    @property
+    def pane_ms(self) -> int:
+        return self.gap_ms
+
+    def pane_of(self, ts: int) -> int:
+        return ts - ts % self.gap_ms

@@ -1,0 +1,213 @@
+"""Session window state of one input partition, as a sans-I/O state machine over buckets.
+
+Workers aggregate each key's records into gap-wide buckets, carrying the first and last event
+time of the bucket with the accumulators. Here, a key's buckets, in time order, form one
+session while the next bucket's first record is less than `gap` after the previous bucket's
+last one; a record that bridges two sessions merges them, because the buckets between are
+then close enough. A session closes, once and final, when the watermark reaches
+``last event time + gap + grace``.
+
+Late records: a bucket is late when it starts before ``watermark - grace``. Every session
+emitted so far ends at or before that point, so an accepted bucket can never touch one: no
+session is emitted twice or overlaps an emitted one. The price is that lateness is decided
+per bucket, so a record up to `gap` younger than ``watermark - grace`` can count as late.
+
+>>> from operators import Count
+>>> from stream.windows.specs import Session
+>>> s = SessionStore(Session(seconds=10), {"n": Count()}, grace_ms=0)
+>>> first_last_n = lambda ts: [ts, ts, 1]
+>>> s.merge({("u", 0): first_last_n(1_000), ("u", 10_000): first_last_n(10_500)}, {0: 1, 10_000: 1})
+{}
+>>> [(w.key, w.start, w.end, w.values) for w in s.advance(30_000)]
+[('u', 1000, 20500, {'n': 2})]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from operators.aggregate import Aggregation
+from stream.windows.specs import Session
+from stream.windows.store import PaneKey, WindowResult
+from stream.windows.watermark import NEVER
+
+
+def session_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
+    """What workers aggregate for a session stage: first and last event time, then the user's."""
+    return [_FirstTs(), _LastTs(), *aggregations.values()]
+
+
+@dataclass(frozen=True)
+class _FirstTs(Aggregation):
+    field = None
+
+    def extract(self, record: dict[str, Any], ts: int) -> int:
+        return ts
+
+    def create(self) -> Any:
+        return None
+
+    def add(self, acc: Any, values: Any) -> Any:
+        for v in values:
+            acc = v if acc is None else min(acc, v)
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else min(a, b)
+
+
+@dataclass(frozen=True)
+class _LastTs(_FirstTs):
+    def add(self, acc: Any, values: Any) -> Any:
+        for v in values:
+            acc = v if acc is None else max(acc, v)
+        return acc
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass
+class SessionStore:
+    spec: Session
+    aggregations: Mapping[str, Aggregation]
+    grace_ms: int
+    emitted_through: int = NEVER
+    panes: dict[int, dict[Any, list[Any]]] = field(default_factory=dict)  # bucket: key: [first, last, *accs]
+    _dirty: dict[int, set[Any]] = field(default_factory=dict)   # bucket: keys changed or deleted
+    _dropped: set[int] = field(default_factory=set)              # buckets emptied
+    early: bool = False
+    _touched: set[Any] = field(default_factory=set)              # keys changed since early results
+    _buckets: dict[Any, list[int]] = field(default_factory=dict)  # key: its buckets, sorted
+    _next_close: dict[Any, int] = field(default_factory=dict)    # key: when its first session can close
+
+    def __post_init__(self) -> None:
+        self._aggs = session_accumulators(self.aggregations)
+
+    # -- the WindowStore interface the driver uses ------------------------------------------
+    def pane_closed(self, pane: int) -> bool:
+        return pane < self.emitted_through - self.grace_ms
+
+    pane_late = pane_closed
+
+    def closed_windows(self, pane: int) -> list[tuple[int, int]]:
+        """The late bucket ``[start, start + gap)`` (which session it missed is not kept)."""
+        return [(pane, pane + self.spec.gap_ms)]
+
+    def merge(self, partials: Mapping[PaneKey, list[Any]], counts: Mapping[int, int]) -> dict[int, int]:
+        merges = [a.merge for a in self._aggs]
+        late: dict[int, int] = {}
+        for (key, pane), accs in partials.items():
+            if self.pane_closed(pane):
+                late[pane] = counts.get(pane, 0)
+                continue
+            held = self.panes.setdefault(pane, {})
+            old = held.get(key)
+            if old is None:
+                held[key] = accs
+                buckets = self._buckets.setdefault(key, [])
+                buckets.append(pane)
+                if len(buckets) > 1 and buckets[-2] > pane:
+                    buckets.sort()
+            else:
+                held[key] = [m(x, y) for m, x, y in zip(merges, old, accs)]
+            self._next_close.pop(key, None)
+            self._dirty.setdefault(pane, set()).add(key)
+            if self.early:
+                self._touched.add(key)
+        return {p: n for p, n in late.items() if n}
+
+    def _sessions(self, key: Any) -> list[tuple[list[int], list[Any]]]:
+        """The key's sessions, oldest first: (buckets, merged [first, last, *accs])."""
+        merges = [a.merge for a in self._aggs]
+        out: list[tuple[list[int], list[Any]]] = []
+        for pane in self._buckets.get(key, []):
+            accs = self.panes[pane][key]
+            if out and accs[0] - out[-1][1][1] < self.spec.gap_ms:
+                buckets, merged = out[-1]
+                buckets.append(pane)
+                out[-1] = (buckets, [m(x, y) for m, x, y in zip(merges, merged, accs)])
+            else:
+                out.append(([pane], accs))
+        return out
+
+    def advance(self, watermark: int) -> list[WindowResult]:
+        """Emit the sessions the watermark closes (last + gap + grace <= watermark)."""
+        if watermark <= self.emitted_through:
+            return []
+        horizon = watermark - self.spec.gap_ms - self.grace_ms  # sessions ending by here close
+        candidates = {k for p, keys in self.panes.items() if p <= horizon for k in keys}
+        out: list[WindowResult] = []
+        for key in candidates:
+            if self._next_close.get(key, NEVER) > watermark:
+                continue
+            for buckets, accs in self._sessions(key):
+                closes = accs[1] + self.spec.gap_ms + self.grace_ms
+                if closes > watermark:
+                    self._next_close[key] = closes
+                    break
+                out.append(self._result(key, accs))
+                self._delete(key, buckets)
+        self.emitted_through = watermark
+        out.sort(key=lambda w: (w.start, str(w.key)))
+        return out
+
+    def _result(self, key: Any, accs: list[Any]) -> WindowResult:
+        names = list(self.aggregations)
+        values = {n: a.result(acc) for n, a, acc in zip(names, self._aggs[2:], accs[2:])}
+        return WindowResult(key, accs[0], accs[1] + self.spec.gap_ms, values)
+
+    def _delete(self, key: Any, buckets: list[int]) -> None:
+        for pane in buckets:
+            held = self.panes[pane]
+            del held[key]
+            self._dirty.setdefault(pane, set()).add(key)  # written as a deletion
+            if not held:
+                del self.panes[pane]
+                self._dirty.pop(pane, None)
+                self._dropped.add(pane)
+        left = [p for p in self._buckets[key] if p not in set(buckets)]
+        if left:
+            self._buckets[key] = left
+        else:
+            del self._buckets[key]
+            self._next_close.pop(key, None)
+        self._touched.discard(key)
+
+    def early_results(self) -> list[WindowResult]:
+        """Current results of the open sessions of keys changed since the last call (partial)."""
+        touched, self._touched = self._touched, set()
+        return [self._result(k, accs) for k in touched if k in self._buckets for _, accs in self._sessions(k)]
+
+    def has_changes(self) -> bool:
+        return bool(self._dropped) or any(self._dirty.values())
+
+    def take_changes(self) -> tuple[dict[int, dict[Any, list[Any] | None]], list[int]]:
+        """({bucket: {key: accumulators, or None when deleted}}, buckets emptied) since the last call."""
+        changed: dict[int, dict[Any, list[Any] | None]] = {}
+        for pane, keys in self._dirty.items():
+            held = self.panes.get(pane, {})
+            changed[pane] = {k: held.get(k) for k in keys}
+        dropped = sorted(self._dropped)
+        self._dirty, self._dropped = {}, set()
+        return changed, dropped
+
+    def load(self, entries: Mapping[PaneKey, list[Any] | None], emitted_through: int) -> None:
+        self.emitted_through = max(self.emitted_through, emitted_through)
+        for (key, pane), accs in sorted(entries.items(), key=lambda e: e[0][1]):
+            if accs is not None:
+                self.panes.setdefault(pane, {})[key] = accs
+                self._buckets.setdefault(key, []).append(pane)
+
+    def open_windows(self) -> int:
+        return sum(len(keys) for keys in self.panes.values())
+
+    def check_invariants(self) -> None:
+        for pane, keys in self.panes.items():
+            assert keys, f"empty bucket {pane} held"
+            assert pane % self.spec.gap_ms == 0, f"bucket {pane} not aligned"
+            for key in keys:
+                assert pane in self._buckets[key], f"bucket {pane} of {key!r} not indexed"
+        for key, buckets in self._buckets.items():
+            assert buckets == sorted(buckets) and all(key in self.panes[p] for p in buckets)

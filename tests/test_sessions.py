@@ -1,0 +1,93 @@
+"""Session windows: semantics through the test driver, merging of partials from different
+ranges and workers, restart from the changelog, against an obvious recomputation."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.codecs.avro import AvroCodec
+from stream.sources.memory import MemorySession
+from stream.testing import TestDriver
+
+from helpers import OUT_SCHEMA, diff_windows, session_pipeline, sessions
+from test_executors import make_topic, run
+
+
+def pay(user, ts, amount=1.0):
+    return {"payment_id": f"{user}-{ts}", "user_id": user, "merchant_id": "m", "amount": amount,
+            "currency": "EUR", "country": "DE", "ts": ts}
+
+
+def test_a_session_closes_gap_plus_grace_after_its_last_record():
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=1_000))
+    td.feed([pay("a", 1_000), pay("a", 8_000), pay("a", 17_999), pay("b", 5_000)])
+    assert [(r["user_id"], r["window_start"], r["window_end"], r["n"]) for r in td.advance_watermark(16_000)] == \
+        [("b", 5_000, 15_000, 1)]
+    assert td.advance_watermark(28_998) == []
+    assert [(r["window_start"], r["window_end"], r["n"]) for r in td.advance_watermark(28_999)] == \
+        [(1_000, 27_999, 3)]
+
+
+def test_records_exactly_gap_apart_start_a_new_session():
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=0))
+    td.feed([pay("a", 0), pay("a", 10_000)])
+    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(100_000)] == [(0, 1), (10_000, 1)]
+
+
+def test_a_record_bridging_two_sessions_merges_them():
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=30_000))
+    td.feed([pay("a", 1_000, 1.0), pay("a", 25_000, 2.0)], partition=0)
+    assert {(r["window_start"], r["n"]) for r in td.early_results()} == {(1_000, 1), (25_000, 1)}
+    td.feed([pay("a", 10_500, 4.0)], partition=0)  # joins the first; 14.5 s before the second
+    assert td.advance_watermark(35_000) == []      # [1 s, 20.5 s) closes at 50.5 s
+    td.feed([pay("a", 17_000, 8.0)], partition=0)  # 6.5 s and 8 s: bridges the two sessions
+    [merged] = td.advance_watermark(100_000)
+    assert (merged["window_start"], merged["window_end"], merged["n"], merged["total"]) == (1_000, 35_000, 4, 15.0)
+
+
+def test_late_buckets_are_counted_and_no_session_is_emitted_twice():
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=0))
+    td.feed([pay("a", 1_000), pay("a", 5_000)])
+    assert [r["n"] for r in td.advance_watermark(20_000)] == [2]
+    td.feed([pay("a", 9_000)])                      # would extend the emitted session
+    assert len(td.late) == 1 and td.late[0][1] == [(0, 10_000)]
+    td.feed([pay("a", 21_000)])                     # a new session, after the emitted one
+    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(40_000)] == [(21_000, 1)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 120_000), st.integers(0, 3)),
+                        max_size=80),
+       cuts=st.lists(st.integers(0, 80), max_size=6))
+def test_sessions_equal_recomputation_however_batches_and_partitions_split(records, cuts):
+    """Records fed in random batches and partitions (a key stays on its partition)."""
+    pays = [pay(u, ts, float(i + 1)) for i, (u, ts, _) in enumerate(records)]
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=5_000, grace_ms=10**9))
+    bounds = sorted({0, len(pays), *[c for c in cuts if c < len(pays)]})
+    for a, b in zip(bounds, bounds[1:]):
+        for part in range(3):
+            batch = [p for p in pays[a:b] if "abc".index(p["user_id"]) == part]
+            td.feed(batch, partition=part)
+    rows = td.advance_watermark(2 * 10**9)
+    assert diff_windows(sessions(pays, 5_000), rows) == []
+    for store in td.stores.values():
+        assert store.panes == {}
+
+
+def test_sessions_through_both_executors_and_a_restart_equal_recomputation(executor):
+    topic, records = make_topic(n=6_000)
+    pipeline = session_pipeline("mem", "payments", "out", gap_ms=300, grace_ms=3_000)
+    session, sink = MemorySession([topic]), __import__("stream.sinks.memory", fromlist=["MemorySink"]).MemorySink()
+    d, _ = run(pipeline, session, executor, sink)
+    d.run(until=lambda d: d.stats.records_in >= 3_000)
+    for st_ in d.parts.values():
+        st_.store.check_invariants()
+    first = len(sink.records["out"])
+    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
+    d2.run(until=lambda d: d.caught_up(), drain=True)
+    assert 0 < first and d2.stats.restored > 0 and d.stats.late + d2.stats.late == 0
+    codec = AvroCodec(OUT_SCHEMA)
+    rows = [codec.decode(v) for _, v, _ in sink.records["out"]]
+    assert diff_windows(sessions(records, 300), rows) == []
