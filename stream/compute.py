@@ -100,6 +100,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
     out = out if out is not None else Partial()
     stage = pipeline.window_stage
     aggs = stage.worker_aggregations if stage is not None else []
+    by_count = stage is not None and stage.by_count
     groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
     for offset, record, kafka_ts in rows:
         try:
@@ -122,7 +123,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
             continue
         out.max_ts = ts if out.max_ts is None else max(out.max_ts, ts)
         if stage is not None:
-            pane = stage.spec.pane_of(ts)
+            pane = offset if by_count else stage.spec.pane_of(ts)
             for key, values in extracted:
                 offsets, columns = groups.setdefault((key, pane), ([], [[] for _ in aggs]))
                 offsets.append(offset)

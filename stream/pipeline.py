@@ -24,7 +24,7 @@ from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
 from stream.codecs.avro import AvroCodec
 from stream.codecs.schemas import field_names, load_schema, required_fields
 from stream.errors import PipelineError
-from stream.windows.specs import Hopping, Session, Tumbling, to_ms
+from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, to_ms
 
 __all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
 
@@ -45,7 +45,7 @@ class SourceSpec:
 class WindowStage:
     """The window stage: spec, grace after the window end, and named aggregations."""
 
-    spec: Hopping | Session
+    spec: Hopping | Session | CountWindow
     grace_ms: int
     aggregations: Mapping[str, Aggregation]
     early_ms: int | None = None  # emit partial results of open windows this often
@@ -57,13 +57,24 @@ class WindowStage:
         if isinstance(self.spec, Session):
             from stream.windows.sessions import session_accumulators
             return session_accumulators(self.aggregations)
+        if isinstance(self.spec, CountWindow):
+            from stream.windows.counts import count_accumulators
+            return count_accumulators(self.aggregations)
         return list(self.aggregations.values())
+
+    @property
+    def by_count(self) -> bool:
+        """Count windows: workers send one partial per input record, keyed by its offset."""
+        return isinstance(self.spec, CountWindow)
 
     def new_store(self, early: bool = False) -> Any:
         """Empty state for one input partition: a WindowStore, or a SessionStore for sessions."""
         if isinstance(self.spec, Session):
             from stream.windows.sessions import SessionStore
             return SessionStore(self.spec, self.aggregations, self.grace_ms, early=early)
+        if isinstance(self.spec, CountWindow):
+            from stream.windows.counts import CountStore
+            return CountStore(self.spec, self.aggregations, self.grace_ms, early=early)
         from stream.windows.store import WindowStore
         return WindowStore(self.spec, self.aggregations, self.grace_ms, early=early)
 
@@ -175,7 +186,7 @@ class Pipeline:
         return (self.key.field if self.key is not None else None) or "key"
 
     # -- window ---------------------------------------------------------------------------
-    def window(self, spec: Hopping | Session, *, grace: int | timedelta = 0,
+    def window(self, spec: Hopping | Session | CountWindow, *, grace: int | timedelta = 0,
                aggregate: Mapping[str, Aggregation],
                early: int | timedelta | None = None) -> Pipeline:
         """Aggregate per key over event-time windows; results are emitted once, final.
@@ -185,8 +196,8 @@ class Pipeline:
         """
         if self.key is None:
             raise PipelineError("window() needs key_by() before it: windows are per key")
-        if not isinstance(spec, (Hopping, Session)):
-            raise PipelineError(f"window spec must be Tumbling, Hopping or Session, got {spec!r}")
+        if not isinstance(spec, (Hopping, Session, CountWindow)):
+            raise PipelineError(f"window spec must be Tumbling, Hopping, Session or CountWindow, got {spec!r}")
         grace_ms = to_ms(grace, "grace")
         if grace_ms < 0:
             raise PipelineError(f"grace must be >= 0, got {grace_ms} ms")

@@ -78,7 +78,7 @@ class TestDriver:
             spec = self.pipeline.window_stage.spec  # type: ignore[union-attr]
             field = self.pipeline.source_spec.timestamp  # type: ignore[union-attr]
             failed = {f.offset for f in partial.failures}
-            for (offset, r, ts) in rows:
+            for (offset, r, ts) in rows if late else ():
                 if offset in failed:
                     continue
                 pane = spec.pane_of(r[field] if field else ts)

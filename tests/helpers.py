@@ -122,3 +122,33 @@ def sessions(payments: list[dict[str, Any]], gap_ms: int) -> dict[tuple[str, int
             if r is not None:
                 group.append(r)
     return out
+
+
+def count_pipeline(name: str, source: str, sink: str, size: int = 5, slide: int | None = None) -> Pipeline:
+    """The payment pipeline over windows of `size` payments per user."""
+    from stream.windows.specs import CountWindow
+
+    return (Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
+            .filter(lambda r: r["amount"] > 0)
+            .key_by("user_id")
+            .window(CountWindow(size, slide=slide), aggregate={
+                "n": Count(), "total": Sum("amount"), "low": Min("amount"), "high": Max("amount"),
+                "mean": Mean("amount"), "last_merchant": Last("merchant_id")})
+            .sink(sink, schema=OUT_SCHEMA))
+
+
+def count_windows(payments: list[dict[str, Any]], size: int, slide: int, order: Any) -> list[dict[str, Any]]:
+    """Count windows the obvious way: each user's payments in `order` (partition order), and a
+    window of the last `size` of them after every `slide`-th one once there are `size`."""
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in sorted((p for p in payments if p["amount"] > 0), key=order):
+        by_user[p["user_id"]].append(p)
+    out = []
+    for user, recs in by_user.items():
+        for end in range(size, len(recs) + 1, slide):
+            group = recs[end - size:end]
+            amounts = [g["amount"] for g in group]
+            out.append({"user_id": user, "window_start": min(g["ts"] for g in group),
+                        "window_end": max(g["ts"] for g in group) + 1, "n": len(group),
+                        "total": sum(amounts), "low": min(amounts), "high": max(amounts)})
+    return out

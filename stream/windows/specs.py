@@ -134,3 +134,28 @@ class Session:
 
     def pane_of(self, ts: int) -> int:
         return ts - ts % self.gap_ms
+
+
+@dataclass(frozen=True, slots=True)
+class CountWindow:
+    """Windows of `size` records per key, one every `slide` records (tumbling when equal).
+
+    Records count in the order of their input partition (a key's records must all be in one
+    partition, as for every keyed window). A window is emitted, final, when its last record
+    arrives; a window not yet full is not emitted (early results show it).
+
+    >>> CountWindow(100).slide, CountWindow(100, slide=25).slide
+    (100, 25)
+    """
+
+    size: int
+    slide: int
+
+    def __init__(self, size: int, *, slide: int | None = None) -> None:
+        slide = size if slide is None else slide
+        if size < 1 or slide < 1:
+            raise PipelineError(f"count window size and slide must be >= 1, got {size} and {slide}")
+        if size % slide:
+            raise PipelineError(f"count window size ({size}) must be a multiple of the slide ({slide})")
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "slide", slide)
