@@ -32,6 +32,24 @@ CONSUMER_DEFAULTS = {
 }
 
 
+def check_files(owner: Any, names: tuple[str, ...], prefix: str = "") -> None:
+    """Fail, naming the setting, when one of `owner`'s file settings points at no file."""
+    for name in names:
+        path = getattr(owner, name)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(prefix + name, f"file {path!r} does not exist")
+
+
+def settings_from_env(prefix: str, names: tuple[str, ...], env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Settings `names` from the variables `prefix + NAME`, then `overrides` that are not
+    None; empty values left out."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {n: env.get(prefix + n.upper()) for n in names}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
@@ -80,10 +98,7 @@ class KafkaSecurity:
         elif self.sasl_mechanism:
             raise ConfigError("sasl_mechanism", f"is set but security_protocol is {protocol}; "
                               "use SASL_SSL (or SASL_PLAINTEXT)")
-        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
-            path = getattr(self, name)
-            if path is not None and not os.path.isfile(path):
-                raise ConfigError(name, f"file {path!r} does not exist")
+        check_files(self, ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"))
         if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
             raise ConfigError("ssl_key_location", "a client certificate needs its key, and a key its certificate")
 
@@ -119,12 +134,9 @@ class KafkaSecurity:
         """Settings from STREAM_SECURITY_PROTOCOL, STREAM_SASL_MECHANISM, STREAM_SASL_USERNAME,
         STREAM_SASL_PASSWORD, STREAM_SSL_CA_LOCATION, STREAM_SSL_CERTIFICATE_LOCATION,
         STREAM_SSL_KEY_LOCATION and STREAM_SSL_KEY_PASSWORD; `overrides` (not None) win."""
-        env = os.environ if env is None else env
         names = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
                  "ssl_ca_location", "ssl_certificate_location", "ssl_key_location", "ssl_key_password")
-        values = {n: env.get("STREAM_" + n.upper()) for n in names}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values = {k: v for k, v in values.items() if v not in (None, "")}
+        values = settings_from_env("STREAM_", names, env, overrides)
         protocol = values.pop("security_protocol", "PLAINTEXT")
         return cls(protocol, **values)
 
@@ -178,10 +190,7 @@ class DaskTLS:
     key_file: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not os.path.isfile(path):
-                raise ConfigError(f"dask_tls.{name}", f"file {path!r} does not exist")
+        check_files(self, ("ca_file", "cert_file", "key_file"), "dask_tls.")
         if self.enabled and not (self.ca_file and self.cert_file and self.key_file):
             raise ConfigError("dask_tls", "a tls:// scheduler needs a CA file, a client certificate "
                               "and its key (--tls-ca, --tls-cert, --tls-key)")
@@ -201,10 +210,7 @@ class DaskTLS:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "DaskTLS":
         """From STREAM_DASK_TLS_CA_FILE, STREAM_DASK_TLS_CERT_FILE and STREAM_DASK_TLS_KEY_FILE;
         `overrides` (not None) win."""
-        env = os.environ if env is None else env
-        values = {n: env.get("STREAM_DASK_TLS_" + n.upper()) or None for n in ("ca_file", "cert_file", "key_file")}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**settings_from_env("STREAM_DASK_TLS_", ("ca_file", "cert_file", "key_file"), env, overrides))
 
 
 def _positive(name: str, value: float, minimum: float = 1) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 import fastavro
 
 from stream.codecs.avro import AvroCodec, read_exact
+from stream.config import check_files, settings_from_env
 from stream.errors import ConfigError, DecodeError, EncodeError, StreamError
 from stream.secrets import Secret, masked, reveal_config
 
@@ -51,10 +51,7 @@ class RegistrySecurity:
         if bool(self.user) != bool(self.password):
             raise ConfigError("registry_user", "basic auth needs both a user and a password "
                               "($STREAM_REGISTRY_USER and $STREAM_REGISTRY_PASSWORD)")
-        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
-            path = getattr(self, name)
-            if path is not None and not os.path.isfile(path):
-                raise ConfigError(f"registry_{name}", f"file {path!r} does not exist")
+        check_files(self, ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"), "registry_")
 
     def settings(self) -> dict[str, Any]:
         """Settings for `confluent_kafka.schema_registry.SchemaRegistryClient`."""
@@ -72,9 +69,8 @@ class RegistrySecurity:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "RegistrySecurity":
         """From STREAM_REGISTRY_USER, STREAM_REGISTRY_PASSWORD, STREAM_REGISTRY_SSL_CA_LOCATION,
         STREAM_REGISTRY_SSL_CERTIFICATE_LOCATION and STREAM_REGISTRY_SSL_KEY_LOCATION."""
-        env = os.environ if env is None else env
         names = ("user", "password", "ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
-        return cls(**{n: env.get("STREAM_REGISTRY_" + n.upper()) or None for n in names})
+        return cls(**settings_from_env("STREAM_REGISTRY_", names, env))
 
 
 class RegistryAvroCodec:
