@@ -48,7 +48,9 @@ def test_run_with_bad_pipeline_reference_says_what_is_wrong():
 
 
 @pytest.mark.kafka
-def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_name, tmp_path):
+@pytest.mark.parametrize("kind", ["tumbling", "session"])
+def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_name, tmp_path, kind):
+    from helpers import sessions
     from tests_payments import produce_into
 
     src, out = topic_name("in"), topic_name("out")
@@ -58,8 +60,11 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
     (tmp_path / "mypipe.py").write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from helpers import payment_pipeline
-        pipeline = payment_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r})
+        from helpers import payment_pipeline, session_pipeline
+        if {kind!r} == "session":
+            pipeline = session_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r}, gap_ms=500, grace_ms=2_500)
+        else:
+            pipeline = payment_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r})
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([*STREAM, "run", "mypipe:pipeline", "--bootstrap", kafka.bootstrap, "--workers", "1",
@@ -78,7 +83,7 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert len(rows) >= 50
-    expected = recompute(records)
+    expected = sessions(records, 500) if kind == "session" else recompute(records)
     emitted = _read(kafka, out)
     assert diff_windows({k: v for k, v in expected.items() if k in {(r["user_id"], r["window_start"]) for r in emitted}},
                         emitted) == []

@@ -9,7 +9,7 @@ record arrives. Window bounds are the event times of its first and last record:
 
 >>> from operators import Sum
 >>> from stream.windows.specs import CountWindow
->>> s = CountStore(Count(2), {"total": Sum("x")}, grace_ms=0)
+>>> s = CountStore(CountWindow(2), {"total": Sum("x")}, grace_ms=0)
 >>> s.merge({("k", 0): [1, 10, 10, 5.0], ("k", 1): [1, 11, 11, 6.0], ("k", 2): [1, 12, 12, 7.0]}, {})
 {}
 >>> [(w.key, w.start, w.end, w.values) for w in s.advance(0)]
