@@ -29,7 +29,7 @@ def used_metric_names() -> set[str]:
 
 def test_committed_dashboard_is_what_the_generator_writes():
     assert DASHBOARD.read_text() == generated_dashboard(), \
-        "run `python deploy/grafana/dashboard.py` and commit deploy/grafana/dashboards/stream.json"
+        "run `.venv/bin/python deploy/grafana/dashboard.py` and commit deploy/grafana/dashboards/stream.json"
 
 
 def test_dashboard_panels_are_laid_out_and_use_the_provisioned_datasource():

@@ -1,6 +1,6 @@
 """Build the Grafana dashboard for stream pipelines from a short list of rows and panels.
 
-    python deploy/grafana/dashboard.py        # rewrites deploy/grafana/dashboards/stream.json
+    .venv/bin/python deploy/grafana/dashboard.py   # rewrites deploy/grafana/dashboards/stream.json
 
 The JSON is generated so that every panel is laid out the same way and every query is in one
 readable list; tests/test_grafana.py checks the committed JSON matches this file and
