@@ -22,7 +22,11 @@ def plot_curves(curves: dict[str, list[list[float]]], path: Path) -> None:
         points = curves.get(name, [])
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, [y / 1000 for y in ys], marker="o")
+            ax.plot(xs, [y / 1000 for y in ys], marker="o", label="records / s")
+        results = curves.get(name + "_results", [])
+        if results:  # the overlap panel also shows window results per second
+            ax.plot(*zip(*[(x, y / 1000) for x, y in results]), marker="s", label="results / s")
+            ax.legend(fontsize=8)
         ax.set_xlabel(label)
         if log_x:
             ax.set_xscale("log")

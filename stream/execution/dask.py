@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any, Callable
 
 import dask
@@ -65,6 +66,8 @@ class DaskExecutor:
             raise SchedulerUnavailable(address, connect_timeout_s, detail) from exc
         self.address = address
         self._workers: list[str] = []
+        self.refresh_s = 5.0  # how often submit() looks for workers that joined or left
+        self._refreshed = time.monotonic()
         self.refresh_workers()
 
     def refresh_workers(self) -> list[str]:
@@ -87,6 +90,13 @@ class DaskExecutor:
         return int(info.get("n_workers", len(info.get("workers", {}))))
 
     def submit(self, fn: Callable[..., Any], *args: Any, pin: int) -> Future:
+        now = time.monotonic()
+        if now - self._refreshed >= self.refresh_s:  # workers come and go: re-pin to who is there
+            self._refreshed = now
+            try:
+                self.refresh_workers()
+            except Exception as exc:  # noqa: BLE001 - keep the last list; the scheduler may be busy
+                log.debug("could not refresh the worker list: %s", exc)
         target = [self._workers[pin % len(self._workers)]] if self._workers else None
         return self.client.submit(fn, *args, workers=target, allow_other_workers=True, pure=False)
 
