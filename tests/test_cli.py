@@ -48,9 +48,9 @@ def test_run_with_bad_pipeline_reference_says_what_is_wrong():
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("kind", ["tumbling", "session"])
+@pytest.mark.parametrize("kind", ["tumbling", "session", "count"])
 def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_name, tmp_path, kind):
-    from helpers import sessions
+    from helpers import count_windows, sessions
     from tests_payments import produce_into
 
     src, out = topic_name("in"), topic_name("out")
@@ -60,9 +60,11 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
     (tmp_path / "mypipe.py").write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from helpers import payment_pipeline, session_pipeline
+        from helpers import count_pipeline, payment_pipeline, session_pipeline
         if {kind!r} == "session":
             pipeline = session_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r}, gap_ms=500, grace_ms=2_500)
+        elif {kind!r} == "count":
+            pipeline = count_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r}, size=5)
         else:
             pipeline = payment_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r})
     """))
@@ -83,7 +85,11 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert len(rows) >= 50
-    expected = sessions(records, 500) if kind == "session" else recompute(records)
+    if kind == "count":  # every 5 payments of a user, in the order they were produced
+        expected = {(w["user_id"], w["window_start"]): w
+                    for w in count_windows(records, 5, 5, order=lambda p: int(p["payment_id"].rsplit("-", 1)[1]))}
+    else:
+        expected = sessions(records, 500) if kind == "session" else recompute(records)
     emitted = _read(kafka, out)
     assert diff_windows({k: v for k, v in expected.items() if k in {(r["user_id"], r["window_start"]) for r in emitted}},
                         emitted) == []
