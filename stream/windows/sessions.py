@@ -167,7 +167,8 @@ class SessionStore:
                 del self.panes[pane]
                 self._dirty.pop(pane, None)
                 self._dropped.add(pane)
-        left = [p for p in self._buckets[key] if p not in set(buckets)]
+        gone = set(buckets)
+        left = [p for p in self._buckets[key] if p not in gone]
         if left:
             self._buckets[key] = left
         else:
