@@ -116,7 +116,8 @@ class Driver:
         self.failed = False            # set when the loop died: no further commits
         session.on_revoke = self._on_revoked
         if metrics is not None:
-            metrics.watch(lambda: self.watermarks.floor, self.open_windows)
+            metrics.probes.watermark_ms = lambda: self.watermarks.floor
+            metrics.probes.open_windows = self.open_windows
             metrics.probes.state_bytes = self.state_bytes
             metrics.probes.partitions = lambda: len(self.parts)
             metrics.probes.ready = lambda: bool(self.parts) and not self.failed
@@ -281,7 +282,7 @@ class Driver:
                 self.metrics.retried("short_read")
         st.done[task.start] = r
         if self.metrics:
-            self.metrics.task_seconds(r.seconds)
+            self.metrics.stage("read_decode", r.seconds)
 
     def _merge_ready(self) -> None:
         t0, now = time.perf_counter(), _now_ms()
@@ -390,8 +391,8 @@ class Driver:
         t0 = time.perf_counter()
         self._write_results(results, b"final")
         self.stats.windows += len(results)
-        self._closed.append((time.monotonic(), max(w.end for w in results)))
         if self.metrics:
+            self._closed.append((time.monotonic(), max(w.end for w in results)))
             self.metrics.windows(len(results))
             self.metrics.stage("produce", time.perf_counter() - t0)
         self._count_out(len(results))

@@ -160,9 +160,6 @@ class Metrics:
     def stage(self, stage: str, seconds: float) -> None:
         self._stage.labels(self.pipeline, stage).observe(seconds)
 
-    def task_seconds(self, s: float) -> None:
-        self.stage("read_decode", s)
-
     def committed(self, seconds: float, transactional: bool = False) -> None:
         self._commits.labels(self.pipeline).inc()
         if transactional:
@@ -198,10 +195,6 @@ class Metrics:
     def alive(self) -> None:
         """The driver loop turned; `/healthz` fails when it has not for `health_timeout_s`."""
         self._alive = time.monotonic()
-
-    def watch(self, watermark_ms: Callable[[], int], open_windows: Callable[[], int]) -> None:
-        """Mirror driver state, read at scrape time (the common two; see `probes` for the rest)."""
-        self.probes.watermark_ms, self.probes.open_windows = watermark_ms, open_windows
 
     # -- serving --------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:

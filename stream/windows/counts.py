@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from operators.aggregate import Aggregation, Count as CountRecords
-from stream.windows.sessions import _FirstTs, _LastTs
+from stream.windows.sessions import FirstEventTime, LastEventTime
 from stream.windows.specs import CountWindow
 from stream.windows.store import PaneKey, WindowResult
 from stream.windows.watermark import NEVER
@@ -32,7 +32,7 @@ STATE = 0  # the one changelog bucket: every key's count state lives in it
 
 def count_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
     """What workers fold per record for a count stage: records, first and last event time, the user's."""
-    return [CountRecords(), _FirstTs(), _LastTs(), *aggregations.values()]
+    return [CountRecords(), FirstEventTime(), LastEventTime(), *aggregations.values()]
 
 
 @dataclass
@@ -51,10 +51,6 @@ class CountStore:
     def __post_init__(self) -> None:
         self._aggs = count_accumulators(self.aggregations)
         self._panes = self.spec.size // self.spec.slide
-
-    @property
-    def panes(self) -> dict[int, dict[Any, list[Any]]]:
-        return {STATE: self.state} if self.state else {}
 
     def pane_closed(self, pane: int) -> bool:
         return False

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from operators.aggregate import Aggregation
+from operators.aggregate import Aggregation, Max, Min
 from stream.windows.specs import Session
 from stream.windows.store import PaneKey, WindowResult
 from stream.windows.watermark import NEVER
@@ -35,37 +35,27 @@ from stream.windows.watermark import NEVER
 
 def session_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
     """What workers aggregate for a session stage: first and last event time, then the user's."""
-    return [_FirstTs(), _LastTs(), *aggregations.values()]
+    return [FirstEventTime(), LastEventTime(), *aggregations.values()]
 
 
 @dataclass(frozen=True)
-class _FirstTs(Aggregation):
-    field = None
+class FirstEventTime(Min):
+    """The lowest event time of the records (Min over the event time, not a field)."""
+
+    field: str | None = None
 
     def extract(self, record: dict[str, Any], ts: int) -> int:
         return ts
 
-    def create(self) -> Any:
-        return None
-
-    def add(self, acc: Any, values: Any) -> Any:
-        for v in values:
-            acc = v if acc is None else min(acc, v)
-        return acc
-
-    def merge(self, a: Any, b: Any) -> Any:
-        return b if a is None else a if b is None else min(a, b)
-
 
 @dataclass(frozen=True)
-class _LastTs(_FirstTs):
-    def add(self, acc: Any, values: Any) -> Any:
-        for v in values:
-            acc = v if acc is None else max(acc, v)
-        return acc
+class LastEventTime(Max):
+    """The highest event time of the records."""
 
-    def merge(self, a: Any, b: Any) -> Any:
-        return b if a is None else a if b is None else max(a, b)
+    field: str | None = None
+
+    def extract(self, record: dict[str, Any], ts: int) -> int:
+        return ts
 
 
 @dataclass
