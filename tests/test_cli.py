@@ -99,12 +99,9 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
 
 
 def _read(kafka, topic):
-    from stream.codecs.avro import AvroCodec
-    from stream.sources.kafka import read_all
-    from helpers import OUT_SCHEMA
+    from tests_payments import read_windows
 
-    codec = AvroCodec(OUT_SCHEMA)
-    return [codec.decode(m.value) for m in read_all(kafka.consumer({"group.id": "cli-check"}), topic, 0)]
+    return read_windows(kafka, topic, partitions=1)
 
 
 @pytest.mark.kafka

@@ -6,13 +6,11 @@ import pytest
 
 from stream.codecs.avro import AvroCodec
 from stream.errors import PipelineError
-from stream.sinks.memory import MemorySink
-from stream.sources.memory import MemorySession
 from stream.testing import TestDriver
 from stream.windows.specs import CountWindow
 
 from helpers import OUT_SCHEMA, count_pipeline, count_windows
-from test_executors import make_topic, run
+from test_executors import make_topic, run_with_restart
 
 
 def pay(user, ts, amount):
@@ -48,11 +46,7 @@ def test_count_windows_through_both_executors_and_a_restart(executor, size, slid
     topic, records = make_topic(n=5_000)
     order = {r["payment_id"]: i for i, r in enumerate(records)}  # one user's records: one partition
     pipeline = count_pipeline("mem", "payments", "out", size=size, slide=slide)
-    session, sink = MemorySession([topic]), MemorySink()
-    d, _ = run(pipeline, session, executor, sink)
-    d.run(until=lambda d: d.stats.records_in >= 2_500)
-    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
-    d2.run(until=lambda d: d.caught_up(), drain=True)
+    _, d2, sink = run_with_restart(pipeline, topic, executor, 2_500)
     assert d2.stats.restored > 0
     codec = AvroCodec(OUT_SCHEMA)
     got = sorted(([codec.decode(v) for _, v, _ in sink.records["out"]]),

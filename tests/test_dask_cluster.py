@@ -4,42 +4,26 @@ removed mid-stream, and every window still correct."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from stream.admin import ensure_topic
 from stream.broker import free_port
-from stream.codecs.avro import AvroCodec
 from stream.config import RunConfig
-from stream.runner import make_executor, run_pipeline
-from stream.sources.kafka import read_all
+from stream.runner import make_executor
 
-from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
-from tests_payments import produce_into
+from daskkit import start_scheduler, start_worker, stop_all
+from helpers import diff_windows, payment_pipeline, recompute
+from tests_payments import produce_into, read_windows, run_to_end
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[1]
-DASK = str(Path(sys.executable).with_name("dask"))
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # the tests' pipelines, for unpickling
-
-
-def start_worker(address: str, name: str, log_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=open(log_dir / f"{name}.log", "w"))
 
 
 def test_a_worker_joins_and_another_leaves_mid_stream_and_every_window_is_correct(kafka, topic_name, tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              env=ENV, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "scheduler.log", "w"))]
+    procs = [start_scheduler(port, tmp_path)]
     procs.append(start_worker(address, "first", tmp_path))
     executor = None
     try:
@@ -66,22 +50,13 @@ def test_a_worker_joins_and_another_leaves_mid_stream_and_every_window_is_correc
                 churn["removed"] = True
                 threading.Thread(target=procs[1].terminate, daemon=True).start()  # the first one goes
 
-        stats = run_pipeline(pipeline, config, executor=executor, drain=True, on_step=on_step,
-                             until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+        stats = run_to_end(pipeline, config, executor, records, on_step=on_step)
         assert churn == {"added": True, "removed": True}
         assert len(seen_workers) == 2 and executor.refresh_workers() != [] and procs[1].wait(30) is not None
-        codec = AvroCodec(OUT_SCHEMA)
-        rows = [codec.decode(m.value) for p in range(2)
-                for m in read_all(kafka.consumer({"group.id": "verify"}), out, p)]
+        rows = read_windows(kafka, out)
         assert stats.records_in == len(records) and stats.failed == 0
         assert diff_windows(recompute(records), rows) == []
     finally:
         if executor is not None:
             executor.close()
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)

@@ -32,6 +32,19 @@ def run(pipeline, session, executor, sink=None, max_inflight=4, **kw):
     return d, sink
 
 
+def run_with_restart(pipeline, topic, executor, stop_at, at_stop=lambda d, sink: None):
+    """Run until `stop_at` records are in, then a new driver (the committed offsets and state,
+    a new group member) to the end, closing every window; returns (first, second, sink).
+    `at_stop(first, sink)` looks at the first driver when it stops."""
+    session, sink = MemorySession([topic]), MemorySink()
+    d, _ = run(pipeline, session, executor, sink)
+    d.run(until=lambda d: d.stats.records_in >= stop_at)
+    at_stop(d, sink)
+    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
+    d2.run(until=lambda d: d.caught_up(), drain=True)
+    return d, d2, sink
+
+
 def decode_all(sink, topic="out"):
     codec = AvroCodec(OUT_SCHEMA)
     return [codec.decode(v) for _, v, _ in sink.records[topic]]
@@ -186,11 +199,7 @@ def test_sketches_collect_and_top_k_through_both_executors_and_a_restart(executo
 
     topic, records = make_topic(n=4_000)
     pipeline = sketch_pipeline()
-    session, sink = MemorySession([topic]), MemorySink()
-    d, _ = run(pipeline, session, executor, sink)
-    d.run(until=lambda d: d.stats.records_in >= 2_000)
-    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
-    d2.run(until=lambda d: d.caught_up(), drain=True)
+    _, d2, sink = run_with_restart(pipeline, topic, executor, 2_000)
     assert d2.stats.restored > 0
     aggs = pipeline.window_stage.aggregations
     by_window = defaultdict(list)

@@ -8,13 +8,10 @@ import math
 import pytest
 
 from stream.admin import ensure_topic
-from stream.codecs.avro import AvroCodec
 from stream.config import RunConfig
-from stream.runner import run_pipeline
-from stream.sources.kafka import read_all
 
-from helpers import OUT_SCHEMA, payment_pipeline, session_pipeline
-from tests_payments import produce_into
+from helpers import payment_pipeline, session_pipeline
+from tests_payments import produce_into, read_windows, run_to_end
 
 duckdb = pytest.importorskip("duckdb")
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -58,6 +55,14 @@ def sql_sessions(records: list[dict], gap_ms: int) -> dict[tuple[str, int], dict
     return {(u, start): {"window_end": end, **dict(zip(FIELDS, vals))} for u, start, end, *vals in rows}
 
 
+def run_and_read(kafka, pipeline, executor, records: list[dict], out: str) -> list[dict]:
+    """Run the pipeline over every record on the broker, closing all windows; its results."""
+    config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
+    stats = run_to_end(pipeline, config, executor, records)
+    assert stats.late == 0 and stats.failed == 0
+    return read_windows(kafka, out)
+
+
 def compare(sql: dict, rows: list[dict]) -> list[str]:
     got = {(r["user_id"], r["window_start"]): r for r in rows}
     problems = [f"missing {k}" for k in sql if k not in got] + [f"extra {k}" for k in got if k not in sql]
@@ -78,12 +83,7 @@ def test_windows_equal_duckdb_window_by_window(kafka, topic_name, dask_executor,
     records = produce_into(kafka, src, 20_000, seed=23)
     pipeline = payment_pipeline(topic_name("app"), src, out, size_ms=size_ms,
                                 slide_ms=None if size_ms == slide_ms else slide_ms)
-    config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
-    stats = run_pipeline(pipeline, config, executor=dask_executor, drain=True,
-                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
-    codec = AvroCodec(OUT_SCHEMA)
-    rows = [codec.decode(m.value) for p in range(2) for m in read_all(kafka.consumer({"group.id": "v"}), out, p)]
-    assert stats.late == 0 and stats.failed == 0
+    rows = run_and_read(kafka, pipeline, dask_executor, records, out)
     expected = sql_windows(records, size_ms, slide_ms)
     assert len(expected) > 1_000
     assert compare(expected, rows) == []
@@ -96,12 +96,7 @@ def test_sessions_equal_duckdb_session_by_session(kafka, topic_name, dask_execut
     records = produce_into(kafka, src, 20_000, seed=29)
     gap = 1_500  # users pay every 1.2 s on average: sessions of very different lengths
     pipeline = session_pipeline(topic_name("app"), src, out, gap_ms=gap, grace_ms=4_000)
-    config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
-    stats = run_pipeline(pipeline, config, executor=dask_executor, drain=True,
-                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
-    codec = AvroCodec(OUT_SCHEMA)
-    rows = [codec.decode(m.value) for p in range(2) for m in read_all(kafka.consumer({"group.id": "v"}), out, p)]
-    assert stats.late == 0 and stats.failed == 0
+    rows = run_and_read(kafka, pipeline, dask_executor, records, out)
     expected = sql_sessions(records, gap)
     assert len(expected) > 1_000 and max(v["n"] for v in expected.values()) > 5
     assert compare(expected, rows) == []

@@ -9,8 +9,8 @@ from stream.errors import BrokerUnavailable, TopicMissing
 from stream.runner import PipelineRun, run_pipeline
 from stream.sources.kafka import read_all
 
-from tests_payments import produce_into as produce
-from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
+from tests_payments import produce_into as produce, read_windows
+from helpers import diff_windows, payment_pipeline, recompute
 
 pytestmark = pytest.mark.kafka
 
@@ -20,12 +20,6 @@ def setup_topics(kafka, topic_name, partitions=4):
     ensure_topic(kafka.client(), src, partitions)
     ensure_topic(kafka.client(), out, 2)
     return src, out
-
-
-def read_windows(kafka, topic, partitions=2):
-    codec = AvroCodec(OUT_SCHEMA)
-    return [codec.decode(m.value) for p in range(partitions)
-            for m in read_all(kafka.consumer({"group.id": "verify"}), topic, p)]
 
 
 def config(kafka, app, **kw):
@@ -132,7 +126,6 @@ def test_existing_scheduler_by_address(kafka, topic_name, dask_executor):
 
 def test_stateless_pipeline_writes_every_kept_record_once(kafka, topic_name, executor):
     """No window: filter + map + key_by, each surviving input record becomes one output record."""
-    from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
     from stream.pipeline import Pipeline
 

@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 
 from stream.admin import ensure_topic
-from stream.codecs.avro import AvroCodec
 from stream.config import KafkaConfig, KafkaSecurity, RunConfig
 from stream.errors import BrokerUnavailable, ConfigError
 from stream.runner import PipelineRun, run_pipeline
 from stream.secrets import Secret
 from stream.sources.kafka import read_all
 
-from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
-from tests_payments import produce_into
+from helpers import diff_windows, payment_pipeline, recompute
+from tests_payments import produce_into, read_windows, run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55-7f1d"
@@ -76,13 +75,9 @@ def test_a_pipeline_runs_end_to_end_over_tls_on_dask(tls_broker, dask_executor):
     ensure_topic(kafka.client(), out, 2)
     records = produce_into(kafka, src, 5_000)
     pipeline = payment_pipeline("tls-app", src, out)
-    stats = run_pipeline(pipeline, RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2,
-                                             range_records=1_000),
-                         executor=dask_executor, drain=True,
-                         until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
-    codec = AvroCodec(OUT_SCHEMA)
-    rows = [codec.decode(m.value) for p in range(2)
-            for m in read_all(kafka.consumer({"group.id": "verify"}), out, p)]
+    stats = run_to_end(pipeline, RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2,
+                                           range_records=1_000), dask_executor, records)
+    rows = read_windows(kafka, out)
     assert stats.records_in == len(records) and stats.failed == 0
     assert diff_windows(recompute(records), rows) == []
     assert proxy.handshake_failures == []  # every client (driver, workers, admin) spoke TLS
@@ -220,6 +215,8 @@ def tls_dask(ca, tmp_path_factory):
     """A real `dask scheduler` and `dask worker` started with certificates from a test CA."""
     from stream.broker import free_port
 
+    from daskkit import start_scheduler, start_worker, stop_all
+
     d = tmp_path_factory.mktemp("dask-tls")
     cert = ca.issue_cert("127.0.0.1", "localhost")
     files = {"ca": d / "ca.pem", "cert": d / "cert.pem", "key": d / "key.pem"}
@@ -229,24 +226,12 @@ def tls_dask(ca, tmp_path_factory):
     tls = [f"--tls-ca-file={files['ca']}", f"--tls-cert={files['cert']}", f"--tls-key={files['key']}"]
     port = free_port()
     address = f"tls://127.0.0.1:{port}"
-    dask = str(Path(sys.executable).with_name("dask"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # the tests' pipelines, for unpickling
-    procs = [subprocess.Popen([dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard", *tls],
-                              env=env, stdout=subprocess.DEVNULL, stderr=open(d / "scheduler.log", "w"))]
-    procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--no-dashboard",
-                                   "--name", "tls-worker", *tls], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(d / "worker.log", "w")))
+    procs = [start_scheduler(port, d, "--protocol", "tls", *tls)]
+    procs.append(start_worker(address, "tls-worker", d, *tls))
     try:
         yield address, {k: str(v) for k, v in files.items()}, d
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 @pytest.mark.kafka
@@ -268,14 +253,11 @@ def test_a_pipeline_runs_on_a_tls_dask_scheduler(tls_dask, kafka, topic_name):
     try:
         executor.client.wait_for_workers(1, timeout=60)
         executor.refresh_workers()
-        stats = run_pipeline(pipeline, config, executor=executor, drain=True,
-                             until=lambda d: d.stats.records_in >= len(records) and d.caught_up())
+        stats = run_to_end(pipeline, config, executor, records)
         ran_on = executor.client.run(lambda: "ok")  # the worker answered over TLS
     finally:
         executor.close()
-    codec = AvroCodec(OUT_SCHEMA)
-    rows = [codec.decode(m.value) for p in range(2)
-            for m in read_all(kafka.consumer({"group.id": "verify"}), out, p)]
+    rows = read_windows(kafka, out)
     assert stats.records_in == len(records) and list(ran_on.values()) == ["ok"]
     assert all(w.startswith("tls://") for w in ran_on)
     assert diff_windows(recompute(records), rows) == []

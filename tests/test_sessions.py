@@ -1,18 +1,15 @@
 """Session windows: semantics through the test driver, merging of partials from different
 ranges and workers, restart from the changelog, against an obvious recomputation."""
 
-import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.codecs.avro import AvroCodec
-from stream.sources.memory import MemorySession
 from stream.testing import TestDriver
 
 from helpers import OUT_SCHEMA, diff_windows, session_pipeline, sessions
-from test_executors import make_topic, run
+from test_executors import make_topic, run_with_restart
 
 
 def pay(user, ts, amount=1.0):
@@ -79,15 +76,15 @@ def test_sessions_equal_recomputation_however_batches_and_partitions_split(recor
 def test_sessions_through_both_executors_and_a_restart_equal_recomputation(executor):
     topic, records = make_topic(n=6_000)
     pipeline = session_pipeline("mem", "payments", "out", gap_ms=300, grace_ms=3_000)
-    session, sink = MemorySession([topic]), __import__("stream.sinks.memory", fromlist=["MemorySink"]).MemorySink()
-    d, _ = run(pipeline, session, executor, sink)
-    d.run(until=lambda d: d.stats.records_in >= 3_000)
-    for st_ in d.parts.values():
-        st_.store.check_invariants()
-    first = len(sink.records["out"])
-    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
-    d2.run(until=lambda d: d.caught_up(), drain=True)
-    assert 0 < first and d2.stats.restored > 0 and d.stats.late + d2.stats.late == 0
+    at_stop: dict = {}
+
+    def look(d, sink):
+        for st_ in d.parts.values():
+            st_.store.check_invariants()
+        at_stop["emitted"] = len(sink.records["out"])
+
+    d, d2, sink = run_with_restart(pipeline, topic, executor, 3_000, look)
+    assert 0 < at_stop["emitted"] and d2.stats.restored > 0 and d.stats.late + d2.stats.late == 0
     codec = AvroCodec(OUT_SCHEMA)
     rows = [codec.decode(v) for _, v, _ in sink.records["out"]]
     assert diff_windows(sessions(records, 300), rows) == []

@@ -1,9 +1,13 @@
-"""Producing generated payments into a topic, for end-to-end tests."""
+"""Producing generated payments into a topic, running a pipeline over them to the end, and
+reading its window results back: for end-to-end tests."""
 
 from confluent_kafka import Producer
 
+from stream.codecs.avro import AvroCodec
 from stream.generator import PaymentGenerator, partition_of
-from helpers import payment_pipeline
+from stream.runner import run_pipeline
+from stream.sources.kafka import read_all
+from helpers import OUT_SCHEMA, payment_pipeline
 
 
 def produce_into(kafka, topic, n, seed=11, skip=0, partitions=4):
@@ -15,3 +19,16 @@ def produce_into(kafka, topic, n, seed=11, skip=0, partitions=4):
         p.produce(topic, codec.encode(r), r["user_id"].encode(), partition=partition_of(r["user_id"], partitions))
     assert p.flush(30) == 0
     return records
+
+
+def run_to_end(pipeline, config, executor, records, **kw):
+    """Run until every record is merged, then close every window; returns the driver's counts."""
+    return run_pipeline(pipeline, config, executor=executor, drain=True,
+                        until=lambda d: d.stats.records_in >= len(records) and d.caught_up(), **kw)
+
+
+def read_windows(kafka, topic, partitions=2):
+    """Every window result in `topic`, decoded."""
+    codec = AvroCodec(OUT_SCHEMA)
+    return [codec.decode(m.value) for p in range(partitions)
+            for m in read_all(kafka.consumer({"group.id": "verify"}), topic, p)]
