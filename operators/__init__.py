@@ -9,15 +9,18 @@ tested with a list of dicts.
 """
 
 from operators.aggregate import Aggregation, Collect, Count, Last, Max, Mean, Min, Sum, TopK
-from operators.base import Operator, OperatorFailure
+from operators.base import BatchOperator, Operator, OperatorFailure, OperatorUnavailable
 from operators.expr import Expr, col
+from operators.features import Features, Field, OneHot, Ratio
+from operators.score import Score
 from operators.sketches import ApproxDistinct, ApproxQuantile
 from operators.transform import FilterOp as Filter
 from operators.transform import FlatMapOp as FlatMap
 from operators.transform import KeyBy, MapOp as Map, Project
 
 __all__ = [
-    "Aggregation", "ApproxDistinct", "ApproxQuantile", "Collect", "Count", "Expr", "Filter",
-    "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean", "Min", "Operator", "OperatorFailure",
-    "Project", "Sum", "TopK", "col",
+    "Aggregation", "ApproxDistinct", "ApproxQuantile", "BatchOperator", "Collect", "Count",
+    "Expr", "Features", "Field", "Filter", "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean",
+    "Min", "OneHot", "Operator", "OperatorFailure", "OperatorUnavailable", "Project", "Ratio",
+    "Score", "Sum", "TopK", "col",
 ]

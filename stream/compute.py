@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Sequence
 
+from operators.base import BatchOperator, Operator, OperatorUnavailable
 from operators.transform import KeyBy
 from stream.errors import DecodeError
 from stream.pipeline import Pipeline
@@ -31,6 +32,20 @@ class TooLarge(ValueError):
 
 class FutureEventTime(ValueError):
     """An event time further ahead of the wall clock than the allowed bound."""
+
+
+def result_records(pipeline: Pipeline, results: Iterable[Any],
+                   failed: Callable[[Any, BaseException], None],
+                   tallies: dict[tuple[str, str], int] | None = None) -> list[Item]:
+    """Window results as output records, after the operators that follow window().
+
+    Returns (result, key, record) items; a result that makes an operator raise goes to
+    `failed(result, error)`.
+    """
+    key_field = pipeline.key_field
+    items = [(w, w.key, {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values})
+             for w in results]
+    return run_steps(pipeline.result_steps, items, failed, tallies) if pipeline.result_steps else items
 
 
 def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | None) -> Failure:
@@ -63,15 +78,66 @@ def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Par
     return rows
 
 
-def _run_steps(pipeline: Pipeline, row: Row) -> list[tuple[Any, dict[str, Any]]]:
-    """Apply every operator to one record; returns (key, record) pairs."""
-    items: list[tuple[Any, dict[str, Any]]] = [(None, row[1])]
-    for op in pipeline.steps:
-        if isinstance(op, KeyBy):
-            items = [(op.key_of(r), r) for _, r in items]
-        else:
-            items = [(k, r2) for k, r in items for r2 in op.process(r)]
+Item = tuple[Any, Any, dict[str, Any]]  # (tag, key, record); the tag says where it came from
+
+
+def run_steps(steps: Iterable[Operator], items: list[Item],
+              failed: Callable[[Any, BaseException], None],
+              tallies: dict[tuple[str, str], int] | None = None) -> list[Item]:
+    """Apply operators, step by step, to a batch of (tag, key, record) items.
+
+    A record-at-a-time operator runs per record; a `BatchOperator` gets the whole batch in one
+    call, and when that raises, one record at a time. A record that makes an operator raise is
+    reported to `failed(tag, error)` and dropped; the rest go on.
+
+    >>> from operators import Filter
+    >>> run_steps([Filter(lambda r: r["x"] > 0)], [(0, None, {"x": 1}), (1, None, {"x": -1})],
+    ...           failed=print)
+    [(0, None, {'x': 1})]
+    """
+    for op in steps:
+        if isinstance(op, BatchOperator):
+            items = _run_batch(op, items, failed, tallies)
+            continue
+        out: list[Item] = []
+        for tag, key, record in items:
+            try:
+                if isinstance(op, KeyBy):
+                    out.append((tag, op.key_of(record), record))
+                else:
+                    out.extend((tag, key, r2) for r2 in op.process(record))
+            except OperatorUnavailable:
+                raise
+            except Exception as exc:  # an operator raised: this record fails, the batch goes on
+                failed(tag, exc)
+        items = out
     return items
+
+
+def _run_batch(op: BatchOperator, items: list[Item], failed: Callable[[Any, BaseException], None],
+               tallies: dict[tuple[str, str], int] | None) -> list[Item]:
+    if not items:
+        return items
+    try:
+        outputs = op.process_batch([r for _, _, r in items])
+        if len(outputs) != len(items):
+            raise ValueError(f"{op.name}: process_batch returned {len(outputs)} records for "
+                             f"{len(items)}; a batch operator returns one per input")
+        done = [(tag, key, r) for (tag, key, _), r in zip(items, outputs)]
+    except OperatorUnavailable:
+        raise
+    except Exception:  # find the records that fail, one by one
+        done = []
+        for tag, key, record in items:
+            try:
+                done.extend((tag, key, r) for r in op.process_batch([record]))
+            except OperatorUnavailable:
+                raise
+            except Exception as exc:
+                failed(tag, exc)
+    if tallies is not None:
+        op.tally([r for _, _, r in done], tallies)
+    return done
 
 
 def _event_time(pipeline: Pipeline, record: dict[str, Any], kafka_ts: int) -> int:
@@ -99,9 +165,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
     """
     out = out if out is not None else Partial()
     stage = pipeline.window_stage
-    aggs = stage.worker_aggregations if stage is not None else []
-    by_count = stage is not None and stage.by_count
-    groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
+    items: list[Item] = []
     for offset, record, kafka_ts in rows:
         try:
             ts = _event_time(pipeline, record, kafka_ts)
@@ -110,29 +174,40 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
             reason = "future_event_time" if isinstance(exc, FutureEventTime) else "bad_event_time"
             out.failures.append(_failure(offset, reason, exc, raw(offset)))
             continue
+        items.append(((offset, ts), None, record))
+
+    def failed(tag: tuple[int, int], exc: BaseException) -> None:
+        out.failures.append(_failure(tag[0], "operator_error", exc, raw(tag[0])))
+    items = run_steps(pipeline.steps, items, failed, out.scored)
+    if items:
+        top = max(ts for (_, ts), _, _ in items)
+        out.max_ts = top if out.max_ts is None else max(out.max_ts, top)
+    if stage is None:
+        _encode_passthrough(pipeline, items, out, raw)
+    else:
+        _group(stage, items, out, raw)
+    out.failures.sort(key=lambda f: f.offset)
+    return out
+
+
+def _group(stage: Any, items: list[Item], out: Partial, raw: Callable[[int], RawMessage | None]) -> None:
+    """Extract each aggregation's input per record and fold them per (key, pane)."""
+    aggs = stage.worker_aggregations
+    groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
+    for (offset, ts), key, record in items:
         try:
-            items = _run_steps(pipeline, (offset, record, kafka_ts))
-            if stage is None:
-                out.outputs.extend(_encode_passthrough(pipeline, items))
-            else:
-                extracted = [(k, [a.extract(r, ts) for a in aggs]) for k, r in items]
-        except Exception as exc:  # an operator raised: dead-letter this record, keep going
+            values = [a.extract(record, ts) for a in aggs]
+        except Exception as exc:  # an aggregation cannot read the record: dead-letter it
             out.failures.append(_failure(offset, "operator_error", exc, raw(offset)))
             continue
-        if not items:
-            continue
-        out.max_ts = ts if out.max_ts is None else max(out.max_ts, ts)
-        if stage is not None:
-            pane = offset if by_count else stage.spec.pane_of(ts)
-            for key, values in extracted:
-                offsets, columns = groups.setdefault((key, pane), ([], [[] for _ in aggs]))
-                offsets.append(offset)
-                for column, value in zip(columns, values):
-                    column.append(value)
-            out.pane_counts[pane] = out.pane_counts.get(pane, 0) + len(items)
+        pane = offset if stage.by_count else stage.spec.pane_of(ts)
+        offsets, columns = groups.setdefault((key, pane), ([], [[] for _ in aggs]))
+        offsets.append(offset)
+        for column, value in zip(columns, values):
+            column.append(value)
+        out.pane_counts[pane] = out.pane_counts.get(pane, 0) + 1
     for slot, (offsets, columns) in groups.items():
         out.partials[slot] = _fold(aggs, offsets, columns, out, raw)
-    return out
 
 
 def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Partial,
@@ -151,9 +226,14 @@ def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Pa
     return accs
 
 
-def _encode_passthrough(pipeline: Pipeline, items: list[tuple[Any, dict[str, Any]]]):
-    codec = pipeline.sink_spec.codec  # type: ignore[union-attr]
-    return [(None if k is None else str(k).encode(), codec.encode(r)) for k, r in items]
+def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
+                        raw: Callable[[int], RawMessage | None]) -> None:
+    encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
+    for (offset, _), key, record in items:
+        try:
+            out.outputs.append((None if key is None else str(key).encode(), encode(record)))
+        except Exception as exc:  # the result does not fit the sink schema
+            out.failures.append(_failure(offset, "encode_failed", exc, raw(offset)))
 
 
 def _finder(messages: list[RawMessage]) -> Callable[[int], RawMessage | None]:
@@ -200,7 +280,7 @@ def records_in_panes(pipeline: Pipeline, messages: Iterable[RawMessage],
             continue
         try:
             record = codec.decode(m.value)
-            if not _run_steps(pipeline, (m.offset, record, m.timestamp_ms)):
+            if not run_steps(pipeline.steps, [(m.offset, None, record)], failed=lambda t, e: None):
                 continue
             pane = stage.spec.pane_of(_event_time(pipeline, record, m.timestamp_ms))
         except Exception:  # failed records went to the dead-letter topic, not here

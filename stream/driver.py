@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stream import faults
-from stream.compute import records_in_panes
+from stream.compute import records_in_panes, result_records
 from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
@@ -313,6 +313,8 @@ class Driver:
                 self.metrics.skipped("tombstone", p.skipped)
         for f in p.failures:
             self._failed(tp, f)
+        if p.scored and self.metrics:
+            self.metrics.scored(p.scored)
         if st.store is not None:
             late = st.store.merge(p.partials, p.pane_counts)
             if late:
@@ -389,40 +391,49 @@ class Driver:
         if not results:
             return results
         t0 = time.perf_counter()
-        self._write_results(results, b"final")
+        written = self._write_results(results, b"final")
         self.stats.windows += len(results)
         if self.metrics:
             self._closed.append((time.monotonic(), max(w.end for w in results)))
             self.metrics.windows(len(results))
             self.metrics.stage("produce", time.perf_counter() - t0)
-        self._count_out(len(results))
+        self._count_out(written)
         return results
 
-    def _write_results(self, results: list[WindowResult], kind: bytes) -> None:
-        """Encode and produce window results; header `stream.result` says final or partial."""
+    def _write_results(self, results: list[WindowResult], kind: bytes) -> int:
+        """Run the result operators, encode and produce; header `stream.result` says final or
+        partial. Returns the number of records written."""
         sink = self.pipeline.sink_spec
-        key_field, encode = self.pipeline.key_field, sink.codec.encode  # type: ignore[union-attr]
+        topic, encode = sink.topic, sink.codec.encode  # type: ignore[union-attr]
         headers = self.headers() + (("stream.result", kind),)
-        for w in results:
-            record = {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values}
-            key = f"{w.key}@{w.start}".encode()
+        scored: dict[tuple[str, str], int] = {}
+
+        def failed(w: WindowResult, exc: BaseException, reason: str = "operator_error",
+                   record: Any = None) -> None:
+            self._failed((topic, -1), Failure(w.start, reason, type(exc).__name__, str(exc)[:500],
+                                              f"{w.key}@{w.start}".encode(),
+                                              repr(record if record is not None else w).encode()))
+        written = 0
+        for w, _, record in result_records(self.pipeline, results, failed, scored):
             try:
                 value = encode(record)
             except EncodeError as exc:
-                failure = Failure(w.start, "encode_failed", "EncodeError", str(exc)[:500], key,
-                                  repr(record).encode())
-                self._failed((sink.topic, -1), failure)  # type: ignore[union-attr]
+                failed(w, exc, "encode_failed", record)
                 continue
-            self._produce(sink.topic, key, value, headers)  # type: ignore[union-attr]
+            self._produce(topic, f"{w.key}@{w.start}".encode(), value, headers)
+            written += 1
+        if scored and self.metrics:
+            self.metrics.scored(scored)
+        return written
 
     def emit_early(self) -> list[WindowResult]:
         """Partial results of the open windows that changed since the last early emission."""
         self._last_early = time.monotonic()
         results = [r for st in self.parts.values() if st.store is not None for r in st.store.early_results()]
         if results:
-            self._write_results(results, b"partial")
+            written = self._write_results(results, b"partial")
             self.stats.partial += len(results)
-            self._count_out(len(results))
+            self._count_out(written)
         return results
 
     def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:

@@ -81,6 +81,11 @@ class Metrics:
         self._rebalances = counter("stream_rebalances", "Consumer group rebalance events", ("event",))
         self._restarts = counter("stream_driver_restarts", "Times the supervisor restarted the driver")
         self._wd_exits = counter("stream_watchdog_exits", "Driver exits forced by the watchdog")
+        self._scored = counter("stream_model_scored_records", "Records scored, by model and the "
+                               "model version that scored them", ("model", "version"))
+        self._model = gauge("stream_model_version_info", "1 for the model version that scored "
+                            "last (a new version replaces the old series)", ("model", "version"))
+        self._versions: dict[str, str] = {}
         self._last_commit = gauge("stream_last_commit_timestamp_seconds", "Unix time of the last committed "
                                   "epoch (the driver's start until its first commit)")
         self._lag = gauge("stream_consumer_lag_records", "Records between the merged position and the "
@@ -138,6 +143,17 @@ class Metrics:
 
     def records_out(self, topic: str, n: int) -> None:
         self._out.labels(self.pipeline, topic).inc(n)
+
+    def scored(self, counts: dict[tuple[str, str], int]) -> None:
+        """Records scored per (model, version); the latest version per model becomes the info series."""
+        for (model, version), n in counts.items():
+            self._scored.labels(self.pipeline, model, version).inc(n)
+            previous = self._versions.get(model)
+            if previous != version:
+                if previous is not None:
+                    self._model.remove(self.pipeline, model, previous)
+                self._model.labels(self.pipeline, model, version).set(1)
+                self._versions[model] = version
 
     def failed(self, reason: str) -> None:
         self._dlq.labels(self.pipeline, reason).inc()

@@ -108,6 +108,7 @@ class Pipeline:
     source_spec: SourceSpec | None = None
     steps: tuple[Operator, ...] = ()
     window_stage: WindowStage | None = None
+    result_steps: tuple[Operator, ...] = ()  # operators over window results, run by the driver
     sink_spec: SinkSpec | None = None
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -139,8 +140,12 @@ class Pipeline:
     def _then(self, op: Operator, fields: tuple[str, ...] | None) -> Pipeline:
         if self.source_spec is None:
             raise PipelineError(f"{op.name}() before source(): define the source first")
-        if self.window_stage is not None or self.sink_spec is not None:
-            raise PipelineError(f"{op.name}() after window() or sink() is not supported")
+        if self.sink_spec is not None:
+            raise PipelineError(f"{op.name}() after sink() is not supported: sink() comes last")
+        if self.window_stage is not None:  # runs over the window results, in the driver
+            if isinstance(op, KeyBy):
+                raise PipelineError("key_by() after window() is not supported: results keep the window's key")
+            return replace(self, result_steps=self.result_steps + (op,), _fields=fields)
         return replace(self, steps=self.steps + (op,), _fields=fields)
 
     def map(self, fn: Callable[[dict], dict]) -> Pipeline:
@@ -163,8 +168,19 @@ class Pipeline:
         return self._then(KeyBy(by), self._fields)
 
     def apply(self, op: Operator) -> Pipeline:
-        """Append any operator object (for user-defined operators)."""
-        return self._then(op, None)
+        """Append any operator object (user-defined operators, `Score`).
+
+        After window() it runs over the window results. An operator that knows what it adds
+        (`output_fields(fields)`) is checked against the fields known here.
+        """
+        fields = None
+        declared = getattr(op, "output_fields", None)
+        if declared is not None and self._fields is not None:
+            try:
+                fields = declared(self._fields)
+            except ValueError as exc:
+                raise PipelineError(f"{op.name}: {exc}") from None
+        return self._then(op, fields)
 
     def _check_fields(self, wanted: Iterable[str], where: str) -> None:
         if self._fields is None:
@@ -196,6 +212,8 @@ class Pipeline:
         """
         if self.key is None:
             raise PipelineError("window() needs key_by() before it: windows are per key")
+        if self.window_stage is not None:
+            raise PipelineError("one window() per pipeline: chain a second pipeline through a topic")
         if not isinstance(spec, (Hopping, Session, CountWindow)):
             raise PipelineError(f"window spec must be Tumbling, Hopping, Session or CountWindow, got {spec!r}")
         grace_ms = to_ms(grace, "grace")
@@ -212,13 +230,12 @@ class Pipeline:
         if early_ms is not None and early_ms <= 0:
             raise PipelineError(f"early must be a positive duration, got {early_ms} ms")
         stage = WindowStage(spec, grace_ms, dict(aggregate), early_ms)
-        return replace(self, window_stage=stage)
+        return replace(self, window_stage=stage,
+                       _fields=(self.key_field, "window_start", "window_end", *aggregate))
 
     def output_fields(self) -> list[str]:
-        """Fields of each output record (None for a stateless pipeline: unknown here)."""
-        if self.window_stage is None:
-            return list(self._fields or ())
-        return [self.key_field, "window_start", "window_end", *self.window_stage.aggregations]
+        """Fields of each output record (empty when a step made them unknown)."""
+        return list(self._fields or ())
 
     # -- sink -----------------------------------------------------------------------------
     def sink(self, topic: str, schema: str | Path | dict | None = None, *,
@@ -229,7 +246,7 @@ class Pipeline:
             raise PipelineError("sink() before source(): define the source first")
         c = make_codec(schema, codec, registry_url, registry_security)
         schema_dict = getattr(c, "schema", None)
-        if isinstance(schema_dict, dict) and (self.window_stage or self._fields):
+        if isinstance(schema_dict, dict) and self._fields is not None:
             produced = set(self.output_fields())
             names = field_names(schema_dict)
             missing = [f for f in required_fields(schema_dict) if f not in produced]

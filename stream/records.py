@@ -86,3 +86,4 @@ class Partial:
     records_in: int = 0
     bytes_in: int = 0
     skipped: int = 0
+    scored: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, version) -> records

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from stream.compute import aggregate_records
+from stream.compute import aggregate_records, result_records
 from stream.pipeline import Pipeline
 from stream.records import Failure
 from stream.windows.store import WindowStore
@@ -48,6 +48,7 @@ class TestDriver:
         self.emitted: list[dict[str, Any]] = []
         self.outputs: list[tuple[bytes | None, bytes]] = []
         self.failures: list[Failure] = []
+        self.scored: dict[tuple[str, str], int] = {}  # (model, version) -> records scored
         self.late: list[tuple[dict[str, Any], list[tuple[int, int]]]] = []  # (record, closed windows)
 
     def _store(self, partition: int) -> WindowStore | None:
@@ -71,6 +72,8 @@ class TestDriver:
         partial = aggregate_records(self.pipeline, rows)
         self.watermarks.observe(partition, partial.max_ts, self.now_ms, caught_up=True)
         self.failures += partial.failures
+        for slot, n in partial.scored.items():
+            self.scored[slot] = self.scored.get(slot, 0) + n
         self.outputs += partial.outputs
         store = self._store(partition)
         if store is not None:
@@ -99,8 +102,11 @@ class TestDriver:
         return self._rows(results)
 
     def _rows(self, results: list) -> list[dict[str, Any]]:
-        return [{self.pipeline.key_field: w.key, "window_start": w.start, "window_end": w.end,
-                 **w.values} for w in sorted(results, key=lambda w: w.start)]
+        """Window results as output records, after the operators that follow window()."""
+        def failed(w: Any, exc: BaseException) -> None:
+            self.failures.append(Failure(w.start, "operator_error", type(exc).__name__, str(exc)[:500]))
+        items = result_records(self.pipeline, sorted(results, key=lambda w: w.start), failed, self.scored)
+        return [record for _, _, record in items]
 
     def advance_watermark(self, watermark_ms: int) -> list[dict[str, Any]]:
         """Move the watermark; returns the window results it closes (also kept in `emitted`)."""
