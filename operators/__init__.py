@@ -11,7 +11,7 @@ tested with a list of dicts.
 from operators.aggregate import Aggregation, Collect, Count, Last, Max, Mean, Min, Sum, TopK
 from operators.base import BatchOperator, Operator, OperatorFailure, OperatorUnavailable
 from operators.expr import Expr, col
-from operators.features import Features, Field, OneHot, Ratio
+from operators.features import Features, Field, OneHot, Ratio, Same
 from operators.score import Score
 from operators.sketches import ApproxDistinct, ApproxQuantile
 from operators.transform import FilterOp as Filter
@@ -22,5 +22,5 @@ __all__ = [
     "Aggregation", "ApproxDistinct", "ApproxQuantile", "BatchOperator", "Collect", "Count",
     "Expr", "Features", "Field", "Filter", "FlatMap", "KeyBy", "Last", "Map", "Max", "Mean",
     "Min", "OneHot", "Operator", "OperatorFailure", "OperatorUnavailable", "Project", "Ratio",
-    "Score", "Sum", "TopK", "col",
+    "Same", "Score", "Sum", "TopK", "col",
 ]

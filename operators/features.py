@@ -1,7 +1,7 @@
 """Declarative features: turn a batch of records into one 2-D float array for a model.
 
 A feature list names fields (numbers, booleans), one-hot encodings of a categorical field
-with a fixed vocabulary, and ratios of two fields. `Features.matrix` builds the array
+with a fixed vocabulary, ratios of two fields and equality of two fields. `Features.matrix` builds the array
 column by column with NumPy, one pass over the batch per source field.
 
 >>> f = Features(["amount", OneHot("country", ["DE", "US"]), Ratio("amount", "avg")])
@@ -112,7 +112,27 @@ class Ratio:
         return out[:, None]
 
 
-Feature = Field | OneHot | Ratio
+@dataclass(frozen=True)
+class Same:
+    """1.0 where two fields are equal (a payment's country and the holder's home country)."""
+
+    left: str
+    right: str
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.left}=={self.right}"]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (self.left, self.right)
+
+    def columns(self, records: Sequence[Record]) -> np.ndarray:
+        a, b = self.left, self.right
+        return np.fromiter((r[a] == r[b] for r in records), np.float64, len(records))[:, None]
+
+
+Feature = Field | OneHot | Ratio | Same
 
 
 @dataclass(frozen=True)
@@ -126,8 +146,8 @@ class Features:
         if not parsed:
             raise ValueError("Features needs at least one feature")
         for i in parsed:
-            if not isinstance(i, (Field, OneHot, Ratio)):
-                raise ValueError(f"unknown feature {i!r}: use a field name, OneHot or Ratio")
+            if not isinstance(i, (Field, OneHot, Ratio, Same)):
+                raise ValueError(f"unknown feature {i!r}: use a field name, OneHot, Ratio or Same")
         object.__setattr__(self, "items", parsed)
 
     @property

@@ -153,7 +153,17 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
-    return run_demo(records=args.records, duration_s=args.duration, workers=args.workers,
+    if args.app == "fraud":
+        sys.path.insert(0, os.getcwd())
+        try:
+            from examples.fraud.demo import run_fraud_demo
+        except ImportError as exc:
+            raise PipelineError(f"the fraud demo needs the repository's examples/ and the ml extra "
+                                f"(pip install -e '.[ml]'): {exc}") from exc
+        return run_fraud_demo(payments=args.records or 60_000,
+                              workers=args.workers, local=args.local, metrics_port=args.metrics_port,
+                              metrics_addr=args.metrics_addr, rate=args.rate)
+    return run_demo(records=args.records or 200_000, duration_s=args.duration, workers=args.workers,
                     metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, local=args.local,
                     rate=args.rate)
 
@@ -217,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=_cmd_run)
 
     demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
-    demo.add_argument("--records", type=int, default=200_000, help="payments to generate (default 200000)")
+    demo.add_argument("--app", choices=["spend", "fraud"], default="spend",
+                      help="spend: per-user spend windows, checked window by window (default); "
+                           "fraud: the fraud-detection application (examples/fraud)")
+    demo.add_argument("--records", type=int, help="payments to generate (default 200000; fraud: 60000)")
     demo.add_argument("--duration", type=float, help="generate for this many seconds instead")
     demo.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Dask workers")
