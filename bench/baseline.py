@@ -101,6 +101,61 @@ def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: 
     q.put((n, {}))
 
 
+def scoring_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
+                   go: Any, out: str, out_schema: dict, model_path: str) -> None:
+    """Per-payment scoring by hand: decode each consumed batch, one feature array and one
+    predict_proba call per batch, encode and produce one score per payment."""
+    import hashlib
+
+    import fastavro
+    import joblib
+    from confluent_kafka import Producer
+
+    from examples.fraud.pipelines import PAYMENT_FEATURES
+    from operators import Features
+
+    data = open(model_path, "rb").read()
+    model, version = joblib.load(model_path), hashlib.sha256(data).hexdigest()[:12]
+    features = Features(PAYMENT_FEATURES)
+    parsed, parsed_out = fastavro.parse_schema(schema), fastavro.parse_schema(out_schema)
+    read, write = fastavro.schemaless_reader, fastavro.schemaless_writer
+    c = _consumer(bootstrap, topic, partitions)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+                  "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    q.put("ready")
+    go.wait()
+    from confluent_kafka import KafkaError
+
+    n, left = 0, set(partitions)
+    while left:
+        batch = []
+        for m in c.consume(10_000, 0.5):
+            if m.error() is None:
+                batch.append(m)
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                left.discard(m.partition())
+        if not batch:
+            continue
+        records = [read(io.BytesIO(m.value()), parsed, None) for m in batch]
+        scores = model.predict_proba(features.matrix(records))[:, 1].tolist()
+        for m, r, score in zip(batch, records, scores):
+            buf = io.BytesIO()
+            write(buf, parsed_out, {"payment_id": r["payment_id"], "user_id": r["user_id"],
+                                    "amount": r["amount"], "ts": r["ts"], "score": score,
+                                    "model_version": version})
+            while True:
+                try:
+                    p.produce(out, buf.getvalue(), m.key(), partition=m.partition())
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        n += len(batch)
+        p.poll(0)
+    p.flush(60)
+    c.close()
+    q.put((n, {}))
+
+
 def _run(target: Any, procs: int, *args: Any) -> tuple[float, int, dict]:
     ctx = mp.get_context("spawn")
     q, go = ctx.Queue(), ctx.Event()
@@ -126,6 +181,13 @@ def _run(target: Any, procs: int, *args: Any) -> tuple[float, int, dict]:
 def run_windowed(bootstrap: str, topic: str, schema: dict, procs: int) -> tuple[float, int, dict]:
     """(seconds, records, {(user, window start): [n, total, largest]})."""
     return _run(windowed_worker, procs, bootstrap, topic, schema)
+
+
+def run_scoring(bootstrap: str, topic: str, schema: dict, procs: int, out: str, out_schema: dict,
+                model_path: str) -> tuple[float, int]:
+    """(seconds, records) to score every payment of `topic` with the model and produce it to `out`."""
+    elapsed, n, _ = _run(scoring_worker, procs, bootstrap, topic, schema, out, out_schema, model_path)
+    return elapsed, n
 
 
 def run_stateless(bootstrap: str, topic: str, schema: dict, procs: int, out: str) -> tuple[float, int]:

@@ -8,6 +8,8 @@ Everything runs on the embedded broker and a local Dask cluster, started here:
    repeated and interleaved; medians and their ratio. The pipeline's windows are checked
    against the baseline's one by one.
 2. Stateless: decode → map → encode → produce, pipeline against its own hand-written loop.
+   Model scoring: the fraud app's per-payment pipeline (Score with a scikit-learn random
+   forest) against a hand-written loop calling the same model once per consumed batch.
 3. Latency at half the measured maximum rate: from producing the record that closes a window
    to the window's result being readable by a read_committed consumer (p50, p99).
 4. Memory: driver bytes per open (key, window); RSS of driver and workers over a soak run.
@@ -27,6 +29,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -131,6 +134,42 @@ class Bench:
         pipe = self.pipeline(lambda i, o: workloads.stateless(i, o, schema), src, self.args.records,
                              "stateless exactly-once")
         return {"baseline_rps": round(n / s), "pipeline": pipe, "ratio": round(pipe["rps"] / (n / s), 3)}
+
+    # -- 2b. model scoring ----------------------------------------------------------------
+    def scoring(self, tmp: Path) -> dict:
+        """The fraud app's per-payment scoring pipeline against a hand-written loop that calls
+        the same model on each consumed batch."""
+        from examples.fraud.demo import LabelledPayments
+        from examples.fraud.generator import FraudGenerator
+        from examples.fraud.pipelines import payment_scores
+        from examples.fraud.train import train
+        from stream.codecs.schemas import load_schema
+        from stream.generator import produce_payments
+
+        n = self.args.scoring_records
+        say("training the fraud models for the scoring benchmark ...")
+        train(60_000, tmp, out=open(os.devnull, "w"))
+        model = tmp / "payment.joblib"
+        src = self.topic("card-payments")
+        say(f"generating {n:,} card payments into {src} ...")
+        pipe = payment_scores(model=model, source=src, sink="unused")
+        produce_payments(self.kafka.producer(), src, n, PARTITIONS, pipe.source_spec.codec,
+                         LabelledPayments(FraudGenerator(seed=21)), keep=False)
+        schema, out_schema = load_schema(ROOT / "schemas/card_payment.avsc"), load_schema(ROOT / "schemas/payment_score.avsc")
+        base = []
+        runs = []
+        for i in range(self.args.repeat):
+            say(f"round {i + 1}/{self.args.repeat}: hand-written scoring loop, {self.args.workers} processes ...")
+            s, got = baseline.run_scoring(self.kafka.bootstrap, src, schema, self.args.workers,
+                                          self.topic("scores-base"), out_schema, str(model))
+            base.append(got / s)
+            say(f"  baseline: {got / s:,.0f} records/s")
+            runs.append(self.pipeline(lambda i, o: payment_scores(model=model, source=i, sink=o), src, n,
+                                      "scoring exactly-once"))
+        b, p = statistics.median(base), statistics.median(r["rps"] for r in runs)
+        return {"records": n, "model": "RandomForestClassifier (60 trees, depth 12), payment.joblib",
+                "baseline_rps": [round(x) for x in base], "baseline_median_rps": round(b),
+                "pipeline": runs, "pipeline_median_rps": round(p), "ratio": round(p / b, 3)}
 
     # -- 3. latency ------------------------------------------------------------------------
     def latency(self, max_rps: float) -> dict:
@@ -255,6 +294,8 @@ def main() -> int:
     ap.add_argument("--curve-records", type=int, default=300_000, help="records per curve point")
     ap.add_argument("--soak-minutes", type=float, default=10.0, help="0 skips the soak run")
     ap.add_argument("--skip-curves", action="store_true")
+    ap.add_argument("--scoring-records", type=int, default=200_000,
+                    help="payments per model-scoring run (0 skips it)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
 
@@ -268,6 +309,9 @@ def main() -> int:
         try:
             result["throughput"] = t = bench.throughput()
             result["stateless"] = bench.stateless(t["source"])
+            if args.scoring_records > 0:
+                with tempfile.TemporaryDirectory() as tmp:
+                    result["scoring"] = bench.scoring(Path(tmp))
             result["latency"] = bench.latency(t["exactly_once_median_rps"])
             from bench.workloads import windowed
             result["memory"] = measure.state_bytes_per_entry(windowed("a", "b"))
@@ -299,6 +343,10 @@ def summary(r: dict) -> None:
     say(f"windowed, at-least-once: {t['at_least_once']['rps']:>9,} rec/s  ratio {t['at_least_once_ratio']:.2f}")
     say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
         f"(baseline {s['baseline_rps']:,} rec/s)")
+    if "scoring" in r:
+        sc = r["scoring"]
+        say(f"model scoring, exactly-once: {sc['pipeline_median_rps']:>9,} rec/s  ratio {sc['ratio']:.2f} "
+            f"(hand-written loop {sc['baseline_median_rps']:,} rec/s)")
     say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
     say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
     if "soak" in mem:

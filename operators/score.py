@@ -15,6 +15,7 @@ a module-level function).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -113,10 +114,10 @@ class Score(BatchOperator):
     def tally(self, outputs: list[Record], counts: dict[tuple[str, str], int]) -> None:
         if not outputs:
             return
+        name = self.model_name
         if self.version_field is None:
-            slot = (self.model_name, self.loaded().version)
-            counts[slot] = counts.get(slot, 0) + len(outputs)
-            return
-        for r in outputs:
-            slot = (self.model_name, r[self.version_field])
-            counts[slot] = counts.get(slot, 0) + 1
+            per_version = {self.loaded().version: len(outputs)}
+        else:
+            per_version = Counter(r[self.version_field] for r in outputs)
+        for version, n in per_version.items():
+            counts[(name, version)] = counts.get((name, version), 0) + n
