@@ -294,7 +294,7 @@ def main() -> int:
     ap.add_argument("--curve-records", type=int, default=300_000, help="records per curve point")
     ap.add_argument("--soak-minutes", type=float, default=10.0, help="0 skips the soak run")
     ap.add_argument("--skip-curves", action="store_true")
-    ap.add_argument("--scoring-records", type=int, default=200_000,
+    ap.add_argument("--scoring-records", type=int, default=500_000,
                     help="payments per model-scoring run (0 skips it)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()

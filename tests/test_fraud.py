@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +68,19 @@ def test_the_fraud_app_scores_every_payment_once_and_its_alerts_beat_the_floors(
     measured = run.measure()
     for name, (flagged, precision, recall) in measured.items():
         assert flagged > 20 and precision >= PRECISION_FLOOR and recall >= RECALL_FLOOR, (name, measured)
+
+
+def test_stream_demo_app_fraud_runs_the_application_and_prints_precision_and_recall(models):
+    model_dir, _ = models
+    out = subprocess.run([sys.executable, "-m", "stream.cli", "demo", "--app", "fraud", "--records", "12000",
+                          "--metrics-port", "0"], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "FRAUD_MODEL_DIR": str(model_dir)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"models: {model_dir}" in out.stdout
+    table = out.stdout[out.stdout.index("measured against the generator's labels"):]
+    for row in ("payments", "alerts 1m", "alerts 10m"):
+        assert row in table
+    assert "12,000 payments" in out.stdout and "12,000 scores" in out.stdout
 
 
 def _quick_model(payments, labels, C):

@@ -111,7 +111,7 @@ def run_fraud_app(kafka: Any, executor: Any, payments: int, model_dir: Path | st
                  window_alerts("1m", model_dir, source=source_topic, sink=alerts_topic),
                  window_alerts("10m", model_dir, source=source_topic, sink=alerts_topic)]
     configs = [RunConfig(app_id=app_prefix + p.name, kafka=kafka, metrics_addr=metrics_addr,
-                         metrics_port=None if metrics_port is None else metrics_port + i)
+                         metrics_port=metrics_port + i if metrics_port else metrics_port)
                for i, p in enumerate(pipelines)]
     labelled = LabelledPayments(generator or FraudGenerator())
     out = FraudRun(fraud=labelled.fraud)
