@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, Sequence
 
 from stream.errors import (BrokerUnavailable, FatalError, PipelineError, SchedulerUnavailable,
@@ -134,6 +135,35 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from stream.admin import check_topics, ensure_topic, wait_for_broker
+    from stream.codecs.avro import AvroCodec
+    from stream.codecs.schemas import load_schema
+    from stream.generator import PaymentGenerator, produce_payments
+
+    kafka = kafka_config(args)
+    md = wait_for_broker(kafka.client(), 30)
+    if args.create_topics:
+        ensure_topic(kafka.client(), args.topic, args.create_topics)
+        md = wait_for_broker(kafka.client(), 30)
+    partitions = check_topics(md, [args.topic], "output")[args.topic]
+    codec = AvroCodec(load_schema("schemas/payment.avsc"))  # from the repository root, as pipelines do
+    stop = StopFlag()
+    limit = args.records or 10**15
+    print(f"producing {'%s' % f'{args.records:,}' if args.records else 'endless'} payments "
+          f"({'%g/s' % args.rate if args.rate else 'as fast as possible'}) into {args.topic!r} "
+          f"({partitions} partitions) at {kafka.bootstrap}; Ctrl-C stops", flush=True)
+    start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
+    generator = PaymentGenerator(users=args.users, start_ms=start_ms, seed=args.seed)
+    if args.rate:  # event time follows the rate, so windows close at the pace of the wall clock
+        generator.step_ms = 1000.0 / args.rate
+    produce_payments(kafka.producer(), args.topic, limit, partitions, codec, generator,
+                     progress=lambda i: print(f"{i:,} payments produced", flush=True) if i and i % 100_000 == 0 else None,
+                     rate=args.rate, should_stop=stop, keep=False)
+    print("stopped" if stop() else "done", flush=True)
+    return 0
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
 
@@ -247,6 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--limit", type=int, default=0, help="stop after this many records")
     _security_options(tail)
     tail.set_defaults(fn=_cmd_tail)
+
+    gen = sub.add_parser("generate", help="produce generated payments (schemas/payment.avsc) into a topic: a load generator")
+    gen.add_argument("--topic", default="payments")
+    gen.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
+    gen.add_argument("--records", type=int, help="stop after this many (default: until Ctrl-C)")
+    gen.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
+    gen.add_argument("--users", type=int, default=1_000, help="distinct user ids (default 1000)")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--start-ms", type=int, default=None,
+                     help="event time of the first payment, epoch ms (default: now)")
+    gen.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+                     help="create the topic with this many partitions if it is missing")
+    _security_options(gen)
+    gen.set_defaults(fn=_cmd_generate)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")
     broker.add_argument("--port", type=int, default=9092)

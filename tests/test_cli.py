@@ -161,3 +161,26 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly():
     assert "stopped early" in output
     _, alive = psutil.wait_procs(kids, timeout=15)
     assert not alive, f"left running: {alive}"
+
+
+@pytest.mark.kafka
+def test_generate_produces_keyed_payments_into_a_topic_it_creates(kafka, topic_name):
+    from stream.codecs.avro import AvroCodec
+    from stream.codecs.schemas import load_schema
+    from stream.generator import partition_of
+    from stream.sources.kafka import read_all
+
+    topic = topic_name("gen")
+    out = run_cli("generate", "--bootstrap", kafka.bootstrap, "--topic", topic, "--records", "3000",
+                  "--users", "50", "--create-topics", "3", timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "done" in out.stdout
+    codec = AvroCodec(load_schema(ROOT / "schemas" / "payment.avsc"))
+    seen = 0
+    for p in range(3):
+        for m in read_all(kafka.consumer({"group.id": "verify"}), topic, p):
+            record = codec.decode(m.value)
+            assert m.key.decode() == record["user_id"] and partition_of(record["user_id"], 3) == p
+            assert abs(record["ts"] / 1000 - time.time()) < 600  # event time from now
+            seen += 1
+    assert seen == 3000
