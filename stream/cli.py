@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from stream.errors import (BrokerUnavailable, FatalError, PipelineError, SchedulerUnavailable,
+from stream.errors import (BrokerUnavailable, ConfigError, FatalError, PipelineError, SchedulerUnavailable,
                            StreamError)
 
 log = logging.getLogger("stream")
@@ -135,6 +135,61 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    """Options of commands that run a pipeline: where Kafka and Dask are, and how to reach them."""
+    p.add_argument("pipeline", help="MODULE:ATTR of a Pipeline (or a function returning one)")
+    p.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP"), help="Kafka HOST:PORT")
+    p.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 or tls://host:8786 "
+                                       "(default: local cluster)")
+    p.add_argument("--tls-ca", help="CA file for a tls:// scheduler ($STREAM_DASK_TLS_CA_FILE)")
+    p.add_argument("--tls-cert", help="client certificate for a tls:// scheduler ($STREAM_DASK_TLS_CERT_FILE)")
+    p.add_argument("--tls-key", help="client key for a tls:// scheduler ($STREAM_DASK_TLS_KEY_FILE)")
+    _security_options(p)
+    p.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    p.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
+    p.add_argument("--range-records", type=int, default=50_000, help="records per range task (default 50000)")
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from stream.admin import ensure_topic, wait_for_broker
+    from stream.config import DaskTLS, RunConfig
+    from stream.replay import parse_time, replay
+    from stream.runner import make_executor
+
+    pipeline = load_pipeline(args.pipeline)
+    pipeline.validate()
+    if not args.bootstrap:
+        raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP")
+    from_ms, to_ms = parse_time(args.from_time, "--from"), parse_time(args.to_time, "--to")
+    if args.output == pipeline.sink_spec.topic:  # type: ignore[union-attr]
+        raise ConfigError("--output", f"{args.output!r} is the live pipeline's sink; replay into another topic")
+    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=kafka_config(args), scheduler=args.scheduler,
+                       dask_tls=DaskTLS.from_env(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key),
+                       workers=args.workers or (os.cpu_count() or 1), range_records=args.range_records)
+    kafka = config.kafka
+    wait_for_broker(kafka.client(), config.connect_timeout_s)
+    dlq = f"{config.app_id}.replay.dlq"
+    ensure_topic(kafka.client(), dlq, 1)
+    if args.create_topics:
+        ensure_topic(kafka.client(), args.output, args.create_topics)
+    executor = make_executor(config, local=args.local)
+    print(f"replaying {pipeline.name} over event times {args.from_time} .. {args.to_time} into "
+          f"{args.output!r} on {executor.describe()}", flush=True)
+    last = [0.0]
+
+    def show(s: Any) -> None:
+        if time.monotonic() - last[0] >= 10:
+            last[0] = time.monotonic()
+            print(f"  {s.records_read:,} records read, {s.written:,} written", flush=True)
+    try:
+        summary = replay(pipeline, kafka, executor, from_ms, to_ms, args.output, dead_letter=dlq,
+                         range_records=args.range_records, progress=show)
+    finally:
+        executor.close()
+    print(summary.line() + (f"; failures in {dlq!r}" if summary.failed else ""), flush=True)
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from stream.admin import check_topics, ensure_topic, wait_for_broker
     from stream.codecs.avro import AvroCodec
@@ -217,22 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline against a Kafka cluster")
-    run.add_argument("pipeline", help="MODULE:ATTR of a Pipeline (or a function returning one)")
-    run.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP"), help="Kafka HOST:PORT")
-    run.add_argument("--scheduler", help="existing Dask scheduler, e.g. tcp://host:8786 or tls://host:8786 "
-                                         "(default: local cluster)")
-    run.add_argument("--tls-ca", help="CA file for a tls:// scheduler ($STREAM_DASK_TLS_CA_FILE)")
-    run.add_argument("--tls-cert", help="client certificate for a tls:// scheduler ($STREAM_DASK_TLS_CERT_FILE)")
-    run.add_argument("--tls-key", help="client key for a tls:// scheduler ($STREAM_DASK_TLS_KEY_FILE)")
-    _security_options(run)
-    run.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    _cluster_options(run)
     run.add_argument("--metrics-port", type=int, default=9108,
                      help="port of /metrics, /healthz and /readyz (default 9108)")
     run.add_argument("--metrics-addr", default="127.0.0.1",
                      help="address the metrics endpoint binds to (default 127.0.0.1; "
                           "0.0.0.0 in a container)")
     run.add_argument("--app-id", help="consumer group and state name (default: the pipeline name)")
-    run.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
     run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
                      help="create missing input and output topics with this many partitions")
     run.add_argument("--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once",
@@ -244,8 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--advance-after", type=float, metavar="SECONDS",
                      help="on a stream quiet this long, move the watermark with the wall clock, so "
                           "the last windows close (default: off)")
-    run.add_argument("--range-records", type=int, default=50_000,
-                     help="records per range task (default 50000)")
     run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="deadline of each transaction step; past it the driver exits and is "
                           "restarted (default 30)")
@@ -255,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the driver in this process, without restarts")
     run.set_defaults(argv=None)
     run.set_defaults(fn=_cmd_run)
+
+    rp = sub.add_parser("replay", help="run a pipeline over a past time range of its input, then exit")
+    _cluster_options(rp)
+    rp.add_argument("--from", dest="from_time", required=True,
+                    help="start of the event-time range: ISO 8601 (UTC unless a zone is given) or epoch ms")
+    rp.add_argument("--to", dest="to_time", required=True, help="end of the range (exclusive), as --from")
+    rp.add_argument("--output", required=True, help="topic for the results (not the live pipeline's sink)")
+    rp.add_argument("--app-id", help="names the dead-letter topic <app-id>.replay.dlq (default: the pipeline name)")
+    rp.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+                    help="create the output topic with this many partitions if it is missing")
+    rp.set_defaults(fn=_cmd_replay)
 
     demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
     demo.add_argument("--app", choices=["spend", "fraud"], default="spend",

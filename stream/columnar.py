@@ -159,6 +159,12 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
     if limits.now_ms is not None and ts.max() > limits.now_ms + limits.max_future_ms:
         return None
     df = df.with_columns(ts.cast(pl.Int64).alias(_TS))
+    if limits.event_time_range is not None:  # a replay outside its time range
+        lo, hi = limits.event_time_range
+        df = df.filter((pl.col(_TS) >= lo) & (pl.col(_TS) < hi))
+        if df.height == 0:
+            return out
+        ts = df.get_column(_TS)
     df = df.with_columns((pl.col(_TS) - pl.col(_TS) % plan.slide_ms).alias(_PANE))
     groups = df.group_by([plan.key, _PANE]).agg(*plan.exprs)
     out.max_ts = int(ts.max())

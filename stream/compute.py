@@ -174,6 +174,8 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
             reason = "future_event_time" if isinstance(exc, FutureEventTime) else "bad_event_time"
             out.failures.append(_failure(offset, reason, exc, raw(offset)))
             continue
+        if limits.event_time_range is not None and not limits.event_time_range[0] <= ts < limits.event_time_range[1]:
+            continue  # a replay outside its time range
         items.append(((offset, ts), None, record))
 
     def failed(tag: tuple[int, int], exc: BaseException) -> None:

@@ -67,6 +67,7 @@ class Limits:
     max_record_bytes: int = 1_048_576
     max_future_ms: int = 86_400_000
     now_ms: int | None = None
+    event_time_range: tuple[int, int] | None = None  # replay: only records with event time in [from, to)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,206 @@
+"""`stream replay`: run a pipeline over a past time range of its input, as a bounded batch.
+
+The same pipeline, the same worker code: every input partition is read from the offset
+where the range starts to its end offset when the replay began, in ranges spread over the
+Dask workers; records whose event time falls in ``[from, to)`` are processed. At the end
+every window is closed, and the windows that lie wholly inside the range are written to
+the output topic. Windows cut by either edge would hold only part of their records, so they
+are counted and left out. Nothing is committed to the application's consumer group or
+changelog: a replay never disturbs the live pipeline.
+
+Start offsets: Kafka's answer for the start time (`offsets_for_times`), kept when the
+record just before it is older than the start. Otherwise (the embedded broker answers 0,
+and an answer may be too high) the replay reads from the partition's first offset. Kafka
+timestamps must not precede event times (create time or log-append time both qualify).
+
+>>> parse_time("2026-01-01T00:01:00Z"), parse_time("1767225660000")
+(1767225660000, 1767225660000)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from stream.compute import result_records
+from stream.errors import ConfigError, FatalError
+from stream.execution.task import RangeResult, RangeTask, run_range
+from stream.pipeline import Pipeline
+from stream.records import BEGINNING, Limits
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+
+
+def parse_time(text: str, setting: str = "--from") -> int:
+    """Epoch milliseconds from epoch ms digits or an ISO 8601 time (UTC when no zone is given)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(setting, f"{text!r} is neither epoch milliseconds nor an ISO 8601 time "
+                                   "(for example 2026-01-01T12:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay read and wrote."""
+
+    records_read: int = 0
+    windows: int = 0            # windows closed that lie inside the range
+    edge_windows: int = 0       # windows cut by an edge of the range, left out
+    written: int = 0            # records written to the output topic
+    failed: int = 0             # records that failed (written to the dead-letter topic)
+    seconds: float = 0.0
+    partitions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # -> (start, end)
+
+    def line(self) -> str:
+        rate = self.records_read / self.seconds if self.seconds else 0.0
+        return (f"replayed {self.records_read:,} records in {self.seconds:.1f} s ({rate:,.0f}/s): "
+                f"{self.written:,} written, {self.windows:,} windows inside the range, "
+                f"{self.edge_windows:,} cut by its edges left out, {self.failed:,} failed")
+
+
+def start_offset(reader: Any, hint: int | None, topic: str, partition: int, from_ms: int,
+                 low: int) -> int:
+    """Kafka's offset for `from_ms` when the record before it is older; else `low`."""
+    if hint is None or hint <= low:
+        return low
+    before = reader.read(topic, partition, hint - 1, hint, 1)
+    if before.messages and before.messages[0].timestamp_ms < from_ms:
+        return hint
+    log.info("%s[%d]: the broker's offset for the start time does not check out; reading from %d",
+             topic, partition, low)
+    return low
+
+
+def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: int, output: str,
+           dead_letter: str | None = None, range_records: int = 50_000, max_inflight: int = 8,
+           progress: Callable[[ReplaySummary], None] | None = None) -> ReplaySummary:
+    """Replay `pipeline` over event times ``[from_ms, to_ms)`` of its input into `output`."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from stream.admin import check_topics, wait_for_broker
+    from stream.secrets import reveal_config
+    from stream.sources.kafka import KafkaReader
+
+    if to_ms <= from_ms:
+        raise ConfigError("--to", f"must be after --from ({to_ms} <= {from_ms})")
+    t0 = time.monotonic()
+    md = wait_for_broker(kafka.client(), 30)
+    topics = list(pipeline.source_spec.topics)  # type: ignore[union-attr]
+    counts = check_topics(md, topics, "input")
+    check_topics(md, [output], "output")
+    reader = KafkaReader.from_config(kafka.consumer({"group.id": "stream-replay"}))
+    consumer = Consumer(reveal_config(kafka.consumer({"group.id": "stream-replay"})))
+    try:
+        asked = [TopicPartition(t, p, from_ms) for t in topics for p in range(counts[t])]
+        hints = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                 for tp in consumer.offsets_for_times(asked, timeout=30)}
+    finally:
+        consumer.close()
+    summary = ReplaySummary()
+    limits = Limits(kafka.max_record_bytes, event_time_range=(from_ms, to_ms))
+    pending: list[RangeTask] = []
+    for t in topics:
+        for p in range(counts[t]):
+            first = reader.read(t, p, BEGINNING, None, 1)
+            if not first.messages or first.high is None:
+                continue  # an empty partition
+            start = start_offset(reader, hints.get((t, p)), t, p, from_ms, first.messages[0].offset)
+            summary.partitions[(t, p)] = (start, first.high)
+            for s in range(start, first.high, range_records):
+                pending.append(RangeTask(t, p, s, min(s + range_records, first.high), range_records,
+                                         reader, pipeline, limits))
+    stores: dict[tuple[str, int], Any] = {}
+    done: dict[tuple[str, int], dict[int, RangeResult]] = {}
+    merged_to = {tp: start for tp, (start, _) in summary.partitions.items()}
+    inflight: dict[Any, tuple[RangeTask, int]] = {}
+    producer = Producer(reveal_config({**kafka.producer(), "enable.idempotence": True, "linger.ms": 20}))
+    stage = pipeline.window_stage
+
+    def submit(task: RangeTask, attempt: int = 0) -> None:
+        inflight[executor.submit(run_range, task, pin=task.partition)] = (task, attempt)
+
+    def failed(tp: tuple[str, int], f: Any) -> None:
+        summary.failed += 1
+        if dead_letter is not None:
+            producer.produce(dead_letter, f.value, f.key, headers=list(f.dead_letter_headers(*tp)))
+
+    while pending or inflight:
+        while pending and len(inflight) < max_inflight:
+            submit(pending.pop(0))
+        for fut in executor.wait(list(inflight), 1.0):
+            outcome = executor.outcome(fut)
+            if outcome is None:
+                continue
+            task, attempt = inflight.pop(fut)
+            result, exc = outcome
+            if exc is not None:
+                if attempt + 1 >= MAX_ATTEMPTS:
+                    raise FatalError(f"replay range {task.topic}[{task.partition}] {task.start}..{task.end} "
+                                     f"failed {MAX_ATTEMPTS} times; last error: {type(exc).__name__}: {exc}")
+                submit(task, attempt + 1)
+                continue
+            if result.next_offset < task.end:  # a short read: the rest, same bounds
+                pending.insert(0, RangeTask(task.topic, task.partition, result.next_offset, task.end,
+                                            task.max_records, reader, pipeline, limits))
+            done.setdefault(task.tp, {})[task.start] = result
+        for tp, results in done.items():  # merge in offset order
+            while merged_to[tp] in results:
+                r = results.pop(merged_to[tp])
+                merged_to[tp] = r.next_offset
+                summary.records_read += r.partial.records_in
+                for f in r.partial.failures:
+                    failed(tp, f)
+                if stage is None:
+                    for key, value in r.partial.outputs:
+                        _produce(producer, output, key, value)
+                    summary.written += len(r.partial.outputs)
+                else:
+                    store = stores.get(tp)
+                    if store is None:
+                        store = stores[tp] = stage.new_store()
+                    store.merge(r.partial.partials, r.partial.pane_counts)
+        if progress is not None:
+            summary.seconds = time.monotonic() - t0
+            progress(summary)
+    if stage is not None:
+        results = []
+        for store in stores.values():
+            for w in store.advance(2**62):
+                if w.start >= from_ms and w.end <= to_ms:
+                    results.append(w)
+                else:
+                    summary.edge_windows += 1
+        summary.windows = len(results)
+        encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
+        for w, _, record in result_records(pipeline, results, lambda w, exc: _count(summary)):
+            _produce(producer, output, f"{w.key}@{w.start}".encode(), encode(record))
+            summary.written += 1
+    left = producer.flush(60)
+    if left:
+        raise FatalError(f"{left} replay results not acknowledged by {kafka.bootstrap}")
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _count(summary: ReplaySummary) -> None:
+    summary.failed += 1
+
+
+def _produce(producer: Any, topic: str, key: bytes | None, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
