@@ -190,6 +190,33 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from stream.operations import status
+
+    print(status(kafka_config(args), args.app).render())
+    return 0
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    from stream.operations import apply_reset, plan_reset
+    from stream.replay import parse_time
+
+    kafka = kafka_config(args)
+    to_ms = None if args.to_earliest else parse_time(args.to_time, "--to-time")
+    plan = plan_reset(kafka, args.app, to_ms)
+    where = "the first offset" if to_ms is None else f"the first record at or after {args.to_time}"
+    print(f"{'would reset' if args.dry_run else 'resetting'} application {args.app!r} to {where}:")
+    for (t, p), o in sorted(plan.offsets.items()):
+        print(f"  {t}[{p}] -> {o:,}")
+    print(f"  window state: delete {plan.changelog!r}" if plan.changelog else "  window state: none")
+    if args.dry_run:
+        return 0
+    apply_reset(kafka, plan)
+    print("done: the next `stream run` starts there with empty window state; results already in the "
+          "output topic are emitted again (their keys, <key>@<window_start>, tell duplicates apart)")
+    return 0
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from stream.admin import check_topics, ensure_topic, wait_for_broker
     from stream.codecs.avro import AvroCodec
@@ -310,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--create-topics", type=int, metavar="PARTITIONS",
                     help="create the output topic with this many partitions if it is missing")
     rp.set_defaults(fn=_cmd_replay)
+
+    st = sub.add_parser("status", help="an application's group members, offsets, lag, last commit and state size")
+    st.add_argument("--app", required=True, help="the application id (--app-id of stream run; default there: the pipeline name)")
+    st.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
+    _security_options(st)
+    st.set_defaults(fn=_cmd_status)
+
+    rs = sub.add_parser("reset", help="move an application's input offsets back and drop its window state")
+    rs.add_argument("--app", required=True, help="the application id")
+    to = rs.add_mutually_exclusive_group(required=True)
+    to.add_argument("--to-earliest", action="store_true", help="every input partition's first offset")
+    to.add_argument("--to-time", help="the first record at or after this Kafka timestamp (ISO 8601 or epoch ms)")
+    rs.add_argument("--dry-run", action="store_true", help="print the new offsets; change nothing")
+    rs.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
+    _security_options(rs)
+    rs.set_defaults(fn=_cmd_reset)
 
     demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
     demo.add_argument("--app", choices=["spend", "fraud"], default="spend",

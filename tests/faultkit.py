@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -133,6 +133,13 @@ class Verdict:
     committed: int         # output records of committed epochs
     aborted: int           # output records of aborted epochs (visible on the embedded broker)
     problems: list[str]
+    not_committed: dict = field(default_factory=dict)  # epoch -> output records of it not counted
+    known: list = field(default_factory=list)           # the epochs taken as committed
+
+    def explain(self) -> str:
+        """For a failure: which epochs' outputs were not taken as committed."""
+        return (f"uncommitted epochs and their output records: {sorted(self.not_committed.items())[:40]}; "
+                f"{len(self.known)} epochs known committed, the last: {self.known[-15:]}")
 
 
 def _header(m, name):
@@ -160,17 +167,19 @@ def verify(kafka, app, out, records, out_partitions=2, in_partitions=4) -> Verdi
     """Compare every committed output window with a recomputation from `records`."""
     codec = AvroCodec(OUT_SCHEMA)
     epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
-    committed, aborted = [], 0
+    committed, aborted, skipped = [], 0, {}
     for p in range(out_partitions):
         for m in read_all(kafka.consumer({"group.id": "verify"}), out, p):
             assert _header(m, "stream.app") == app
-            if int(_header(m, "stream.epoch")) in epochs:
+            epoch = int(_header(m, "stream.epoch"))
+            if epoch in epochs:
                 committed.append(codec.decode(m.value))
             else:
                 aborted += 1
+                skipped[epoch] = skipped.get(epoch, 0) + 1
     rows = [r for r in committed if not r["user_id"].startswith(SENTINEL)]
     expected = recompute(records)
-    return Verdict(len(expected), len(rows), aborted, diff_windows(expected, rows))
+    return Verdict(len(expected), len(rows), aborted, diff_windows(expected, rows), skipped, sorted(epochs))
 
 
 def wait_verified(kafka, app, out, records, timeout=180, procs=()) -> Verdict:

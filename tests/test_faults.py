@@ -202,7 +202,7 @@ def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_n
     assert split == (2, 2), (first.log()[-2000:], second.log()[-2000:])
     restored = re.findall(r"(\d+) window entries restored", again.log())
     assert int(restored[-1]) > 0
-    assert verdict.problems == [], (verdict.problems[:10], again.log()[-3000:])
+    assert verdict.problems == [], (verdict.problems[:10], verdict.explain(), again.log()[-3000:])
     print(f"\nsplit {split}; survivor owned every partition {takeover:.1f} s after the SIGKILL, "
           f"restoring {restored[-1]} window entries; {verdict}")
 
