@@ -46,6 +46,7 @@ class PartitionState:
     done: dict[int, RangeResult] = field(default_factory=dict)
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
     state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
+    live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
     last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
 
 
@@ -149,7 +150,7 @@ class Driver:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
             self.parts[tp] = PartitionState(start, start, pin, store, written=r.written,
-                                            state_bytes=r.sizes)
+                                            state_bytes=r.sizes, live_committed=r.live_committed)
             self._committed[tp] = start
             self.watermarks.add(tp, now)
             self.watermarks.observe(tp, r.max_ts, now)
@@ -451,6 +452,8 @@ class Driver:
             st.state_bytes.pop(pane, None)
             for m in delta_tombstones(topic, pane, st.written.pop(pane, []), self.epoch):
                 self.sink.produce(cl, m.key, None, m.headers, tp[1])
+        st.live_committed &= {e for entries in st.written.values() for e, _ in entries}
+        known = tuple(sorted(set(known) | st.live_committed))  # this entry alone survives compaction
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
                                 self.watermarks.max_ts(tp), st.merged))
@@ -479,6 +482,9 @@ class Driver:
         for p in {tp[1] for tp in self.parts}:
             offsets[(self.topics.changelog, p)] = self.epoch
         self.sink.commit_epoch(offsets, self.session)
+        for st in self.parts.values():  # this epoch's deltas are committed now
+            if any(entries and entries[-1][0] == self.epoch for entries in st.written.values()):
+                st.live_committed.add(self.epoch)
         closed, self._closed = self._closed, []
         self._known_committed = {self.epoch}
         self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})

@@ -7,8 +7,10 @@ in epoch order rebuild it (a later full value replaces an earlier one). When a p
 its deltas are tombstoned, so a compacted changelog holds only open panes. One message per
 changed pane, not per key, keeps the driver's cost per epoch small. Every epoch also writes one meta entry per owned
 input partition: how far windows were emitted, the partition's max event time, and the
-epochs its writer knew to be committed. The group's committed offset on changelog partition
-p names the last committed epoch; the meta entries name the earlier ones. Restore keeps, per
+epochs its writer knew to be committed: the previous epoch, and every committed epoch whose
+deltas are still live in that changelog partition (a compacted changelog keeps only the latest
+meta entry, so that one alone must name them all). The group's committed offset on changelog
+partition p names the last committed epoch; the meta entries name the earlier ones. Restore keeps, per
 key, the latest entry of a committed epoch, so an aborted epoch's entries (visible on the
 embedded broker) are never counted.
 
@@ -129,6 +131,7 @@ class Restored:
     max_epoch: int = 0      # highest epoch seen in the log, committed or not
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pane: [(epoch, chunks)]
     sizes: dict[int, int] = field(default_factory=dict)  # pane: bytes of its committed deltas
+    live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
@@ -169,4 +172,6 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             written[(slot[1], slot[2])] = max(written.get((slot[1], slot[2]), 0), slot[3] + 1)
     for (pane, epoch), n in sorted(written.items()):
         out.written.setdefault(pane, []).append((epoch, n))
+        if epoch in ok:
+            out.live_committed.add(epoch)
     return out

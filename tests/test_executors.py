@@ -8,6 +8,7 @@ from stream.codecs.schemas import load_schema
 from stream.driver import Driver, Topics
 from stream.execution.task import ReadBatch
 from stream.generator import PaymentGenerator, partition_of
+from stream.records import RawMessage
 from stream.sinks.memory import MemoryChangelog, MemorySink
 from stream.sources.memory import MemoryReader, MemorySession, MemoryTopic
 
@@ -252,3 +253,45 @@ def test_wall_clock_advance_closes_every_window_of_a_stream_that_stopped():
           or time.monotonic() > deadline)  # no drain: only the watermark closes windows
     ex.close()
     assert d.open_windows() == 0 and d.stats.windows == len(sink.records["out"]) > 0
+
+
+def _compacted(log):
+    """What Kafka's log cleaner leaves of a changelog partition: the latest value per key,
+    without keys whose latest value is a tombstone."""
+    latest = {}
+    for m in log:
+        latest.pop(m.key, None)
+        latest[m.key] = m
+    return [m for m in latest.values() if m.value is not None]
+
+
+def test_a_compacted_changelog_restores_the_same_state(executor):
+    """A compacted changelog keeps one meta entry per partition (the latest); it alone must
+    name every committed epoch whose deltas are still live, or their state is lost."""
+    from stream.state import restore
+
+    topic, records = make_topic(n=6_000)
+    pipeline = payment_pipeline("compact", "payments", "out", size_ms=20_000, slide_ms=2_000)
+    changelog = f"{pipeline.name}.changelog"
+    before = {}
+
+    def compact(d, sink):
+        assert d.stats.commits >= 4
+        for p in range(3):
+            full = sink.partitioned[(changelog, p)]
+            small = _compacted(full)
+            last = d.session.committed([(changelog, p)]).get((changelog, p), -2)
+            want, got = restore(full, "payments", last), restore(small, "payments", last)
+            assert got.panes == want.panes and got.emitted_through == want.emitted_through
+            before[p] = (len(full), len(small))
+            sink.partitioned[(changelog, p)] = [RawMessage(i, m.key, m.value, 0, m.headers)
+                                                for i, m in enumerate(small)]
+    session = MemorySession([topic])
+    d, sink = run(pipeline, session, executor, max_inflight=1)
+    d.run(until=lambda d: d.stats.records_in >= 4_000, on_step=lambda d: d.commit())  # many epochs
+    compact(d, sink)
+    d2, _ = run(pipeline, MemorySession([topic], offsets=session.offsets), executor, sink)
+    d2.run(until=lambda d: d.caught_up(), drain=True)
+    assert all(small < full for full, small in before.values())  # compaction removed entries
+    assert d2.stats.restored > 0
+    assert diff_windows(recompute(records, 20_000, 2_000), decode_all(sink)) == []
