@@ -29,17 +29,42 @@ def _consumer(bootstrap: str, topic: str, partitions: list[int]) -> Any:
     return c
 
 
-def _messages(c: Any, partitions: list[int]):
+def _batches(c: Any, partitions: list[int]):
+    """The records of each consume() call, until every partition reached its end."""
     from confluent_kafka import KafkaError
 
     left = set(partitions)
     while left:
+        batch = []
         for m in c.consume(10_000, 0.5):
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    left.discard(m.partition())
-                continue
-            yield m
+            if m.error() is None:
+                batch.append(m)
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                left.discard(m.partition())
+        if batch:
+            yield batch
+
+
+def _messages(c: Any, partitions: list[int]):
+    for batch in _batches(c, partitions):
+        yield from batch
+
+
+def _producer(bootstrap: str) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
+                     "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+
+
+def _send(p: Any, topic: str, value: bytes, m: Any) -> None:
+    """Produce `value` with the input message's key to its partition, waiting out a full queue."""
+    while True:
+        try:
+            p.produce(topic, value, m.key(), partition=m.partition())
+            return
+        except BufferError:
+            p.poll(0.05)
 
 
 def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
@@ -74,25 +99,18 @@ def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: d
 def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
                      go: Any, out: str) -> None:
     import fastavro
-    from confluent_kafka import Producer
 
     parsed, parsed_out = fastavro.parse_schema(schema), fastavro.parse_schema(stateless_out(schema))
     read, write = fastavro.schemaless_reader, fastavro.schemaless_writer
     c = _consumer(bootstrap, topic, partitions)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
-                  "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    p = _producer(bootstrap)
     q.put("ready")
     go.wait()
     n = 0
     for m in _messages(c, partitions):
         buf = io.BytesIO()
         write(buf, parsed_out, to_cents(read(io.BytesIO(m.value()), parsed, None)))
-        while True:
-            try:
-                p.produce(out, buf.getvalue(), m.key(), partition=m.partition())
-                break
-            except BufferError:
-                p.poll(0.05)
+        _send(p, out, buf.getvalue(), m)
         n += 1
         if n % 10_000 == 0:
             p.poll(0)
@@ -109,7 +127,6 @@ def scoring_worker(bootstrap: str, topic: str, partitions: list[int], schema: di
 
     import fastavro
     import joblib
-    from confluent_kafka import Producer
 
     from examples.fraud.pipelines import PAYMENT_FEATURES
     from operators import Features
@@ -120,22 +137,11 @@ def scoring_worker(bootstrap: str, topic: str, partitions: list[int], schema: di
     parsed, parsed_out = fastavro.parse_schema(schema), fastavro.parse_schema(out_schema)
     read, write = fastavro.schemaless_reader, fastavro.schemaless_writer
     c = _consumer(bootstrap, topic, partitions)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000,
-                  "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
+    p = _producer(bootstrap)
     q.put("ready")
     go.wait()
-    from confluent_kafka import KafkaError
-
-    n, left = 0, set(partitions)
-    while left:
-        batch = []
-        for m in c.consume(10_000, 0.5):
-            if m.error() is None:
-                batch.append(m)
-            elif m.error().code() == KafkaError._PARTITION_EOF:
-                left.discard(m.partition())
-        if not batch:
-            continue
+    n = 0
+    for batch in _batches(c, partitions):
         records = [read(io.BytesIO(m.value()), parsed, None) for m in batch]
         scores = model.predict_proba(features.matrix(records))[:, 1].tolist()
         for m, r, score in zip(batch, records, scores):
@@ -143,12 +149,7 @@ def scoring_worker(bootstrap: str, topic: str, partitions: list[int], schema: di
             write(buf, parsed_out, {"payment_id": r["payment_id"], "user_id": r["user_id"],
                                     "amount": r["amount"], "ts": r["ts"], "score": score,
                                     "model_version": version})
-            while True:
-                try:
-                    p.produce(out, buf.getvalue(), m.key(), partition=m.partition())
-                    break
-                except BufferError:
-                    p.poll(0.05)
+            _send(p, out, buf.getvalue(), m)
         n += len(batch)
         p.poll(0)
     p.flush(60)

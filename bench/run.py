@@ -296,6 +296,8 @@ def main() -> int:
     ap.add_argument("--skip-curves", action="store_true")
     ap.add_argument("--scoring-records", type=int, default=500_000,
                     help="payments per model-scoring run (0 skips it)")
+    ap.add_argument("--only-scoring", action="store_true",
+                    help="run only the model-scoring comparison (writes its own JSON to --out)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
 
@@ -307,6 +309,10 @@ def main() -> int:
     with EmbeddedBroker() as broker:
         bench = Bench(args, broker)
         try:
+            if args.only_scoring:
+                with tempfile.TemporaryDirectory() as tmp:
+                    result["scoring"] = bench.scoring(Path(tmp))
+                return _finish(result, args.out)
             result["throughput"] = t = bench.throughput()
             result["stateless"] = bench.stateless(t["source"])
             if args.scoring_records > 0:
@@ -335,6 +341,20 @@ def main() -> int:
     return 0
 
 
+def _finish(result: dict, out: str) -> int:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    say("\n== summary (ratios are against baselines measured in this run) ==")
+    _scoring_line(result["scoring"])
+    print(f"written to {out}")
+    return 0
+
+
+def _scoring_line(sc: dict) -> None:
+    say(f"model scoring, exactly-once: {sc['pipeline_median_rps']:>9,} rec/s  ratio {sc['ratio']:.2f} "
+        f"(hand-written loop {sc['baseline_median_rps']:,} rec/s)")
+
+
 def summary(r: dict) -> None:
     t, s, lat, mem = r["throughput"], r["stateless"], r["latency"], r["memory"]
     say("\n== summary (ratios are against baselines measured in this run) ==")
@@ -344,9 +364,7 @@ def summary(r: dict) -> None:
     say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
         f"(baseline {s['baseline_rps']:,} rec/s)")
     if "scoring" in r:
-        sc = r["scoring"]
-        say(f"model scoring, exactly-once: {sc['pipeline_median_rps']:>9,} rec/s  ratio {sc['ratio']:.2f} "
-            f"(hand-written loop {sc['baseline_median_rps']:,} rec/s)")
+        _scoring_line(r["scoring"])
     say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
     say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
     if "soak" in mem:
