@@ -108,7 +108,7 @@ def status(kafka: Any, app: str) -> Status:
     committed = _committed(admin, app)
     changelog = CHANGELOG.format(app=app)
     inputs = sorted({t for t, _ in committed if t != changelog})
-    if state == "DEAD" and not committed:
+    if not committed and not members and state not in ACTIVE:
         raise StreamError(f"no application {app!r}: the consumer group has no members and no committed "
                           f"offsets at {kafka.bootstrap} (check --app-id; `stream run` uses the pipeline "
                           "name by default)")
