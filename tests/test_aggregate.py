@@ -93,9 +93,11 @@ def test_sketches_stay_within_their_error_bounds_when_merged(parts):
         dist, quant = d.merge(dist, a), q.merge(quant, b)
     everything = sorted(v for p in parts for v in p)
     assert abs(d.result(dist) - len(set(everything))) <= max(2, 0.05 * len(set(everything)))
-    if everything:
-        rank = sum(v <= q.result(quant) for v in everything) / len(everything)
-        assert abs(rank - 0.5) <= 0.05 or len(everything) < 40
+    if len(everything) >= 40:  # the median's rank range (ties span one) must come within 5% of 0.5
+        median = q.result(quant)
+        below = sum(v < median for v in everything) / len(everything)
+        up_to = sum(v <= median for v in everything) / len(everything)
+        assert below - 0.05 <= 0.5 <= up_to + 0.05, (below, up_to)
 
 
 def test_collect_and_top_k_results():
