@@ -57,6 +57,14 @@ def _producer(bootstrap: str) -> Any:
                      "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
 
 
+def _ready(bootstrap: str, topic: str, partitions: list[int], q: Any, go: Any) -> tuple[Any, Any]:
+    """A consumer of `partitions` and a producer; then report ready and wait for the start."""
+    c, p = _consumer(bootstrap, topic, partitions), _producer(bootstrap)
+    q.put("ready")
+    go.wait()
+    return c, p
+
+
 def _send(p: Any, topic: str, value: bytes, m: Any) -> None:
     """Produce `value` with the input message's key to its partition, waiting out a full queue."""
     while True:
@@ -102,10 +110,7 @@ def stateless_worker(bootstrap: str, topic: str, partitions: list[int], schema: 
 
     parsed, parsed_out = fastavro.parse_schema(schema), fastavro.parse_schema(stateless_out(schema))
     read, write = fastavro.schemaless_reader, fastavro.schemaless_writer
-    c = _consumer(bootstrap, topic, partitions)
-    p = _producer(bootstrap)
-    q.put("ready")
-    go.wait()
+    c, p = _ready(bootstrap, topic, partitions, q, go)
     n = 0
     for m in _messages(c, partitions):
         buf = io.BytesIO()
@@ -136,10 +141,7 @@ def scoring_worker(bootstrap: str, topic: str, partitions: list[int], schema: di
     features = Features(PAYMENT_FEATURES)
     parsed, parsed_out = fastavro.parse_schema(schema), fastavro.parse_schema(out_schema)
     read, write = fastavro.schemaless_reader, fastavro.schemaless_writer
-    c = _consumer(bootstrap, topic, partitions)
-    p = _producer(bootstrap)
-    q.put("ready")
-    go.wait()
+    c, p = _ready(bootstrap, topic, partitions, q, go)
     n = 0
     for batch in _batches(c, partitions):
         records = [read(io.BytesIO(m.value()), parsed, None) for m in batch]

@@ -71,8 +71,17 @@ def kafka_config(args: argparse.Namespace) -> Any:
     return KafkaConfig(args.bootstrap, security=security)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def cluster_config(args: argparse.Namespace, pipeline: Any, **settings: Any) -> Any:
+    """The RunConfig of a command with the cluster options (`_cluster_options`), plus `settings`."""
     from stream.config import DaskTLS, RunConfig
+
+    return RunConfig(app_id=args.app_id or pipeline.name, kafka=kafka_config(args), scheduler=args.scheduler,
+                     dask_tls=DaskTLS.from_env(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key),
+                     workers=args.workers or (os.cpu_count() or 1), range_records=args.range_records,
+                     **settings)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from stream.progress import Progress, Status
     from stream.runner import make_executor, run_pipeline
     from stream.watchdog import Watchdog
@@ -81,14 +90,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.bootstrap:
         raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP "
                           "(`stream broker` starts an embedded one)")
-    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=kafka_config(args),
-                       scheduler=args.scheduler, dask_tls=DaskTLS.from_env(
-                           ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key), workers=args.workers or (os.cpu_count() or 1),
-                       metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-                       guarantee=args.guarantee,
-                       replica=args.replica, commit_interval_s=args.commit_interval,
-                       range_records=args.range_records, step_timeout_s=args.step_timeout,
-                       advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000))
+    config = cluster_config(args, pipeline, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                            guarantee=args.guarantee, replica=args.replica,
+                            commit_interval_s=args.commit_interval, step_timeout_s=args.step_timeout,
+                            advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000))
     if not args.no_supervise:
         from stream.supervisor import Supervisor, child_argv
 
@@ -152,7 +157,6 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from stream.admin import ensure_topic, wait_for_broker
-    from stream.config import DaskTLS, RunConfig
     from stream.replay import parse_time, replay
     from stream.runner import make_executor
 
@@ -163,9 +167,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from_ms, to_ms = parse_time(args.from_time, "--from"), parse_time(args.to_time, "--to")
     if args.output == pipeline.sink_spec.topic:  # type: ignore[union-attr]
         raise ConfigError("--output", f"{args.output!r} is the live pipeline's sink; replay into another topic")
-    config = RunConfig(app_id=args.app_id or pipeline.name, kafka=kafka_config(args), scheduler=args.scheduler,
-                       dask_tls=DaskTLS.from_env(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key),
-                       workers=args.workers or (os.cpu_count() or 1), range_records=args.range_records)
+    config = cluster_config(args, pipeline)
     kafka = config.kafka
     wait_for_broker(kafka.client(), config.connect_timeout_s)
     dlq = f"{config.app_id}.replay.dlq"

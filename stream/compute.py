@@ -39,11 +39,13 @@ def result_records(pipeline: Pipeline, results: Iterable[Any],
                    tallies: dict[tuple[str, str], int] | None = None) -> list[Item]:
     """Window results as output records, after the operators that follow window().
 
-    Returns (result, key, record) items; a result that makes an operator raise goes to
+    Returns (result, Kafka key, record) items; the key is `<key>@<window_start>`, so
+    duplicates can be recognised. A result that makes an operator raise goes to
     `failed(result, error)`.
     """
     key_field = pipeline.key_field
-    items = [(w, w.key, {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values})
+    items = [(w, f"{w.key}@{w.start}".encode(),
+              {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values})
              for w in results]
     return run_steps(pipeline.result_steps, items, failed, tallies) if pipeline.result_steps else items
 

@@ -415,13 +415,13 @@ class Driver:
                                               f"{w.key}@{w.start}".encode(),
                                               repr(record if record is not None else w).encode()))
         written = 0
-        for w, _, record in result_records(self.pipeline, results, failed, scored):
+        for w, key, record in result_records(self.pipeline, results, failed, scored):
             try:
                 value = encode(record)
             except EncodeError as exc:
                 failed(w, exc, "encode_failed", record)
                 continue
-            self._produce(topic, f"{w.key}@{w.start}".encode(), value, headers)
+            self._produce(topic, key, value, headers)
             written += 1
         if scored and self.metrics:
             self.metrics.scored(scored)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.errors import StreamError
-from stream.records import BEGINNING
 
 CHANGELOG = "{app}.changelog"
 ACTIVE = {"STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE"}
@@ -91,15 +90,11 @@ def _committed(admin: Any, app: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
 
 
-def _end(reader: Any, topic: str, partition: int) -> int | None:
-    """The partition's end offset, from a fetch of (at most) its first record."""
-    return reader.read(topic, partition, BEGINNING, None, 1).high
-
-
 def status(kafka: Any, app: str) -> Status:
     """The group's state and members, each input partition's committed offset, end and lag,
     and the changelog's newest entry time and live size."""
     from stream.admin import admin as make_admin, wait_for_broker
+    from stream.replay import partition_bounds
     from stream.sources.kafka import KafkaReader, read_all
 
     md = wait_for_broker(kafka.client(), 30)
@@ -116,7 +111,7 @@ def status(kafka: Any, app: str) -> Status:
     out = Status(app, state, members)
     for t in inputs:
         for p in range(len(md.topics[t].partitions) if t in md.topics else 0):
-            out.offsets.append(Offsets(t, p, committed.get((t, p)), _end(reader, t, p)))
+            out.offsets.append(Offsets(t, p, committed.get((t, p)), partition_bounds(reader, t, p)[1]))
     if changelog in md.topics:
         out.changelog_partitions = len(md.topics[changelog].partitions)
         latest: dict[bytes | None, int] = {}
@@ -139,11 +134,8 @@ class ResetPlan:
 def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan:
     """New offsets: each input partition's first offset, or (with `to_time_ms`) the first at or
     after that Kafka timestamp. Raises when the group is active or unknown."""
-    from confluent_kafka import Consumer, TopicPartition
-
     from stream.admin import admin as make_admin, wait_for_broker
-    from stream.replay import start_offset
-    from stream.secrets import reveal_config
+    from stream.replay import partition_bounds, start_offset, time_hints
     from stream.sources.kafka import KafkaReader
 
     md = wait_for_broker(kafka.client(), 30)
@@ -160,24 +152,17 @@ def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan
                           "nothing to reset (check --app-id)")
     reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{app}.reset"}))
     tps = [(t, p) for t in inputs for p in range(len(md.topics[t].partitions))]
-    hints: dict[tuple[str, int], int | None] = {}
-    if to_time_ms is not None:
-        consumer = Consumer(reveal_config(kafka.consumer({"group.id": f"{app}.reset"})))
-        try:
-            answer = consumer.offsets_for_times([TopicPartition(t, p, to_time_ms) for t, p in tps], timeout=30)
-        finally:
-            consumer.close()
-        hints = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in answer}
+    hints = {} if to_time_ms is None else time_hints(kafka, f"{app}.reset", tps, to_time_ms)
     offsets = {}
     for t, p in tps:
-        first = reader.read(t, p, BEGINNING, None, 1)
-        low = first.messages[0].offset if first.messages else (first.high or 0)
+        first, high = partition_bounds(reader, t, p)
+        low = first if first is not None else (high or 0)
         if to_time_ms is None:
             offsets[(t, p)] = low
         else:  # the broker's answer if it checks out, else scan from the first record
             offsets[(t, p)] = _first_at(reader, t, p, to_time_ms,
                                         start_offset(reader, hints.get((t, p)), t, p, to_time_ms, low),
-                                        first.high)
+                                        high)
     return ResetPlan(app, offsets, changelog if changelog in md.topics else None)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from stream.compute import result_records
 from stream.errors import ConfigError, FatalError
+from stream.driver import FOREVER
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Limits
@@ -69,6 +70,27 @@ class ReplaySummary:
                 f"{self.edge_windows:,} cut by its edges left out, {self.failed:,} failed")
 
 
+def partition_bounds(reader: Any, topic: str, partition: int) -> tuple[int | None, int | None]:
+    """A partition's first offset (None: empty) and end offset, from one fetch (never ListOffsets)."""
+    first = reader.read(topic, partition, BEGINNING, None, 1)
+    return (first.messages[0].offset if first.messages else None), first.high
+
+
+def time_hints(kafka: Any, group: str, tps: list[tuple[str, int]], at_ms: int) -> dict[tuple[str, int], int | None]:
+    """The broker's `offsets_for_times` answer per partition: a hint to check, not an offset to
+    trust (the embedded broker answers 0 for every time)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from stream.secrets import reveal_config
+
+    consumer = Consumer(reveal_config(kafka.consumer({"group.id": group})))
+    try:
+        answer = consumer.offsets_for_times([TopicPartition(t, p, at_ms) for t, p in tps], timeout=30)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in answer}
+
+
 def start_offset(reader: Any, hint: int | None, topic: str, partition: int, from_ms: int,
                  low: int) -> int:
     """Kafka's offset for `from_ms` when the record before it is older; else `low`."""
@@ -86,10 +108,8 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
            dead_letter: str | None = None, range_records: int = 50_000, max_inflight: int = 8,
            progress: Callable[[ReplaySummary], None] | None = None) -> ReplaySummary:
     """Replay `pipeline` over event times ``[from_ms, to_ms)`` of its input into `output`."""
-    from confluent_kafka import Consumer, Producer, TopicPartition
-
     from stream.admin import check_topics, wait_for_broker
-    from stream.secrets import reveal_config
+    from stream.sinks.kafka import KafkaSink
     from stream.sources.kafka import KafkaReader
 
     if to_ms <= from_ms:
@@ -100,31 +120,25 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
     counts = check_topics(md, topics, "input")
     check_topics(md, [output], "output")
     reader = KafkaReader.from_config(kafka.consumer({"group.id": "stream-replay"}))
-    consumer = Consumer(reveal_config(kafka.consumer({"group.id": "stream-replay"})))
-    try:
-        asked = [TopicPartition(t, p, from_ms) for t in topics for p in range(counts[t])]
-        hints = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-                 for tp in consumer.offsets_for_times(asked, timeout=30)}
-    finally:
-        consumer.close()
+    hints = time_hints(kafka, "stream-replay", [(t, p) for t in topics for p in range(counts[t])], from_ms)
     summary = ReplaySummary()
     limits = Limits(kafka.max_record_bytes, event_time_range=(from_ms, to_ms))
     pending: list[RangeTask] = []
     for t in topics:
         for p in range(counts[t]):
-            first = reader.read(t, p, BEGINNING, None, 1)
-            if not first.messages or first.high is None:
+            low, high = partition_bounds(reader, t, p)
+            if low is None or high is None:
                 continue  # an empty partition
-            start = start_offset(reader, hints.get((t, p)), t, p, from_ms, first.messages[0].offset)
-            summary.partitions[(t, p)] = (start, first.high)
-            for s in range(start, first.high, range_records):
-                pending.append(RangeTask(t, p, s, min(s + range_records, first.high), range_records,
+            start = start_offset(reader, hints.get((t, p)), t, p, from_ms, low)
+            summary.partitions[(t, p)] = (start, high)
+            for s in range(start, high, range_records):
+                pending.append(RangeTask(t, p, s, min(s + range_records, high), range_records,
                                          reader, pipeline, limits))
     stores: dict[tuple[str, int], Any] = {}
     done: dict[tuple[str, int], dict[int, RangeResult]] = {}
     merged_to = {tp: start for tp, (start, _) in summary.partitions.items()}
     inflight: dict[Any, tuple[RangeTask, int]] = {}
-    producer = Producer(reveal_config({**kafka.producer(), "enable.idempotence": True, "linger.ms": 20}))
+    sink = KafkaSink(kafka.producer({"linger.ms": 20}))  # idempotent; no transaction
     stage = pipeline.window_stage
 
     def submit(task: RangeTask, attempt: int = 0) -> None:
@@ -133,7 +147,7 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
     def failed(tp: tuple[str, int], f: Any) -> None:
         summary.failed += 1
         if dead_letter is not None:
-            producer.produce(dead_letter, f.value, f.key, headers=list(f.dead_letter_headers(*tp)))
+            sink.produce(dead_letter, f.key, f.value, f.dead_letter_headers(*tp))
 
     while pending or inflight:
         while pending and len(inflight) < max_inflight:
@@ -163,7 +177,7 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
                     failed(tp, f)
                 if stage is None:
                     for key, value in r.partial.outputs:
-                        _produce(producer, output, key, value)
+                        sink.produce(output, key, value)
                     summary.written += len(r.partial.outputs)
                 else:
                     store = stores.get(tp)
@@ -176,31 +190,19 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
     if stage is not None:
         results = []
         for store in stores.values():
-            for w in store.advance(2**62):
+            for w in store.advance(FOREVER):
                 if w.start >= from_ms and w.end <= to_ms:
                     results.append(w)
                 else:
                     summary.edge_windows += 1
         summary.windows = len(results)
         encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
-        for w, _, record in result_records(pipeline, results, lambda w, exc: _count(summary)):
-            _produce(producer, output, f"{w.key}@{w.start}".encode(), encode(record))
+        def result_failed(w: Any, exc: BaseException) -> None:
+            summary.failed += 1
+        for _, key, record in result_records(pipeline, results, result_failed):
+            sink.produce(output, key, encode(record))
             summary.written += 1
-    left = producer.flush(60)
-    if left:
-        raise FatalError(f"{left} replay results not acknowledged by {kafka.bootstrap}")
+    sink.flush(60)  # raises, naming the broker, when results are not acknowledged
+    sink.close()
     summary.seconds = time.monotonic() - t0
     return summary
-
-
-def _count(summary: ReplaySummary) -> None:
-    summary.failed += 1
-
-
-def _produce(producer: Any, topic: str, key: bytes | None, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            producer.poll(0.05)
