@@ -209,6 +209,7 @@ class TcpProxy:
         import socket
         self.port, self.target, self.tls = port, ("127.0.0.1", target_port), tls
         self.handshake_failures: list[str] = []
+        self.handshake_dropped = 0
         self._socket = socket
         self._conns: list = []
         self._lock = threading.Lock()
@@ -233,9 +234,14 @@ class TcpProxy:
 
     def _connect(self, client):
         if self.tls is not None:
+            import ssl
             try:
                 client = self.tls.wrap_socket(client, server_side=True)
-            except OSError as exc:  # ssl.SSLError among them: the client refused our certificate
+            except (ssl.SSLEOFError, ConnectionResetError):  # the client hung up mid-handshake
+                self.handshake_dropped += 1                   # (closing while connecting): no verdict
+                client.close()
+                return
+            except OSError as exc:  # ssl.SSLError among them: plaintext, or our certificate refused
                 self.handshake_failures.append(str(exc))
                 client.close()
                 return

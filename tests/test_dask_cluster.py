@@ -46,6 +46,7 @@ def test_a_worker_joins_and_another_leaves_mid_stream_and_every_window_is_correc
             if not churn["added"] and d.stats.records_in >= 5_000:
                 churn["added"] = True
                 procs.append(start_worker(address, "second", tmp_path))
+                executor.client.wait_for_workers(2, timeout=60)  # joins before the input runs out
             if churn["added"] and not churn["removed"] and len(executor._workers) == 2:
                 churn["removed"] = True
                 threading.Thread(target=procs[1].terminate, daemon=True).start()  # the first one goes
