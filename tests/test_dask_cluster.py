@@ -61,3 +61,22 @@ def test_a_worker_joins_and_another_leaves_mid_stream_and_every_window_is_correc
         if executor is not None:
             executor.close()
         stop_all(procs)
+
+
+def test_a_task_submitted_while_no_worker_is_connected_waits_for_one(tmp_path):
+    """Every worker gone (a restart of all of them): the driver's next task queues at the
+    scheduler and runs when a worker comes back, instead of failing the run."""
+    from distributed import LocalCluster
+
+    from stream.execution.dask import DaskExecutor
+
+    cluster = LocalCluster(n_workers=0, processes=False, dashboard_address=None)
+    executor = DaskExecutor(scheduler=cluster.scheduler_address)
+    try:
+        assert executor.workers == 0
+        future = executor.submit(sum, [1, 2, 3], pin=1)
+        cluster.scale(1)
+        assert future.result(timeout=60) == 6
+    finally:
+        executor.close()
+        cluster.close()

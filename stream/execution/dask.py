@@ -97,7 +97,9 @@ class DaskExecutor:
                 self.refresh_workers()
             except Exception as exc:  # noqa: BLE001 - keep the last list; the scheduler may be busy
                 log.debug("could not refresh the worker list: %s", exc)
-        target = [self._workers[pin % len(self._workers)]] if self._workers else None
+        if not self._workers:  # none connected now (all left, or shutting down): the scheduler queues it
+            return self.client.submit(fn, *args, pure=False)
+        target = [self._workers[pin % len(self._workers)]]
         return self.client.submit(fn, *args, workers=target, allow_other_workers=True, pure=False)
 
     def outcome(self, future: Future) -> tuple[Any, BaseException | None] | None:
