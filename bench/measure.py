@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
-import bisect
+import json
 import pickle
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any, Callable
 
 import psutil
@@ -18,6 +22,8 @@ from stream.config import RunConfig
 from stream.execution.dask import DaskExecutor
 from stream.progress import Progress, Status
 from stream.runner import PipelineRun
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class CpuMeter:
@@ -52,13 +58,13 @@ def rss_mib(proc: psutil.Process | None = None) -> tuple[float, float]:
     """(this process, its children but the broker) resident memory in MiB.
 
     The embedded broker is a child too, but it keeps every record in memory (DESIGN.md), so
-    it is left out: what is measured is the driver and the Dask processes.
+    it is left out, as is the feeder: what is measured is the driver and the Dask processes.
     """
     me = proc or psutil.Process()
     kids = 0
     for c in me.children(recursive=True):
         try:
-            if "tansu" not in c.name():
+            if "tansu" not in c.name() and "bench.feeder" not in c.cmdline():
                 kids += c.memory_info().rss
         except psutil.Error:
             pass
@@ -96,41 +102,50 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
             "worker_cpu_us_per_record": round(worker_cpu / stats.records_in * 1e6, 2)}
 
 
-def closing_times(sent: dict[int, list[tuple[int, float]]]) -> Callable[[int], float | None]:
-    """From (event time, wall time) sent per partition: when every partition had reached `t`."""
-    reach = {}
-    for p, rows in sent.items():
-        running, walls, top = [], [], None
-        for ts, wall in rows:
-            if top is None or ts > top:
-                top = ts
-                running.append(ts)
-                walls.append(wall)
-        reach[p] = (running, walls)
+class Feeder:
+    """`bench/feeder.py` in its own process: a paced producer that does not share the GIL
+    with the driver. `result()` waits for it and returns its summary."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float, seconds: float) -> None:
+        self._out = Path(tempfile.mkstemp(suffix=".json", prefix="feed-")[1])
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.feeder", "--bootstrap", bootstrap,
+                                      "--topic", topic, "--rate", str(rate), "--seconds", str(seconds),
+                                      "--out", str(self._out)], cwd=ROOT)
+        self.started = time.monotonic()
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def result(self, timeout: float = 120.0) -> dict[str, Any]:
+        try:
+            if self.proc.wait(timeout) != 0:
+                raise RuntimeError(f"the feeder exited with {self.proc.returncode}")
+            return json.loads(self._out.read_text())
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._out.unlink(missing_ok=True)
+
+
+def closing_times(crossings: dict[Any, list[list[float]]]) -> Callable[[int], float | None]:
+    """From the feeder's crossings (per partition: [event time boundary, wall time first
+    reached]): the wall time at which every partition had reached event time `t`."""
+    reached = [dict((int(t), wall) for t, wall in rows) for rows in crossings.values()]
 
     def at(t: int) -> float | None:
-        worst = 0.0
-        for running, walls in reach.values():
-            i = bisect.bisect_left(running, t)
-            if i == len(running):
-                return None
-            worst = max(worst, walls[i])
-        return worst
+        walls = [r.get(t) for r in reached]
+        return None if None in walls else max(walls)  # type: ignore[type-var]
     return at
 
 
 def latency(kafka: Any, pipeline: Any, src: str, out: str, executor: DaskExecutor, rate: float,
-            seconds: float, grace_ms: int, produce: Callable[..., None]) -> dict[str, Any]:
+            seconds: float, grace_ms: int) -> dict[str, Any]:
     """p50/p99 from the record that closes a window being produced to its result being
-    readable by a read_committed consumer, at a fixed input rate."""
+    readable by a read_committed consumer, at a fixed input rate (the feeder's)."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    sent: dict[int, list[tuple[int, float]]] = {}
     got: list[tuple[int, float]] = []  # (window end, wall time received)
     stop = threading.Event()
-
-    def on_record(partition: int, ts: int) -> None:
-        sent.setdefault(partition, []).append((ts, time.time()))
 
     def read() -> None:
         codec = pipeline.sink_spec.codec
@@ -147,24 +162,25 @@ def latency(kafka: Any, pipeline: Any, src: str, out: str, executor: DaskExecuto
     config = RunConfig(app_id="bench-latency", kafka=kafka, workers=executor.workers)
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    feeder: list[Feeder] = []
     with PipelineRun(pipeline, config, executor) as run:
-        deadline = [None]
-
         def until(d: Any) -> bool:
-            if d.parts and deadline[0] is None:  # produce only once the driver is assigned
-                deadline[0] = time.monotonic() + seconds
-                threading.Thread(target=produce, args=(rate, seconds, on_record), daemon=True).start()
-            return deadline[0] is not None and time.monotonic() > deadline[0] + 2
+            if d.parts and not feeder:  # produce only once the driver is assigned
+                feeder.append(Feeder(kafka.bootstrap, src, rate, seconds))
+            return bool(feeder) and feeder[0].done() and d.caught_up()
         run.driver.run(until=until)
+        time.sleep(1)  # the last results' transaction, read
     stop.set()
     reader.join(5)
-    closes = closing_times(sent)
+    fed = feeder[0].result()
+    closes = closing_times(fed["crossings"])
     lat = sorted(r - c for end, r in got if (c := closes(end + grace_ms)) is not None)
+    summary = {"rate_asked": round(rate), "rate": round(fed["sent"] / fed["seconds"]),
+               "seconds": fed["seconds"], "results": len(lat)}
     if not lat:
-        return {"rate": round(rate), "results": 0}
+        return summary
     pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3)  # noqa: E731
-    return {"rate": round(rate), "results": len(lat), "p50_s": pick(0.50), "p99_s": pick(0.99),
-            "max_s": round(lat[-1], 3)}
+    return {**summary, "p50_s": pick(0.50), "p99_s": pick(0.99), "max_s": round(lat[-1], 3)}
 
 
 def state_bytes_per_entry(pipeline: Any, keys: int = 100_000) -> dict[str, Any]:

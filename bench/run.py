@@ -41,6 +41,9 @@ from bench import baseline, measure, workloads  # noqa: E402
 from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT  # noqa: E402
 
 
+STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "curves", "soak")
+
+
 def compare(base: dict, rows: list[dict]) -> list[str]:
     """Differences between the baseline's windows and the pipeline's output rows."""
     got = {(r["user_id"], r["window_start"]): r for r in rows}
@@ -173,32 +176,14 @@ class Bench:
 
     # -- 3. latency ------------------------------------------------------------------------
     def latency(self, max_rps: float) -> dict:
-        from confluent_kafka import Producer
-
-        from stream.generator import PaymentGenerator, partition_of
-
         src, out = self.topic("lat-in"), self.topic("lat-out")
-        pipeline = workloads.windowed(src, out)
-        codec = pipeline.source_spec.codec
         rate = max_rps / 2
-
-        def produce(rate: float, seconds: float, on_record) -> None:
-            p = Producer(self.kafka.producer({"linger.ms": 2}))
-            gen = PaymentGenerator(users=10_000, step_ms=0.1, disorder_ms=2_000, seed=5,
-                                   start_ms=int(time.time() * 1000))
-            wait = workloads.paced(rate)
-            for i, rec in enumerate(gen.records(int(rate * seconds))):
-                if i % 100 == 0:
-                    wait(i)
-                    p.poll(0)
-                part = partition_of(rec["user_id"], PARTITIONS)
-                p.produce(src, codec.encode(rec), rec["user_id"].encode(), partition=part)
-                on_record(part, rec["ts"])
-            p.flush(30)
-        say(f"latency at {rate:,.0f} records/s for {self.args.latency_seconds} s ...")
-        r = measure.latency(self.kafka, pipeline, src, out, self.executor, rate,
-                            self.args.latency_seconds, GRACE_MS, produce)
-        say(f"  p50 {r.get('p50_s')} s, p99 {r.get('p99_s')} s over {r['results']:,} results")
+        say(f"latency at {rate:,.0f} records/s for {self.args.latency_seconds} s "
+            "(a paced producer in its own process) ...")
+        r = measure.latency(self.kafka, workloads.windowed(src, out), src, out, self.executor, rate,
+                            self.args.latency_seconds, GRACE_MS)
+        say(f"  p50 {r.get('p50_s')} s, p99 {r.get('p99_s')} s over {r['results']:,} results, "
+            f"input {r['rate']:,} records/s")
         return r
 
     # -- 5. curves -------------------------------------------------------------------------
@@ -296,10 +281,20 @@ def main() -> int:
     ap.add_argument("--skip-curves", action="store_true")
     ap.add_argument("--scoring-records", type=int, default=500_000,
                     help="payments per model-scoring run (0 skips it)")
-    ap.add_argument("--only-scoring", action="store_true",
-                    help="run only the model-scoring comparison (writes its own JSON to --out)")
+    ap.add_argument("--only", action="append", choices=STEPS, metavar="STEP",
+                    help=f"run only this step (repeatable; one of {', '.join(STEPS)}); the JSON "
+                         "goes to --out with only those figures")
+    ap.add_argument("--only-scoring", action="store_true", help="the same as --only scoring")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="the 'measured maximum' records/s that latency and soak run at half of, "
+                         "when --only skips the throughput step (default: measure it, one round)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
+    steps = set(args.only or []) | ({"scoring"} if args.only_scoring else set())
+    if not steps:
+        steps = set(STEPS) - ({"curves"} if args.skip_curves else set())
+        steps -= {"scoring"} if args.scoring_records <= 0 else set()
+        steps -= {"soak"} if args.soak_minutes <= 0 else set()
 
     from stream.broker import EmbeddedBroker
     from stream.sources.kafka import close_pool
@@ -309,22 +304,28 @@ def main() -> int:
     with EmbeddedBroker() as broker:
         bench = Bench(args, broker)
         try:
-            if args.only_scoring:
+            t: dict = {}
+            if "throughput" in steps or "stateless" in steps or ({"latency", "soak"} & steps and not args.rate):
+                if "throughput" not in steps:
+                    args.repeat = 1
+                t = bench.throughput()
+                if "throughput" in steps:
+                    result["throughput"] = t
+            max_rps = args.rate or t.get("exactly_once_median_rps", 0)
+            if "stateless" in steps:
+                result["stateless"] = bench.stateless(t["source"])
+            if "scoring" in steps:
                 with tempfile.TemporaryDirectory() as tmp:
                     result["scoring"] = bench.scoring(Path(tmp))
-                return _finish(result, args.out)
-            result["throughput"] = t = bench.throughput()
-            result["stateless"] = bench.stateless(t["source"])
-            if args.scoring_records > 0:
-                with tempfile.TemporaryDirectory() as tmp:
-                    result["scoring"] = bench.scoring(Path(tmp))
-            result["latency"] = bench.latency(t["exactly_once_median_rps"])
-            from bench.workloads import windowed
-            result["memory"] = measure.state_bytes_per_entry(windowed("a", "b"))
-            if not args.skip_curves:
+            if "latency" in steps:
+                result["latency"] = bench.latency(max_rps)
+            if "memory" in steps:
+                from bench.workloads import windowed
+                result["memory"] = measure.state_bytes_per_entry(windowed("a", "b"))
+            if "curves" in steps:
                 result["curves"] = bench.curves()
-            if args.soak_minutes > 0:
-                result["memory"]["soak"] = bench.soak(t["exactly_once_median_rps"] / 2)
+            if "soak" in steps:
+                result.setdefault("memory", {})["soak"] = bench.soak(max_rps / 2)
         finally:
             bench.close()
             close_pool()  # this process's pooled readers go before their broker does
@@ -334,19 +335,11 @@ def main() -> int:
         from bench.plots import plot_curves
         plot_curves(result["curves"], Path(args.out).with_name("scaling.png"))
     summary(result)
-    if result["throughput"]["mismatches"]:
+    mismatches = result.get("throughput", {}).get("mismatches")
+    if mismatches:
         print(f"MISMATCH: {result['throughput']['mismatch_examples']}", file=sys.stderr)
         return 1
     print(f"written to {args.out}")
-    return 0
-
-
-def _finish(result: dict, out: str) -> int:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    say("\n== summary (ratios are against baselines measured in this run) ==")
-    _scoring_line(result["scoring"])
-    print(f"written to {out}")
     return 0
 
 
@@ -356,23 +349,29 @@ def _scoring_line(sc: dict) -> None:
 
 
 def summary(r: dict) -> None:
-    t, s, lat, mem = r["throughput"], r["stateless"], r["latency"], r["memory"]
+    """Print the figures that `r` has (all of them after a full run)."""
     say("\n== summary (ratios are against baselines measured in this run) ==")
-    say(f"windowed, exactly-once : {t['exactly_once_median_rps']:>9,} rec/s  "
-        f"ratio {t['ratio']:.2f} (baseline {t['baseline_median_rps']:,} rec/s)")
-    say(f"windowed, at-least-once: {t['at_least_once']['rps']:>9,} rec/s  ratio {t['at_least_once_ratio']:.2f}")
-    say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
-        f"(baseline {s['baseline_rps']:,} rec/s)")
+    if t := r.get("throughput"):
+        say(f"windowed, exactly-once : {t['exactly_once_median_rps']:>9,} rec/s  "
+            f"ratio {t['ratio']:.2f} (baseline {t['baseline_median_rps']:,} rec/s)")
+        say(f"windowed, at-least-once: {t['at_least_once']['rps']:>9,} rec/s  ratio {t['at_least_once_ratio']:.2f}")
+    if s := r.get("stateless"):
+        say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
+            f"(baseline {s['baseline_rps']:,} rec/s)")
     if "scoring" in r:
         _scoring_line(r["scoring"])
-    say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
-    say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
+    if lat := r.get("latency"):
+        say(f"latency at {lat['rate']:,} rec/s: p50 {lat.get('p50_s')} s  p99 {lat.get('p99_s')} s")
+    mem = r.get("memory", {})
+    if "bytes_per_entry" in mem:
+        say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")
     if "soak" in mem:
         say(f"soak {mem['soak']['minutes']} min at {mem['soak']['rate']:,} rec/s: RSS slope driver {mem['soak']['driver_slope_mib_per_min']} "
             f"MiB/min, workers {mem['soak']['workers_slope_mib_per_min']} MiB/min")
     for name, points in r.get("curves", {}).items():
         say(f"curve {name:12s}: " + ", ".join(f"{x:,} → {y:,}" for x, y in points))
-    say(f"windows checked: {t['windows']:,}, mismatches: {t['mismatches']}")
+    if t:
+        say(f"windows checked: {t['windows']:,}, mismatches: {t['mismatches']}")
 
 
 if __name__ == "__main__":
