@@ -229,34 +229,31 @@ class Bench:
         minutes = self.args.soak_minutes
         src, out = self.topic("soak-in"), self.topic("soak-out")
         pipeline = workloads.windowed(src, out)
-        stop = threading.Event()
-        producer = threading.Thread(target=workloads.fill_payments, daemon=True, kwargs=dict(
-            kafka=self.kafka, topic=src, n=int(rate * minutes * 60) + 1, keys=10_000,
-            codec=pipeline.source_spec.codec, rate=rate, should_stop=stop.is_set))
         me = psutil.Process()
         samples: list[tuple[float, float, float]] = []
-        say(f"soak: {minutes} min at up to {rate:,.0f} records/s (as fast as one producer thread "
-            "goes); RSS of the driver and the Dask processes sampled every 10 s ...")
+        say(f"soak: {minutes} min at {rate:,.0f} records/s (a paced producer in its own process); "
+            "RSS of the driver and the Dask processes sampled every 10 s ...")
         config = RunConfig(app_id="bench-soak", kafka=self.kafka, workers=self.executor.workers)
+        feeder: list[measure.Feeder] = []
         with PipelineRun(pipeline, config, self.executor) as run:
-            t0, nxt = [None], [0.0]
+            t0, nxt = [0.0], [0.0]
 
             def until(d) -> bool:
                 now = time.monotonic()
-                if d.parts and t0[0] is None:
+                if d.parts and not feeder:
                     t0[0] = now
-                    producer.start()
-                if t0[0] is not None and now >= nxt[0]:
+                    feeder.append(measure.Feeder(self.kafka.bootstrap, src, rate, minutes * 60))
+                if feeder and now >= nxt[0]:
                     nxt[0] = now + 10
                     drv, kids = measure.rss_mib(me)
                     samples.append((now - t0[0], drv, kids))
-                    say(f"  [{(now - t0[0]) / 60:4.1f} min] in {d.stats.records_in:,}  "
+                    say(f"  [{(now - t0[0]) / 60:4.1f} min] in {d.stats.records_in:,}  lag {d.lag():,}  "
                         f"driver {drv:.0f} MiB  workers {kids:.0f} MiB")
-                return t0[0] is not None and now - t0[0] >= minutes * 60
+                return bool(feeder) and now - t0[0] >= minutes * 60
             stats = run.driver.run(until=until)
-        stop.set()
+        fed = feeder[0].result()
         half = [s for s in samples if s[0] >= minutes * 30]  # after warm-up: the second half
-        return {"minutes": minutes, "rate_asked": round(rate),
+        return {"minutes": minutes, "rate_asked": round(rate), "rate_fed": round(fed["sent"] / fed["seconds"]),
                 "rate": round(stats.records_in / (minutes * 60)), "records": stats.records_in,
                 "driver_slope_mib_per_min": round(measure.rss_slope([(t, d) for t, d, _ in half]), 3),
                 "workers_slope_mib_per_min": round(measure.rss_slope([(t, k) for t, _, k in half]), 3),
