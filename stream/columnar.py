@@ -132,10 +132,8 @@ def aggregate_batch(pipeline: Pipeline, messages: Sequence[RawMessage],
         kafka_ts = [kafka_ts[i] for i in kept] if kafka_ts else []
     if not values:
         return out
-    keys = column(messages, "key")
-    if max(map(len, values)) + max((len(k) for k in keys if k is not None),
-                                   default=0) > limits.max_record_bytes:
-        return None  # perhaps too large: the row path checks each record
+    if _perhaps_too_large(values, column(messages, "key"), limits):
+        return None  # the row path checks each record
     out.bytes_in = sum(map(len, values))
     df = plan.decoder.decode(values)
     if df is None:
@@ -144,6 +142,36 @@ def aggregate_batch(pipeline: Pipeline, messages: Sequence[RawMessage],
         return _aggregate(plan, df, kafka_ts, limits, out)
     except Exception:  # a predicate or aggregation raised: the row path finds the record
         return None
+
+
+def _perhaps_too_large(values: list[bytes], keys: list[bytes | None], limits: Limits) -> bool:
+    return max(map(len, values)) + max((len(k) for k in keys if k is not None),
+                                       default=0) > limits.max_record_bytes
+
+
+def decode_rows(pipeline: Pipeline, messages: Sequence[RawMessage],
+                limits: Limits = Limits()) -> list[tuple[int, dict[str, Any], int]] | None:
+    """The batch as (offset, record, Kafka timestamp) rows, decoded in one columnar pass, for
+    the row path's operators; None when a value is null, too large or not one record (then
+    decode record by record), or the schema is not flat.
+
+    >>> from stream.pipeline import Pipeline
+    >>> p = Pipeline("t").source("in", {"type": "record", "name": "R", "fields": [
+    ...      {"name": "k", "type": "string"}]})
+    >>> decode_rows(p, [RawMessage(7, None, p.source_spec.codec.encode({"k": "a"}), 5)])
+    [(7, {'k': 'a'}, 5)]
+    """
+    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
+    if type(codec) is not AvroCodec or codec.reader_schema:
+        return None
+    decoder = BlockDecoder.for_schema(codec.schema)
+    values = column(messages, "value")
+    if decoder is None or not values or None in values or _perhaps_too_large(values, column(messages, "key"), limits):
+        return None
+    df = decoder.decode(values)
+    if df is None:
+        return None
+    return list(zip(column(messages, "offset"), df.to_dicts(), column(messages, "timestamp_ms")))
 
 
 def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits: Limits,

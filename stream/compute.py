@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from operators.base import BatchOperator, Operator, OperatorUnavailable
 from operators.transform import KeyBy
+from stream.codecs.avro import encode_all
 from stream.errors import DecodeError
 from stream.pipeline import Pipeline
-from stream.records import Failure, Limits, Partial, RawMessage
+from stream.records import Failure, Limits, Partial, RawMessage, column
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 
@@ -232,18 +233,21 @@ def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Pa
 
 def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
                         raw: Callable[[int], RawMessage | None]) -> None:
-    encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
-    for (offset, _), key, record in items:
-        try:
-            out.outputs.append((None if key is None else str(key).encode(), encode(record)))
-        except Exception as exc:  # the result does not fit the sink schema
-            out.failures.append(_failure(offset, "encode_failed", exc, raw(offset)))
+    values = encode_all(pipeline.sink_spec.codec, [record for _, _, record in items])  # type: ignore[union-attr]
+    for ((offset, _), key, _), value in zip(items, values):
+        if isinstance(value, Exception):  # the result does not fit the sink schema
+            out.failures.append(_failure(offset, "encode_failed", value, raw(offset)))
+        else:
+            out.outputs.append((None if key is None else str(key).encode(), value))
 
 
-def _finder(messages: list[RawMessage]) -> Callable[[int], RawMessage | None]:
-    offsets = [m.offset for m in messages]
+def _finder(messages: Sequence[RawMessage]) -> Callable[[int], RawMessage | None]:
+    """The message at an offset (for a failure's bytes); the offsets are read on first use."""
+    offsets: list[int] = []
 
     def find(offset: int) -> RawMessage | None:
+        if not offsets:
+            offsets.extend(column(messages, "offset"))
         i = bisect_left(offsets, offset)
         return messages[i] if i < len(offsets) and offsets[i] == offset else None
     return find
@@ -256,11 +260,15 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
     Windowed pipelines that allow it take the columnar path (`stream.columnar`); a batch it
     declines (bad input, an operator that raises) is processed here record by record.
     """
-    from stream.columnar import aggregate_batch  # polars loads only where batches run
+    from stream.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
 
     fast = aggregate_batch(pipeline, messages, limits)
     if fast is not None:
         return fast
+    rows = decode_rows(pipeline, messages, limits)
+    if rows is not None:  # decoded in one pass; operators and the rest record by record
+        out = Partial(records_in=len(rows), bytes_in=sum(map(len, column(messages, "value"))))
+        return aggregate_records(pipeline, rows, out, _finder(messages), limits)
     messages = list(messages)  # a Kafka batch builds its RawMessages once, here
     out = Partial()
     rows = decode_messages(pipeline, messages, out, limits)

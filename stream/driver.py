@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stream import faults
+from stream.codecs.avro import encode_all
 from stream.compute import records_in_panes, result_records
 from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
@@ -405,7 +406,7 @@ class Driver:
         """Run the result operators, encode and produce; header `stream.result` says final or
         partial. Returns the number of records written."""
         sink = self.pipeline.sink_spec
-        topic, encode = sink.topic, sink.codec.encode  # type: ignore[union-attr]
+        topic = sink.topic  # type: ignore[union-attr]
         headers = self.headers() + (("stream.result", kind),)
         scored: dict[tuple[str, str], int] = {}
 
@@ -415,12 +416,13 @@ class Driver:
                                               f"{w.key}@{w.start}".encode(),
                                               repr(record if record is not None else w).encode()))
         written = 0
-        for w, key, record in result_records(self.pipeline, results, failed, scored):
-            try:
-                value = encode(record)
-            except EncodeError as exc:
-                failed(w, exc, "encode_failed", record)
+        items = result_records(self.pipeline, results, failed, scored)
+        for (w, key, record), value in zip(items, encode_all(sink.codec, [r for _, _, r in items])):
+            if isinstance(value, EncodeError):
+                failed(w, value, "encode_failed", record)
                 continue
+            if isinstance(value, Exception):
+                raise value
             self._produce(topic, key, value, headers)
             written += 1
         if scored and self.metrics:

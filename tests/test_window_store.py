@@ -8,7 +8,7 @@ def test_changes_name_every_changed_entry_once_and_every_dropped_pane():
     s = WindowStore(Tumbling(seconds=10), {"n": Count()}, grace_ms=0)
     s.merge({("a", 0): [2], ("b", 10_000): [1]}, {0: 2, 10_000: 1})
     s.merge({("a", 0): [1]}, {0: 1})
-    assert s.take_changes() == ({0: {"a": [3]}, 10_000: {"b": [1]}}, [])
+    assert s.take_changes() == ({0: {"a": (3,)}, 10_000: {"b": (1,)}}, [])
     assert s.take_changes() == ({}, [])
     s.advance(10_000)
     assert s.take_changes() == ({}, [0])
@@ -33,7 +33,7 @@ def test_restore_rebuilds_the_store_from_committed_epochs_only():
     log += delta_tombstones("in", 0, [(1, 1)], 2)        # epoch 2 aborted: its tombstone is ignored
     log += deltas("in", 10_000, 2, {"a": [7, 9.0]})
     r = restore(log, "in", last_committed=1)
-    assert r.panes == {("a", 0): [2, 5.0], ("a", 10_000): [1, 1.0]} and r.max_epoch == 2
+    assert r.panes == {("a", 0): (2, 5.0), ("a", 10_000): (1, 1.0)} and r.max_epoch == 2
     # pane 0's tombstone is in an aborted epoch: its delta is still to be tombstoned
     assert r.written == {0: [(1, 1)], 10_000: [(1, 1), (2, 1)]}
     fresh = WindowStore(Tumbling(seconds=10), {"n": Count(), "s": Sum("x")}, grace_ms=0)

@@ -28,6 +28,7 @@ class AvroCodec:
         self.reader_schema = reader_schema
         self._parsed: Any = None
         self._parsed_reader: Any = None
+        self._batch: Any = False  # the BatchEncoder (None: the schema has none), made when first used
 
     def __getstate__(self) -> dict[str, Any]:
         return {"schema": self.schema, "reader_schema": self.reader_schema}
@@ -57,6 +58,14 @@ class AvroCodec:
         writer, reader = self._schemas()
         return read_exact(data, writer, reader)
 
+    def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
+        """Many records at once (`BatchEncoder`), or None: then encode them one by one."""
+        if self._batch is False:
+            from stream.codecs.avro_batch import BatchEncoder  # NumPy and polars: loaded when used
+
+            self._batch = BatchEncoder.for_schema(self.schema)
+        return self._batch.encode(records) if self._batch is not None else None
+
     def encode(self, record: dict[str, Any]) -> bytes:
         """A record to bytes; raises EncodeError naming the problem."""
         writer, _ = self._schemas()
@@ -66,6 +75,30 @@ class AvroCodec:
         except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError ...
             raise EncodeError(f"cannot encode {record!r:.200} with {self!r}: {exc}") from exc
         return buf.getvalue()
+
+
+def encode_all(codec: Any, records: list[dict[str, Any]]) -> list[bytes | Exception]:
+    """Each record's bytes, or the error that encoding it raised: in one batch when the
+    codec can (`encode_batch`), else record by record.
+
+    >>> c = AvroCodec({"type": "record", "name": "P", "fields": [{"name": "a", "type": "long"}]})
+    >>> [type(v).__name__ for v in encode_all(c, [{"a": 1}, {"a": "x"}])]
+    ['bytes', 'EncodeError']
+    """
+    batch = getattr(codec, "encode_batch", None)
+    try:
+        values = batch(records) if batch is not None else None
+    except Exception:  # noqa: BLE001 - record by record, each record gets the error
+        values = None
+    if values is not None:
+        return list(values)
+    out: list[bytes | Exception] = []
+    for record in records:
+        try:
+            out.append(codec.encode(record))
+        except Exception as exc:  # noqa: BLE001 - the caller dead-letters the record with it
+            out.append(exc)
+    return out
 
 
 def read_exact(data: bytes, writer: Any, reader: Any, skip: int = 0) -> dict[str, Any]:

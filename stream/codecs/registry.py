@@ -162,7 +162,21 @@ class RegistryAvroCodec:
             exc.schema_id = schema_id
             raise
 
+    def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
+        """Many records at once, each framed with the schema id; None: encode one by one."""
+        schema_id, codec = self._registered()
+        values = codec.encode_batch(records)
+        if values is None:
+            return None
+        header = _HEADER.pack(MAGIC, schema_id)
+        return [header + v for v in values]
+
     def encode(self, record: dict[str, Any]) -> bytes:
+        schema_id, codec = self._registered()
+        return _HEADER.pack(MAGIC, schema_id) + codec.encode(record)
+
+    def _registered(self) -> tuple[int, AvroCodec]:
+        """The schema id (registered once per process) and the plain codec."""
         if self._encoder is None:
             from confluent_kafka.schema_registry import Schema
 
@@ -172,5 +186,4 @@ class RegistryAvroCodec:
                 raise EncodeError(f"cannot register the schema under {self.subject!r} at {self.url}: "
                                   f"{self._masked(exc)}") from None
             self._encoder = (schema_id, AvroCodec(self.schema))
-        schema_id, codec = self._encoder
-        return _HEADER.pack(MAGIC, schema_id) + codec.encode(record)
+        return self._encoder
