@@ -1,5 +1,7 @@
 """End to end on the real embedded broker: produce, run, read the output, check every window."""
 
+import time
+
 import pytest
 
 from stream.admin import ensure_topic
@@ -221,3 +223,24 @@ def test_readers_stay_warm_per_partition_and_are_bounded_per_thread(kafka, topic
                 assert got == whole[p][start:end]
                 start = end
             assert len([k for k in source._POOL if k[1] == me]) <= 3
+
+
+def test_a_reader_idle_for_long_is_closed_so_it_stops_fetching(kafka, topic_name, monkeypatch):
+    """A pooled consumer keeps fetching its partition while it waits for the next range; one
+    whose pipeline moved on is closed at the next read on that thread after IDLE_CLOSE_S."""
+    import threading
+
+    from stream.sources import kafka as source
+
+    monkeypatch.setattr(source, "IDLE_CLOSE_S", 0.5)
+    src, _ = setup_topics(kafka, topic_name, partitions=2)
+    produce(kafka, src, 200, partitions=2)
+    reader = source.KafkaReader.from_config(kafka.consumer({"group.id": topic_name("r")}))
+    me = threading.get_ident()
+    mine = lambda: {k[2] for k in source._POOL if k[1] == me and k[0] == reader.config}  # noqa: E731
+    reader.read(src, 0, 0, 10, 100)
+    reader.read(src, 1, 0, 10, 100)
+    assert mine() == {(src, 0), (src, 1)}
+    time.sleep(0.7)
+    reader.read(src, 1, 10, 20, 100)  # partition 0's consumer has been idle past the limit
+    assert mine() == {(src, 1)}

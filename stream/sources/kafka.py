@@ -106,10 +106,13 @@ class KafkaSession:
 # fetched the next range when its task arrives (partitions are pinned to workers). Per thread:
 # a consumer is not safe for two reads at once, and a worker may run several tasks in parallel.
 # At most WARM_PARTITIONS per thread (whatever their configuration: pipelines come and go on a
-# long-lived Dask worker); the least recently used one is closed beyond that.
+# long-lived Dask worker); the least recently used one is closed beyond that. One unused for
+# IDLE_CLOSE_S is closed too: an idle consumer keeps fetching its partition every
+# fetch.wait.max.ms, load that the broker serves for nothing once its pipeline has moved on.
 _POOL: dict[tuple, "_PooledConsumer"] = {}
 _POOL_LOCK = threading.Lock()
 WARM_PARTITIONS = 16
+IDLE_CLOSE_S = 10.0
 
 
 @dataclass
@@ -132,10 +135,14 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         entry = _PooledConsumer(Consumer(reveal_config(settings)), used=time.monotonic())
         with _POOL_LOCK:
             _POOL[key] = entry
-            mine = sorted((k for k in _POOL if k[1] == thread), key=lambda k: _POOL[k].used)
-            for coldest in mine[:max(0, len(mine) - WARM_PARTITIONS)]:
-                _close(_POOL.pop(coldest))
-    entry.used = time.monotonic()
+    now = time.monotonic()
+    entry.used = now
+    with _POOL_LOCK:  # only this thread's consumers: another thread may be reading with its own
+        mine = sorted((k for k in _POOL if k[1] == thread), key=lambda k: _POOL[k].used)
+        extra = len(mine) - WARM_PARTITIONS
+        for i, k in enumerate(mine):
+            if i < extra or now - _POOL[k].used > IDLE_CLOSE_S:
+                _close(_POOL.pop(k))
     return entry
 
 
@@ -243,8 +250,11 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
         elif end is not None and start >= 0:
             want = min(want, end - start)
         # consume() waits its timeout for the whole count: a tail read (end unknown) asks
-        # briefly and loops, so it returns as soon as it reaches the end of what is there
-        for m in c.consume(max(1, min(want, 10_000)), 0.1 if end is not None else 0.01):
+        # briefly and loops, so it returns as soon as it reaches the end of what is there;
+        # once it has records, it only takes what is already fetched (no wait)
+        ask = max(1, min(want, 10_000))
+        got = c.consume(ask, 0.1 if end is not None else (0.0 if msgs else 0.01))
+        for m in got:
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -269,6 +279,8 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
         waited = time.monotonic() - t0
         if eof_at is not None and (msgs or waited >= tail_wait_s or end is not None):
             break
+        if end is None and msgs and len(got) < ask:
+            break  # a tail read has drained what was fetched: hand it over, read on next time
         if waited >= max_wait_s:
             break
     nxt = max(msgs[-1].offset() + 1 if msgs else start, eof_at if eof_at is not None else start)
