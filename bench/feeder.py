@@ -25,6 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.codecs.avro_block import _zigzag_long  # noqa: E402
+
 POOL = 200_000  # distinct payments, cycled with their event times shifted
 
 
@@ -41,15 +43,10 @@ def zigzag_long(n: int) -> bytes:
     if 1 << 35 <= z < 1 << 42:  # epoch milliseconds of this century: six bytes, unrolled
         return bytes(((z & 0x7F) | 0x80, (z >> 7 & 0x7F) | 0x80, (z >> 14 & 0x7F) | 0x80,
                       (z >> 21 & 0x7F) | 0x80, (z >> 28 & 0x7F) | 0x80, z >> 35))
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return _zigzag_long(n)
 
 
-def payment_pool(users: int, seed: int, step_ms: float, partitions: int
+def payment_pool(users: int, seed: int, step_ms: float, partitions: int, size: int = POOL
                  ) -> tuple[list[tuple[bytes, bytes, int, int]], int]:
     """(value without its event time, key, partition, event time offset) per payment, and the
     event time span of the pool."""
@@ -62,11 +59,11 @@ def payment_pool(users: int, seed: int, step_ms: float, partitions: int
     codec = AvroCodec(schema)
     gen = PaymentGenerator(users=users, step_ms=step_ms, disorder_ms=2_000, seed=seed, start_ms=0)
     pool = []
-    for rec in gen.records(POOL):
+    for rec in gen.records(size):
         ts, rec["ts"] = rec["ts"], 0
         key = rec["user_id"]
         pool.append((codec.encode(rec)[:-1], key.encode(), partition_of(key, partitions), ts))
-    return pool, int(POOL * step_ms)
+    return pool, int(size * step_ms)
 
 
 def feed(bootstrap: str, topic: str, rate: float, seconds: float, partitions: int = 4,
@@ -90,7 +87,7 @@ def feed(bootstrap: str, topic: str, rate: float, seconds: float, partitions: in
             time.sleep(delay)
         producer.poll(0)
         for j in range(i, min(i + 1_000, total)):
-            cycle, at = divmod(j, POOL)
+            cycle, at = divmod(j, len(pool))
             value, key, part, offset = pool[at]
             ts = start_ms + cycle * span + offset
             while True:

@@ -41,6 +41,7 @@ from bench import baseline, measure, workloads  # noqa: E402
 from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT  # noqa: E402
 
 
+SOAK_RECORDS = 10_000_000  # bounded data volume: see the soak step in main()
 STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "curves", "soak")
 
 
@@ -327,10 +328,11 @@ def main() -> int:
             if "curves" in steps:
                 result["curves"] = bench.curves()
             if "soak" in steps:
-                # a quarter of the maximum: the paced producer and the embedded broker, which keeps
-                # every record in memory, share the 2 cores; at half, the broker fell behind serving
-                # the reads and the pipeline stalled (bench/results from 2026-12-01)
-                result.setdefault("memory", {})["soak"] = bench.soak(max_rps / 4)
+                # a quarter of the maximum, and at most SOAK_RECORDS in all: the embedded broker
+                # keeps every record in memory, and twice the pipeline stalled when the soak topic
+                # passed about 13M records (the broker at one full core, reads all but stopped)
+                rate = min(max_rps / 4, SOAK_RECORDS / (args.soak_minutes * 60))
+                result.setdefault("memory", {})["soak"] = bench.soak(rate)
         finally:
             bench.close()
             close_pool()  # this process's pooled readers go before their broker does
