@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stream.codecs.avro_block import _field_type
+from stream.codecs.avro_block import flat_fields
 
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _STEPS = np.array([1 << (7 * j) for j in range(1, 10)], dtype=np.uint64)
@@ -108,7 +108,7 @@ class _Column:
             if any(v is not None for v in values):
                 raise _Unsupported(kind)
             self.sizes = np.zeros(n, dtype=np.int64)
-        else:  # pragma: no cover - _field_type admits only the kinds above
+        else:  # pragma: no cover - flat_fields admits only the kinds above
             raise _Unsupported(kind)
 
     def write(self, buf: np.ndarray, pos: np.ndarray) -> None:
@@ -141,18 +141,9 @@ class BatchEncoder:
         """The encoder for `schema`, or None if it is not a flat record of primitive fields."""
         key = json.dumps(schema, sort_keys=True)
         if key not in cls._cache:
-            fields: list[tuple[str, str, int | None]] = []
-            defaults: dict[str, Any] = {}
-            if schema.get("type") == "record" and isinstance(schema.get("fields"), list):
-                for f in schema["fields"]:
-                    ft = _field_type(f.get("type"))
-                    if ft is None or "logicalType" in f:
-                        fields = []
-                        break
-                    fields.append((f["name"], *ft))
-                    if "default" in f:
-                        defaults[f["name"]] = f["default"]
-            cls._cache[key] = cls(fields, defaults) if fields else None
+            fields = flat_fields(schema)
+            cls._cache[key] = None if fields is None else cls(
+                fields, {f["name"]: f["default"] for f in schema["fields"] if "default" in f})
         return cls._cache[key]
 
     def _values(self, records: list[dict[str, Any]], name: str) -> list[Any]:

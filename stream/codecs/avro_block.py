@@ -79,6 +79,24 @@ def _field_type(t: Any) -> tuple[str, int | None] | None:
     return (kind, None) if kind is not None else None
 
 
+def flat_fields(schema: dict[str, Any]) -> list[tuple[str, str, int | None]] | None:
+    """(name, primitive type, union branch or None) per field of a flat record schema of
+    primitive fields (optionally nullable, no logical types); None for any other schema.
+
+    >>> flat_fields({"type": "record", "name": "R", "fields": [{"name": "n", "type": ["null", "long"]}]})
+    [('n', 'long', 1)]
+    """
+    if schema.get("type") != "record" or not isinstance(schema.get("fields"), list):
+        return None
+    fields = []
+    for f in schema["fields"]:
+        ft = _field_type(f.get("type"))
+        if ft is None or "logicalType" in f:
+            return None
+        fields.append((f["name"], *ft))
+    return fields or None
+
+
 class BlockDecoder:
     """Decodes lists of values written with one flat record schema; see the module doc."""
 
@@ -97,14 +115,7 @@ class BlockDecoder:
         """The decoder for `schema`, or None if it is not a flat record of primitive fields."""
         key = json.dumps(schema, sort_keys=True)
         if key not in cls._cache:
-            fields = []
-            if schema.get("type") == "record" and isinstance(schema.get("fields"), list):
-                for f in schema["fields"]:
-                    ft = _field_type(f.get("type"))
-                    if ft is None or "logicalType" in f:
-                        fields = []
-                        break
-                    fields.append((f["name"], *ft))
+            fields = flat_fields(schema)
             cls._cache[key] = cls(schema, fields) if fields else None
         return cls._cache[key]
 

@@ -132,12 +132,11 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
                          "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 16_384})
-        entry = _PooledConsumer(Consumer(reveal_config(settings)), used=time.monotonic())
-        with _POOL_LOCK:
-            _POOL[key] = entry
+        entry = _PooledConsumer(Consumer(reveal_config(settings)))
     now = time.monotonic()
     entry.used = now
     with _POOL_LOCK:  # only this thread's consumers: another thread may be reading with its own
+        _POOL[key] = entry
         mine = sorted((k for k in _POOL if k[1] == thread), key=lambda k: _POOL[k].used)
         extra = len(mine) - WARM_PARTITIONS
         for i, k in enumerate(mine):
