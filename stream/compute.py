@@ -25,10 +25,13 @@ from stream.pipeline import Pipeline
 from stream.records import Failure, Limits, Partial, RawMessage, column
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
-# Below this many records a batch takes the row path: a columnar pass has a fixed cost of
-# about 10 ms, which made a 100-record batch cost 120 µs per record against 14 on the row
-# path; they break even near 1,000 (windowed bench workload, 2026-12-01).
-COLUMNAR_MIN_RECORDS = 1_000
+# Below these many records a batch takes the row path, as the columnar passes have a fixed
+# cost (windowed and stateless bench workloads, 2026-12-01): the columnar aggregation about
+# 2.7 ms (27 µs per record at 100 records against 12.5 on the row path, 11 against 18 at
+# 300), the block decode for row operators about 1.7 ms (13 against 9 at 500, 7.6 against
+# 8.9 at 2,000).
+COLUMNAR_MIN_RECORDS = 200
+BLOCK_DECODE_MIN_RECORDS = 1_500
 
 
 class TooLarge(ValueError):
@@ -263,7 +266,7 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
 
     Batches of at least COLUMNAR_MIN_RECORDS take the columnar path (`stream.columnar`)
     where the pipeline allows it; a batch it declines (bad input, an operator that raises)
-    is processed here record by record.
+    is processed here record by record, after one block decode if it is large enough.
     """
     from stream.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
 
@@ -271,6 +274,7 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
         fast = aggregate_batch(pipeline, messages, limits)
         if fast is not None:
             return fast
+    if len(messages) >= BLOCK_DECODE_MIN_RECORDS:
         rows = decode_rows(pipeline, messages, limits)
         if rows is not None:  # decoded in one pass; operators and the rest record by record
             out = Partial(records_in=len(rows), bytes_in=sum(map(len, column(messages, "value"))))

@@ -322,8 +322,7 @@ class Driver:
             if late:
                 self._route_late(tp, st.store, r, late)
         else:
-            for key, value in p.outputs:
-                self._produce(self.pipeline.sink_spec.topic, key, value, self.headers())  # type: ignore[union-attr]
+            self._produce_many(self.pipeline.sink_spec.topic, p.outputs, self.headers())  # type: ignore[union-attr]
             self._count_out(len(p.outputs))
         self.watermarks.observe(tp, p.max_ts, now, caught_up=r.eof)
 
@@ -374,6 +373,13 @@ class Driver:
             self._produced, self._first_output = True, time.monotonic()
         self.sink.produce(topic, key, value, headers, partition)
 
+    def _produce_many(self, topic: str, records: list[tuple[bytes | None, bytes | None]],
+                      headers: tuple[tuple[str, bytes], ...]) -> None:
+        if records:
+            if not self._produced:
+                self._produced, self._first_output = True, time.monotonic()
+            self.sink.produce_many(topic, records, headers)
+
     def headers(self) -> tuple[tuple[str, bytes], ...]:
         """Headers of every output record: the application, the epoch and the transaction."""
         if not self._headers:
@@ -415,19 +421,19 @@ class Driver:
             self._failed((topic, -1), Failure(w.start, reason, type(exc).__name__, str(exc)[:500],
                                               f"{w.key}@{w.start}".encode(),
                                               repr(record if record is not None else w).encode()))
-        written = 0
         items = result_records(self.pipeline, results, failed, scored)
+        ready = []
         for (w, key, record), value in zip(items, encode_all(sink.codec, [r for _, _, r in items])):
-            if isinstance(value, EncodeError):
+            if isinstance(value, Exception):
+                if not isinstance(value, EncodeError):
+                    raise value
                 failed(w, value, "encode_failed", record)
                 continue
-            if isinstance(value, Exception):
-                raise value
-            self._produce(topic, key, value, headers)
-            written += 1
+            ready.append((key, value))
+        self._produce_many(topic, ready, headers)
         if scored and self.metrics:
             self.metrics.scored(scored)
-        return written
+        return len(ready)
 
     def emit_early(self) -> list[WindowResult]:
         """Partial results of the open windows that changed since the last early emission."""

@@ -221,6 +221,10 @@ class SlowSink:
         time.sleep(self.delay_s)
         self.inner.produce(*args, **kw)
 
+    def produce_many(self, topic, records, headers=()):
+        for key, value in records:
+            self.produce(topic, key, value, headers)
+
     def commit_epoch(self, offsets, session):
         time.sleep(0.3)
         self.inner.commit_epoch(offsets, session)

@@ -27,10 +27,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stream.codecs.avro_block import flat_fields
+from stream.codecs.avro_block import flat_fields, varint_sizes, zigzag
 
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-_STEPS = np.array([1 << (7 * j) for j in range(1, 10)], dtype=np.uint64)
 
 
 class _Unsupported(Exception):
@@ -42,22 +41,12 @@ def _types(values: list[Any]) -> set[type]:
     return set(map(type, values))
 
 
-def _varint_sizes(z: np.ndarray) -> np.ndarray:
-    """Bytes of the varint of each unsigned value."""
-    return 1 + (z[:, None] >= _STEPS[None, :]).sum(axis=1)
-
-
 def _write_varints(buf: np.ndarray, pos: np.ndarray, z: np.ndarray, sizes: np.ndarray) -> None:
     for j in range(int(sizes.max()) if len(sizes) else 0):
         rows = sizes > j
         byte = (z[rows] >> np.uint64(7 * j)) & np.uint64(0x7F)
         more = (sizes[rows] > j + 1).astype(np.uint64) << np.uint64(7)
         buf[pos[rows] + j] = (byte | more).astype(np.uint8)
-
-
-def _zigzag(values: np.ndarray) -> np.ndarray:
-    v = values.astype(np.int64)
-    return ((v << 1) ^ (v >> 63)).view(np.uint64)
 
 
 class _Column:
@@ -83,8 +72,8 @@ class _Column:
             lo, hi = _INT_RANGE[kind]
             if not _types(values) <= {int} or (n and not lo <= min(values) <= max(values) <= hi):
                 raise _Unsupported(kind)
-            self.z = _zigzag(np.array(values, dtype=np.int64))
-            self.sizes = _varint_sizes(self.z)
+            self.z = zigzag(np.array(values, dtype=np.int64))
+            self.sizes = varint_sizes(self.z)
         elif kind in ("string", "bytes"):
             if kind == "string":
                 if not _types(values) <= {str}:
@@ -97,7 +86,7 @@ class _Column:
             self.lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
             self.blob = np.frombuffer(b"".join(raw), dtype=np.uint8)
             self.z = self.lengths.view(np.uint64) << np.uint64(1)
-            self.prefix = _varint_sizes(self.z)
+            self.prefix = varint_sizes(self.z)
             self.sizes = self.prefix + self.lengths
         elif kind == "boolean":
             if not _types(values) <= {bool}:

@@ -34,6 +34,10 @@ class MemorySink:
             log = self.partitioned[(topic, partition)]
             log.append(RawMessage(len(log), key, value, 0, tuple(headers)))
 
+    def produce_many(self, topic: str, records: Any, headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        for key, value in records:
+            self.produce(topic, key, value, headers)
+
     def flush(self, timeout: float = 30.0) -> None:
         self.flushes += 1
 

@@ -132,14 +132,21 @@ class WindowStore:
         return [r for start in sorted(wanted) for r in self._results(start, wanted[start])]
 
     def _results(self, start: int, keys: set[Any] | None = None) -> list[WindowResult]:
-        merged: dict[Any, list[Any]] = {}
-        for pane in self.spec.panes_of_window(start):
-            held = self.panes.get(pane, {})
-            items = held.items() if keys is None else ((k, held[k]) for k in keys if k in held)
-            for key, accs in items:
-                merged[key] = self._combine(merged.get(key), accs)
+        panes = self.spec.panes_of_window(start)
+        merged: dict[Any, Any] = {}
+        if len(panes) == 1:  # tumbling: the pane's accumulators are the window's
+            held = self.panes.get(panes[0], {})
+            merged = held if keys is None else {k: held[k] for k in keys if k in held}
+        else:
+            for pane in panes:
+                held = self.panes.get(pane, {})
+                items = held.items() if keys is None else ((k, held[k]) for k in keys if k in held)
+                for key, accs in items:
+                    merged[key] = self._combine(merged.get(key), accs)
         end = start + self.spec.size_ms
         names, aggs = list(self.aggregations), list(self.aggregations.values())
+        if all(type(a).result is Aggregation.result for a in aggs):  # results are the accumulators
+            return [WindowResult(key, start, end, dict(zip(names, accs))) for key, accs in merged.items()]
         return [WindowResult(key, start, end,
                              {n: a.result(acc) for n, a, acc in zip(names, aggs, accs)})
                 for key, accs in merged.items()]
