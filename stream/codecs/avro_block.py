@@ -142,7 +142,7 @@ class BlockDecoder:
             else:
                 n = (col.str.len_bytes() if kind == "string" else col.bin.size())
                 n = n.fill_null(0).cast(pl.Int64).to_numpy()
-                size = n + varint_sizes(n.view(np.uint64) << np.uint64(1))
+                size = n + varint_sizes(zigzag(n))
             if branch is not None:  # union index (one byte) plus the value unless null
                 size = 1 + np.where(col.is_null().to_numpy(), 0, size)
             total += size
