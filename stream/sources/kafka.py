@@ -131,7 +131,7 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
         settings = dict(config)
         settings.update({"enable.auto.commit": False, "enable.partition.eof": True,
                          "auto.offset.reset": "earliest", "enable.auto.offset.store": False,
-                         "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 16_384})
+                         "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 4_096})
         entry = _PooledConsumer(Consumer(reveal_config(settings)))
     now = time.monotonic()
     entry.used = now
