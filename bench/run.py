@@ -17,7 +17,7 @@ Everything runs on the embedded broker and a local Dask cluster, started here:
 
 Results go to bench/results/latest.json and bench/results/scaling.png.
 
-    python bench/run.py                      # about 15 minutes with the 10-minute soak
+    python bench/run.py                      # about 20 minutes with the 10-minute soak
     python bench/run.py --records 300000 --soak-minutes 1 --curve-records 100000
 """
 
