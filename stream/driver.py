@@ -369,16 +369,14 @@ class Driver:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: tuple[tuple[str, bytes], ...], partition: int | None = None) -> None:
-        if not self._produced:
-            self._produced, self._first_output = True, time.monotonic()
-        self.sink.produce(topic, key, value, headers, partition)
+        self._produce_many(topic, [(key, value)], headers, partition)
 
     def _produce_many(self, topic: str, records: list[tuple[bytes | None, bytes | None]],
-                      headers: tuple[tuple[str, bytes], ...]) -> None:
+                      headers: tuple[tuple[str, bytes], ...], partition: int | None = None) -> None:
         if records:
             if not self._produced:
                 self._produced, self._first_output = True, time.monotonic()
-            self.sink.produce_many(topic, records, headers)
+            self.sink.produce_many(topic, records, headers, partition)
 
     def headers(self) -> tuple[tuple[str, bytes], ...]:
         """Headers of every output record: the application, the epoch and the transaction."""

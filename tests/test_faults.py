@@ -221,9 +221,9 @@ class SlowSink:
         time.sleep(self.delay_s)
         self.inner.produce(*args, **kw)
 
-    def produce_many(self, topic, records, headers=()):
+    def produce_many(self, topic, records, headers=(), partition=None):
         for key, value in records:
-            self.produce(topic, key, value, headers)
+            self.produce(topic, key, value, headers, partition)
 
     def commit_epoch(self, offsets, session):
         time.sleep(0.3)

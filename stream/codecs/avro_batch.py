@@ -85,7 +85,7 @@ class _Column:
                 raw = values
             self.lengths = np.fromiter(map(len, raw), dtype=np.int64, count=n)
             self.blob = np.frombuffer(b"".join(raw), dtype=np.uint8)
-            self.z = self.lengths.view(np.uint64) << np.uint64(1)
+            self.z = zigzag(self.lengths)
             self.prefix = varint_sizes(self.z)
             self.sizes = self.prefix + self.lengths
         elif kind == "boolean":

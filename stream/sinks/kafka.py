@@ -82,35 +82,26 @@ class KafkaSink:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: tuple[tuple[str, bytes], ...] = (), partition: int | None = None) -> None:
-        self._before_produce()
-        extra = {} if partition is None else {"partition": partition}
-        while True:
-            if self._fatal is not None:
-                self._raise_fatal(self._fatal)
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=list(headers) or None,
-                                       on_delivery=self._delivered, **extra)
-                return
-            except BufferError:  # local queue full: serve deliveries, then try again
-                self._producer.poll(0.1)
-            except KafkaException as exc:
-                self._raise_fatal(exc.args[0])
+        self.produce_many(topic, ((key, value),), headers, partition)
 
     def produce_many(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
-                     headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+                     headers: tuple[tuple[str, bytes], ...] = (), partition: int | None = None) -> None:
         """`produce` each (key, value) pair with the same headers, in one loop: what the driver
         does with a batch of window results, e.g. ``sink.produce_many("out", [(b"k", b"v")])``."""
         self._before_produce()
-        produce, delivered, listed = self._producer.produce, self._delivered, list(headers) or None
+        send, delivered, listed = self._producer.produce, self._delivered, list(headers) or None
+        extra = {} if partition is None else {"partition": partition}
         for key, value in records:
-            if self._fatal is not None:
-                self._raise_fatal(self._fatal)
-            try:
-                produce(topic, value=value, key=key, headers=listed, on_delivery=delivered)
-            except BufferError:  # local queue full: produce() serves deliveries and retries
-                self.produce(topic, key, value, headers)
-            except KafkaException as exc:
-                self._raise_fatal(exc.args[0])
+            while True:
+                if self._fatal is not None:
+                    self._raise_fatal(self._fatal)
+                try:
+                    send(topic, value=value, key=key, headers=listed, on_delivery=delivered, **extra)
+                    break
+                except BufferError:  # local queue full: serve deliveries, then try again
+                    self._producer.poll(0.1)
+                except KafkaException as exc:
+                    self._raise_fatal(exc.args[0])
 
     def flush(self, timeout: float | None = None) -> None:
         timeout = self.step_timeout_s if timeout is None else timeout

@@ -34,9 +34,10 @@ class MemorySink:
             log = self.partitioned[(topic, partition)]
             log.append(RawMessage(len(log), key, value, 0, tuple(headers)))
 
-    def produce_many(self, topic: str, records: Any, headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+    def produce_many(self, topic: str, records: Any, headers: tuple[tuple[str, bytes], ...] = (),
+                     partition: int | None = None) -> None:
         for key, value in records:
-            self.produce(topic, key, value, headers)
+            self.produce(topic, key, value, headers, partition)
 
     def flush(self, timeout: float = 30.0) -> None:
         self.flushes += 1
