@@ -195,7 +195,7 @@ def state_bytes_per_entry(pipeline: Any, keys: int = 100_000) -> dict[str, Any]:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     store = WindowStore(stage.spec, stage.aggregations, stage.grace_ms)
-    store.merge(pickle.loads(blob), {0: keys})
+    store.merge(pickle.loads(blob))
     store.take_changes()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

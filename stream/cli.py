@@ -93,7 +93,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = cluster_config(args, pipeline, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                             guarantee=args.guarantee, replica=args.replica,
                             commit_interval_s=args.commit_interval, step_timeout_s=args.step_timeout,
-                            advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000))
+                            advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000),
+                            max_future_ms=int(args.max_future * 1000))
     if not args.no_supervise:
         from stream.supervisor import Supervisor, child_argv
 
@@ -317,8 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
     run.add_argument("--advance-after", type=float, metavar="SECONDS",
-                     help="on a stream quiet this long, move the watermark with the wall clock, so "
-                          "the last windows close (default: off)")
+                     help="a partition confirmed quiet this long (a read after its last record "
+                          "found nothing new) moves on in event time with the wall clock, so its "
+                          "last windows close; results then depend on timing (default: off)")
+    run.add_argument("--max-future", type=float, default=300.0, metavar="SECONDS",
+                     help="dead-letter records whose event time is more than this after their "
+                          "Kafka timestamp, so one bad clock cannot close windows (default 300)")
     run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="deadline of each transaction step; past it the driver exits and is "
                           "restarted (default 30)")

@@ -7,9 +7,10 @@ filter's predicate runs over the rows, and partial aggregates come from one grou
 (key, pane). The result is the same `Partial` the row path (`stream.compute`) builds.
 
 Anything unusual — a value that does not decode, a too-large record, an event time that is
-missing, negative or too far ahead, a null key, a predicate or aggregation that raises —
-makes `aggregate_batch` return None, and the caller runs the row path, which finds the bad
-records one by one and dead-letters them. The fast path never decides what a failure is.
+missing, negative or too far ahead of its Kafka timestamp, a NaN in a float field, a null key,
+a predicate or aggregation that raises, a record late on its partition — makes
+`aggregate_batch` return None, and the caller runs the row path, which finds such records one
+by one and decides what becomes of them. The fast path never decides what a failure is.
 
 >>> from operators import Count, Sum
 >>> from stream.pipeline import Pipeline, Tumbling
@@ -38,9 +39,10 @@ from stream.codecs.avro import AvroCodec
 from stream.codecs.avro_block import BlockDecoder
 from stream.pipeline import Pipeline
 from stream.records import Limits, Partial, RawMessage, column
+from stream.windows.eventtime import NEVER
 from stream.windows.specs import Hopping
 
-_TS, _PANE = "__stream_ts", "__stream_pane"
+_TS, _PANE, _KTS = "__stream_ts", "__stream_pane", "__stream_kafka_ts"
 _INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
 
 
@@ -53,6 +55,8 @@ class ColumnarPlan:
     key: str
     timestamp: str | None
     slide_ms: int
+    on_time_ms: int                  # a record is on time in all its windows while the event
+                                     # time before it is below its pane + this
     exprs: tuple[pl.Expr, ...]       # one or more columns per aggregation
     columns: tuple[Callable[[pl.DataFrame], list[Any]], ...]  # each aggregation's accumulators
 
@@ -112,24 +116,27 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
             return None
         exprs += spec[0]
         columns.append(spec[1])
-    return ColumnarPlan(decoder, tuple(steps), key, src.timestamp, stage.spec.slide_ms,
+    on_time = stage.spec.slide_ms + stage.grace_ms + src.out_of_order_ms
+    return ColumnarPlan(decoder, tuple(steps), key, src.timestamp, stage.spec.slide_ms, on_time,
                         tuple(exprs), tuple(columns))
 
 
 def aggregate_batch(pipeline: Pipeline, messages: Sequence[RawMessage],
-                    limits: Limits = Limits()) -> Partial | None:
-    """The batch's `Partial` on columns, or None when the row path must do it."""
+                    limits: Limits = Limits(), carry: int = NEVER) -> Partial | None:
+    """The batch's `Partial` on columns, or None when the row path must do it (late records
+    among them: the row path judges them one by one). `carry` is the partition's event time
+    before the batch."""
     plan = plan_for(pipeline)
     if plan is None:
         return None
-    out = Partial(records_in=len(messages))
+    out = Partial(records_in=len(messages), carry=carry)
     values = column(messages, "value")
-    kafka_ts = column(messages, "timestamp_ms") if plan.timestamp is None else []
+    kafka_ts = column(messages, "timestamp_ms")
     if None in values:  # tombstones are counted and skipped
         kept = [i for i, v in enumerate(values) if v is not None]
         out.skipped = len(values) - len(kept)
         values = [values[i] for i in kept]
-        kafka_ts = [kafka_ts[i] for i in kept] if kafka_ts else []
+        kafka_ts = [kafka_ts[i] for i in kept]
     if not values:
         return out
     if _perhaps_too_large(values, column(messages, "key"), limits):
@@ -176,28 +183,36 @@ def decode_rows(pipeline: Pipeline, messages: Sequence[RawMessage],
 
 def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits: Limits,
                out: Partial) -> Partial | None:
+    df = df.with_columns(pl.Series(_KTS, kafka_ts, dtype=pl.Int64))
     if plan.timestamp is None:
-        df = df.with_columns(pl.Series(_TS, kafka_ts, dtype=pl.Int64))
+        df = df.with_columns(pl.col(_KTS).alias(_TS))
+    ts = df.get_column(_TS if plan.timestamp is None else plan.timestamp)
+    if ts.dtype not in _INTEGER or ts.null_count() or ts.min() < 0:
+        return None  # the row path dead-letters bad event times one by one
+    df = df.with_columns(ts.cast(pl.Int64).alias(_TS))
+    if (df.get_column(_TS) > df.get_column(_KTS) + limits.max_future_ms).any():
+        return None  # event times too far ahead: the row path dead-letters them
+    if any(df.get_column(c).is_nan().any() for c, t in df.schema.items() if t.is_float()):
+        return None  # NaN compares and aggregates differently in polars: the row path decides
     df = _run_steps(plan, df)
     if df.height == 0:
         return out
-    ts = df.get_column(_TS if plan.timestamp is None else plan.timestamp)
-    if ts.dtype not in _INTEGER or ts.null_count() or ts.min() < 0 or df.get_column(plan.key).null_count():
+    if df.get_column(plan.key).null_count():
         return None
-    if limits.now_ms is not None and ts.max() > limits.now_ms + limits.max_future_ms:
-        return None
-    df = df.with_columns(ts.cast(pl.Int64).alias(_TS))
     if limits.event_time_range is not None:  # a replay outside its time range
         lo, hi = limits.event_time_range
         df = df.filter((pl.col(_TS) >= lo) & (pl.col(_TS) < hi))
         if df.height == 0:
             return out
-        ts = df.get_column(_TS)
+    ts = df.get_column(_TS)
+    before = ts.cum_max().shift(1, fill_value=out.carry).clip(lower_bound=out.carry)
     df = df.with_columns((pl.col(_TS) - pl.col(_TS) % plan.slide_ms).alias(_PANE))
+    on_time = df.get_column(_PANE) + plan.on_time_ms
+    if (before >= on_time).any():
+        return None  # late records: the row path judges and routes them
+    out.valid_below = int(on_time.min())
     groups = df.group_by([plan.key, _PANE]).agg(*plan.exprs)
     out.max_ts = int(ts.max())
-    for pane, n in df.group_by(_PANE).len().iter_rows():
-        out.pane_counts[pane] = n
     slots = zip(groups.get_column(plan.key).to_list(), groups.get_column(_PANE).to_list())
     columns = [build(groups) for build in plan.columns]
     out.partials = dict(zip(slots, map(list, zip(*columns))))
@@ -207,7 +222,7 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
 def _run_steps(plan: ColumnarPlan, df: pl.DataFrame) -> pl.DataFrame:
     """Filters and projections, in order: an `Expr` predicate runs on columns, any other
     callable on the rows as dicts."""
-    hidden = [_TS] if _TS in df.columns else []
+    hidden = [c for c in (_TS, _KTS) if c in df.columns]
     rows: list[dict[str, Any]] | None = None
     for op in plan.steps:
         if isinstance(op, Project):

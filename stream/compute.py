@@ -22,7 +22,8 @@ from operators.transform import KeyBy
 from stream.codecs.avro import encode_all
 from stream.errors import DecodeError
 from stream.pipeline import Pipeline
-from stream.records import Failure, Limits, Partial, RawMessage, column
+from stream.records import Failure, Late, Limits, Partial, RawMessage, Single, column
+from stream.windows.eventtime import FOREVER, NEVER, Judge, judge_for
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 # Below these many records a batch takes the row path, as the columnar passes have a fixed
@@ -160,26 +161,29 @@ def _event_time(pipeline: Pipeline, record: dict[str, Any], kafka_ts: int) -> in
     return ts
 
 
-def _check_future(ts: int, limits: Limits) -> None:
-    if limits.now_ms is not None and ts > limits.now_ms + limits.max_future_ms:
-        raise FutureEventTime(f"event time {ts} is more than {limits.max_future_ms} ms after "
-                              f"the wall clock ({limits.now_ms})")
+def _check_future(ts: int, kafka_ts: int, limits: Limits) -> None:
+    if ts > kafka_ts + limits.max_future_ms:
+        raise FutureEventTime(f"event time {ts} is more than {limits.max_future_ms} ms after the "
+                              f"record's Kafka timestamp ({kafka_ts}); raise max_future_ms if "
+                              "producers stamp records before their events happen")
 
 
 def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | None = None,
                       raw: Callable[[int], RawMessage | None] = lambda offset: None,
-                      limits: Limits = Limits()) -> Partial:
+                      limits: Limits = Limits(), carry: int = NEVER) -> Partial:
     """Run operators and partial aggregation over decoded rows (in offset order).
 
-    `raw(offset)` finds the original message, so failures keep their bytes.
+    `raw(offset)` finds the original message, so failures and late records keep their
+    bytes; `carry` is the partition's event time before the first row.
     """
     out = out if out is not None else Partial()
+    out.carry = carry
     stage = pipeline.window_stage
     items: list[Item] = []
     for offset, record, kafka_ts in rows:
         try:
             ts = _event_time(pipeline, record, kafka_ts)
-            _check_future(ts, limits)
+            _check_future(ts, kafka_ts, limits)
         except (TypeError, KeyError, FutureEventTime) as exc:
             reason = "future_event_time" if isinstance(exc, FutureEventTime) else "bad_event_time"
             out.failures.append(_failure(offset, reason, exc, raw(offset)))
@@ -191,35 +195,79 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
     def failed(tag: tuple[int, int], exc: BaseException) -> None:
         out.failures.append(_failure(tag[0], "operator_error", exc, raw(tag[0])))
     items = run_steps(pipeline.steps, items, failed, out.scored)
-    if items:
-        top = max(ts for (_, ts), _, _ in items)
-        out.max_ts = top if out.max_ts is None else max(out.max_ts, top)
     if stage is None:
+        if items:
+            out.max_ts = max(ts for (_, ts), _, _ in items)
         _encode_passthrough(pipeline, items, out, raw)
     else:
-        _group(stage, items, out, raw)
+        ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
+        _group(stage, _extract(stage, items, out, raw), out, raw, judge_for(stage.spec, stage.grace_ms, ooo))
     out.failures.sort(key=lambda f: f.offset)
     return out
 
 
-def _group(stage: Any, items: list[Item], out: Partial, raw: Callable[[int], RawMessage | None]) -> None:
-    """Extract each aggregation's input per record and fold them per (key, pane)."""
+Extracted = tuple[int, int, Any, list[Any]]  # (offset, event time, key, each aggregation's input)
+
+
+def _extract(stage: Any, items: list[Item], out: Partial,
+             raw: Callable[[int], RawMessage | None]) -> list[Extracted]:
+    """Each aggregation's input per record; a record an aggregation cannot read is dead-lettered."""
     aggs = stage.worker_aggregations
-    groups: dict[tuple[Any, int], tuple[list[int], list[list[Any]]]] = {}
+    rows: list[Extracted] = []
     for (offset, ts), key, record in items:
         try:
-            values = [a.extract(record, ts) for a in aggs]
+            rows.append((offset, ts, key, [a.extract(record, ts) for a in aggs]))
         except Exception as exc:  # an aggregation cannot read the record: dead-letter it
             out.failures.append(_failure(offset, "operator_error", exc, raw(offset)))
+    return rows
+
+
+def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int], RawMessage | None],
+           judge: Judge) -> None:
+    """The event-time pass, record by record in offset order, then a fold per (key, pane).
+
+    Each record is judged at the partition's event time before it: `out.carry`, raised by the
+    range's own records so far. Late records go to `out.late`; session keys with a doubtful
+    record go to `out.singles`, all of that key's records, for the driver to place.
+    """
+    aggs = stage.worker_aggregations
+    before, valid = out.carry, FOREVER
+    befores: list[int] = []
+    for _, ts, _, _ in rows:
+        befores.append(before)
+        before = max(before, ts)
+    if rows:
+        out.max_ts = max(ts for _, ts, _, _ in rows)
+    odd = {key for (_, ts, key, _), b in zip(rows, befores) if judge.doubtful(b, ts)}
+    groups: dict[tuple[int, Any, int], tuple[list[int], list[list[Any]]]] = {}
+    for (offset, ts, key, values), b in zip(rows, befores):
+        doubtful = judge.doubtful(b, ts)
+        placed = judge.place(b, ts)
+        if not doubtful:
+            valid = min(valid, placed.valid_below)
+        if placed.closed:
+            m = raw(offset)
+            out.late.append(Late(offset, ts, placed.closed, placed.pane is not None,
+                                 m.key if m else None, m.value if m else None, m.headers if m else ()))
+        if placed.pane is None:
             continue
-        pane = offset if stage.by_count else stage.spec.pane_of(ts)
-        offsets, columns = groups.setdefault((key, pane), ([], [[] for _ in aggs]))
+        if key in odd:
+            failures = len(out.failures)
+            accs = _fold(aggs, [offset], [[v] for v in values], out, raw)
+            if len(out.failures) == failures:  # else dead-lettered: an aggregation cannot add it
+                out.singles.append(Single(offset, key, ts, b, accs, raw(offset) if doubtful else None))
+            continue
+        pane = offset if stage.by_count else placed.pane
+        offsets, columns = groups.setdefault((placed.stage, key, pane), ([], [[] for _ in aggs]))
         offsets.append(offset)
         for column, value in zip(columns, values):
             column.append(value)
-        out.pane_counts[pane] = out.pane_counts.get(pane, 0) + 1
-    for slot, (offsets, columns) in groups.items():
-        out.partials[slot] = _fold(aggs, offsets, columns, out, raw)
+    out.valid_below = valid
+    staged: dict[int, dict[tuple[Any, int], list[Any]]] = {}
+    for (at, key, pane), (offsets, columns) in groups.items():
+        target = out.partials if at == NEVER else staged.setdefault(at, {})
+        target[(key, pane)] = _fold(aggs, offsets, columns, out, raw)
+    out.staged = sorted(staged.items(), key=lambda s: s[0])
 
 
 def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Partial,
@@ -261,7 +309,7 @@ def _finder(messages: Sequence[RawMessage]) -> Callable[[int], RawMessage | None
 
 
 def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
-                     limits: Limits = Limits()) -> Partial:
+                     limits: Limits = Limits(), carry: int = NEVER) -> Partial:
     """Decode and process one batch of raw messages (in offset order).
 
     Batches of at least COLUMNAR_MIN_RECORDS take the columnar path (`stream.columnar`)
@@ -271,42 +319,15 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
     from stream.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
 
     if len(messages) >= COLUMNAR_MIN_RECORDS:
-        fast = aggregate_batch(pipeline, messages, limits)
+        fast = aggregate_batch(pipeline, messages, limits, carry)
         if fast is not None:
             return fast
     if len(messages) >= BLOCK_DECODE_MIN_RECORDS:
         rows = decode_rows(pipeline, messages, limits)
         if rows is not None:  # decoded in one pass; operators and the rest record by record
             out = Partial(records_in=len(rows), bytes_in=sum(map(len, column(messages, "value"))))
-            return aggregate_records(pipeline, rows, out, _finder(messages), limits)
+            return aggregate_records(pipeline, rows, out, _finder(messages), limits, carry)
     messages = list(messages)  # a Kafka batch builds its RawMessages once, here
     out = Partial()
     rows = decode_messages(pipeline, messages, out, limits)
-    return aggregate_records(pipeline, rows, out, _finder(messages), limits)
-
-
-def records_in_panes(pipeline: Pipeline, messages: Iterable[RawMessage],
-                     panes: set[int]) -> list[tuple[RawMessage, int]]:
-    """The messages whose event time falls in one of `panes`, with that pane.
-
-    Used to route late records: the driver learns at merge time which panes were late and
-    reads their range again to find the records' original bytes.
-    """
-    stage = pipeline.window_stage
-    if stage is None:
-        return []
-    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
-    found = []
-    for m in messages:
-        if m.value is None:
-            continue
-        try:
-            record = codec.decode(m.value)
-            if not run_steps(pipeline.steps, [(m.offset, None, record)], failed=lambda t, e: None):
-                continue
-            pane = stage.spec.pane_of(_event_time(pipeline, record, m.timestamp_ms))
-        except Exception:  # failed records went to the dead-letter topic, not here
-            continue
-        if pane in panes:
-            found.append((m, pane))
-    return found
+    return aggregate_records(pipeline, rows, out, _finder(messages), limits, carry)

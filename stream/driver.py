@@ -10,7 +10,6 @@ changelog as of its last committed epoch; on revocation the open epoch is commit
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,18 +17,18 @@ from typing import Any, Callable
 
 from stream import faults
 from stream.codecs.avro import encode_all
-from stream.compute import records_in_panes, result_records
+from stream.compute import result_records
 from stream.errors import EncodeError, FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
-from stream.records import BEGINNING, Failure, Limits
+from stream.records import BEGINNING, Failure, Late, Limits
 from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
+from stream.windows.eventtime import FOREVER, NEVER, PartitionClock, holds
+from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowStore
-from stream.windows.watermark import NEVER, Watermarks
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-FOREVER = 2**62
 MAX_ATTEMPTS = 8
 
 
@@ -49,6 +48,10 @@ class PartitionState:
     state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
     last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
+    clock: PartitionClock = field(default_factory=PartitionClock)  # event time, in offset order
+    data_ms: int = 0               # wall clock when the last merged range with records was read
+    quiet_ms: int = 0              # wall clock when a merged read that started after it found
+                                   # the partition's end and nothing new (0: none yet)
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Driver:
     def __init__(self, pipeline: Pipeline, session: Any, sink: Any, executor: Any,
                  changelog: Any, topics: Topics, *, range_records: int = 50_000,
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
-                 idle_timeout_ms: int = 5_000, limits: Limits = Limits(), metrics: Any = None,
+                 limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
                  replica: int = 0, result_commit_s: float = 0.1,
                  advance_after_ms: int | None = None) -> None:
@@ -96,8 +99,8 @@ class Driver:
         self.limits, self.metrics = limits, metrics
         self.app_id = app_id or pipeline.name
         self.transactional_id = transactional_id or self.app_id
-        ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
-        self.watermarks = Watermarks(ooo, idle_timeout_ms, advance_after_ms=advance_after_ms)
+        self.out_of_order_ms = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
+        self.advance_after_ms = advance_after_ms
         stage = pipeline.window_stage
         self._early_s = stage.early_ms / 1000 if stage is not None and stage.early_ms else None
         self._last_early = time.monotonic()
@@ -118,7 +121,7 @@ class Driver:
         self.failed = False            # set when the loop died: no further commits
         session.on_revoke = self._on_revoked
         if metrics is not None:
-            metrics.probes.watermark_ms = lambda: self.watermarks.floor
+            metrics.probes.watermark_ms = self.watermark
             metrics.probes.open_windows = self.open_windows
             metrics.probes.state_bytes = self.state_bytes
             metrics.probes.partitions = lambda: len(self.parts)
@@ -150,17 +153,13 @@ class Driver:
             if last > 0:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
+            clock = PartitionClock(NEVER if r.max_ts is None else r.max_ts)
             self.parts[tp] = PartitionState(start, start, pin, store, written=r.written,
-                                            state_bytes=r.sizes, live_committed=r.live_committed)
+                                            state_bytes=r.sizes, live_committed=r.live_committed,
+                                            clock=clock, data_ms=now)
             self._committed[tp] = start
-            self.watermarks.add(tp, now)
-            self.watermarks.observe(tp, r.max_ts, now)
             restored += len(r.panes)
         self.stats.restored += restored
-        # A partition taken over may be behind the others: let the pipeline watermark drop
-        # back to it. Each partition's store never re-emits (its own emitted_through), so
-        # windows stay final; only the new partition's records are judged against its own.
-        self.watermarks.floor = NEVER
         self._headers = ()
         if self.metrics:
             self.metrics.rebalanced("assigned")
@@ -178,7 +177,6 @@ class Driver:
         for tp in mine:
             self.parts.pop(tp, None)
             self._committed.pop(tp, None)
-            self.watermarks.remove(tp)
             if self.metrics:
                 self.metrics.forget_partition(*tp)
         if self.metrics:
@@ -200,11 +198,18 @@ class Driver:
 
     # -- planning -------------------------------------------------------------------------
     def _submit(self, tp: TP, st: PartitionState, start: int, end: int | None, attempt: int = 0) -> None:
-        limits = Limits(self.limits.max_record_bytes, self.limits.max_future_ms, _now_ms())
         task = RangeTask(tp[0], tp[1], start, end, self.range_records, self.session.reader(),
-                         self.pipeline, limits)
+                         self.pipeline, self.limits, carry=self._carry(st, start))
         fut = self.executor.submit(run_range, task, pin=st.pin)
-        self.inflight[fut] = (task, attempt, st)
+        self.inflight[fut] = (task, attempt, st, _now_ms())
+
+    @staticmethod
+    def _carry(st: PartitionState, start: int) -> int:
+        """The partition's event time before `start` as far as known now: exact when every
+        range before it is merged, else a lower bound (raised by the ranges done before it)."""
+        known = [r.partial.max_ts for r in st.done.values()
+                 if r.next_offset <= start and r.partial.max_ts is not None]
+        return max([st.clock.now, *known])
 
     def _plan_one(self, tp: TP, st: PartitionState) -> bool:
         """Plan the next range of one partition; False when it has nothing to plan now."""
@@ -250,13 +255,14 @@ class Driver:
             outcome = self.executor.outcome(fut)
             if outcome is None:
                 continue  # went back to pending (its worker left): still in flight
-            task, attempt, st = self.inflight.pop(fut)
+            task, attempt, st, submitted = self.inflight.pop(fut)
             if self.parts.get(task.tp) is not st:
                 continue  # revoked while in flight (perhaps assigned again since): stale
             result, exc = outcome
             if exc is not None:
                 self._retry(task, st, attempt, exc)
                 continue
+            result.submitted_ms, result.accepted_ms = submitted, _now_ms()
             self._accept(task, st, result)
 
     def _retry(self, task: RangeTask, st: PartitionState, attempt: int, exc: BaseException) -> None:
@@ -292,9 +298,16 @@ class Driver:
         for tp, st in self.parts.items():
             while st.merged in st.done:
                 r = st.done.pop(st.merged)
-                self._merge(tp, st, r, now)
+                if not holds(r.partial.carry, r.partial.valid_below, st.clock.now):
+                    self._rejudge(tp, st, r)
+                    break
+                self._merge(tp, st, r)
                 st.merged = r.next_offset
                 st.caught_up = r.eof
+                if r.next_offset > r.start:
+                    st.data_ms = r.accepted_ms
+                elif r.eof and r.submitted_ms >= st.data_ms:
+                    st.quiet_ms = max(st.quiet_ms, r.submitted_ms)
                 if r.last_ts >= 0:
                     st.last_ts = r.last_ts
                 merged = True
@@ -305,7 +318,14 @@ class Driver:
         if self.metrics and merged:
             self.metrics.stage("merge", time.perf_counter() - t0)
 
-    def _merge(self, tp: TP, st: PartitionState, r: RangeResult, now: int) -> None:
+    def _rejudge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
+        """A range judged at too low an event time (an earlier range raised it past what its
+        decisions allow): read it again, same bounds, judged at the exact event time."""
+        self._submit(tp, st, r.start, r.next_offset)
+        if self.metrics:
+            self.metrics.retried("rejudged")
+
+    def _merge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
         p = r.partial
         self.stats.records_in += p.records_in
         self.stats.skipped += p.skipped
@@ -318,37 +338,26 @@ class Driver:
         if p.scored and self.metrics:
             self.metrics.scored(p.scored)
         if st.store is not None:
-            late = st.store.merge(p.partials, p.pane_counts)
-            if late:
-                self._route_late(tp, st.store, r, late)
+            results, late = merge_range(st.store, st.clock, p, self.out_of_order_ms)
+            self._route_late(tp, late)
+            self._emitted(results)
         else:
+            st.clock.observe(p.max_ts)
             self._produce_many(self.pipeline.sink_spec.topic, p.outputs, self.headers())  # type: ignore[union-attr]
             self._count_out(len(p.outputs))
-        self.watermarks.observe(tp, p.max_ts, now, caught_up=r.eof)
 
-    def _route_late(self, tp: TP, store: WindowStore, r: RangeResult, late: dict[int, int]) -> None:
-        """Count late records and write them, with their windows, to the late topic.
-
-        Which panes were late is known only now, so their range is read once more here to
-        find the records' bytes (late data is rare; the common path never reads twice).
-        """
-        n = sum(late.values())
-        self.stats.late += n
+    def _route_late(self, tp: TP, late: list[Late]) -> None:
+        """Count late records and write them, with the windows they missed, to the late topic
+        (their bytes came back from the worker that read them)."""
+        if not late:
+            return
+        self.stats.late += len(late)
         if self.metrics:
-            self.metrics.late(n)
+            self.metrics.late(len(late))
         if self.topics.late is None:
             return
-        batch = self.session.reader().read(tp[0], tp[1], r.start, r.next_offset,
-                                           r.next_offset - r.start + 1)
-        for m, pane in records_in_panes(self.pipeline, batch.messages, set(late)):
-            windows = store.closed_windows(pane)
-            start, end = windows[0]
-            headers = m.headers + (
-                ("late.window.start", str(start).encode()), ("late.window.end", str(end).encode()),
-                ("late.windows", json.dumps(windows).encode()),
-                ("late.source.topic", tp[0].encode()), ("late.source.partition", str(tp[1]).encode()),
-                ("late.source.offset", str(m.offset).encode())) + self.headers()
-            self._produce(self.topics.late, m.key, m.value, headers)
+        for rec in late:
+            self._produce(self.topics.late, rec.key, rec.value, rec.late_headers(*tp) + self.headers())
 
     def _failed(self, tp: TP, f: Failure) -> None:
         """Count, log and (when a dead-letter topic is set) write a failed record there."""
@@ -387,13 +396,34 @@ class Driver:
         return self._headers
 
     # -- emit and commit ------------------------------------------------------------------
-    def emit(self, watermark: int | None = None) -> list[WindowResult]:
-        """Emit the windows the watermark (default: the current one) closes."""
-        wm = self.watermarks.current(_now_ms()) if watermark is None else watermark
+    def watermark(self) -> int:
+        """The pipeline watermark, for dashboards: the lowest partition event time, minus the
+        out-of-orderness, over the partitions that have had records (-1: none yet)."""
+        times = [st.clock.now for st in self.parts.values() if st.clock.now != NEVER]
+        return min(times) - self.out_of_order_ms if times else -1
+
+    def emit(self, event_time: int | None = None) -> list[WindowResult]:
+        """Move every partition's event time to `event_time` (FOREVER: the end of bounded input)
+        and emit what closes; by default only the opted-in wall-clock advance moves it."""
         results: list[WindowResult] = []
         for st in self.parts.values():
-            if st.store is not None:
-                results += st.store.advance(wm)
+            target = event_time if event_time is not None else self._quiet_advance(st)
+            if st.store is not None and target is not None:
+                results += advance(st.store, st.clock, target, self.out_of_order_ms)
+        return self._emitted(results)
+
+    def _quiet_advance(self, st: PartitionState) -> int | None:
+        """With `advance_after_ms`: a partition confirmed quiet (a read that started after its
+        last records reached its end and found nothing) moves on in event time by the quiet
+        time beyond `advance_after_ms`, measured up to that read's start. A slow or stalled
+        read confirms nothing, so it never moves time."""
+        if self.advance_after_ms is None or st.clock.event_time == NEVER or st.quiet_ms < st.data_ms:
+            return None
+        beyond = st.quiet_ms - st.data_ms - self.advance_after_ms
+        return st.clock.event_time + beyond if beyond > 0 else None
+
+    def _emitted(self, results: list[WindowResult]) -> list[WindowResult]:
+        """Write closed windows to the sink (final results)."""
         if not results:
             return results
         t0 = time.perf_counter()
@@ -462,7 +492,7 @@ class Driver:
         known = tuple(sorted(set(known) | st.live_committed))  # this entry alone survives compaction
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
-                                self.watermarks.max_ts(tp), st.merged))
+                                None if st.clock.now == NEVER else st.clock.now, st.merged))
         self.sink.produce(cl, meta.key, meta.value, meta.headers, tp[1])
         return bool(changed or dropped)
 

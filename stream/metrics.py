@@ -69,7 +69,7 @@ class Metrics:
         self._out = counter("stream_records_out", "Records written to the output topic", ("topic",))
         self._dlq = counter("stream_records_dead_lettered", "Records that failed and went to the "
                             "dead-letter topic, by reason", ("reason",))
-        self._late = counter("stream_records_late", "Records that arrived for an emitted window")
+        self._late = counter("stream_records_late", "Records that came after a window they belong to had closed on their partition (written to the late topic)")
         self._skipped = counter("stream_records_skipped", "Tombstones and replayed records skipped", ("why",))
         self._windows = counter("stream_windows_emitted", "Window results emitted")
         self._task_fail = counter("stream_task_failures", "Range tasks that raised on a worker")
@@ -102,7 +102,8 @@ class Metrics:
                                         "time) to its result being acknowledged", base, registry=r,
                                         buckets=_SLOW)
         wm = gauge("stream_watermark_seconds", "Pipeline watermark (event time, Unix seconds)")
-        wm_lag = gauge("stream_watermark_lag_seconds", "Wall clock minus the watermark")
+        wm_lag = gauge("stream_watermark_lag_seconds", "Wall clock minus the watermark; negative when "
+                       "the watermark is ahead of the wall clock")
         open_w = gauge("stream_open_windows", "(key, window pane) entries held in window state")
         state = gauge("stream_state_size_bytes", "Window state as serialized in the changelog "
                       "(what a restore reads)")
@@ -283,7 +284,7 @@ def _safe(read: Callable[[], float]) -> Callable[[], float]:
 
 
 def _watermark_lag(watermark_ms: int) -> float:
-    return 0.0 if watermark_ms < 0 else max(0.0, time.time() - watermark_ms / 1000.0)
+    return 0.0 if watermark_ms < 0 else time.time() - watermark_ms / 1000.0
 
 
 def _env_count(name: str) -> int:

@@ -33,7 +33,7 @@ class Status:
     @classmethod
     def of(cls, driver: Any, note: str = "") -> "Status":
         return cls(driver.stats.records_in, driver.stats.records_out, driver.lag(),
-                   driver.open_windows(), driver.watermarks.floor, driver.stats.failed, note)
+                   driver.open_windows(), driver.watermark(), driver.stats.failed, note)
 
 
 class Progress:

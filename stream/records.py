@@ -60,13 +60,61 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Late:
+    """A record that came after a window it belongs to had closed, on its own partition.
+
+    `windows` lists those closed windows ``(start, end)``; `counted` says whether the record
+    still counts in other, open windows (hopping windows whose oldest ones had closed).
+    """
+
+    offset: int
+    event_time: int
+    windows: tuple[tuple[int, int], ...]
+    counted: bool
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def late_headers(self, topic: str, partition: int) -> tuple[tuple[str, bytes], ...]:
+        """The original headers plus where the record came from and which windows it missed."""
+        import json
+
+        start, end = self.windows[0] if self.windows else (-1, -1)
+        return self.headers + (
+            ("late.window.start", str(start).encode()), ("late.window.end", str(end).encode()),
+            ("late.windows", json.dumps([list(w) for w in self.windows]).encode()),
+            ("late.event.time", str(self.event_time).encode()),
+            ("late.counted", b"true" if self.counted else b"false"),
+            ("late.source.topic", topic.encode()), ("late.source.partition", str(partition).encode()),
+            ("late.source.offset", str(self.offset).encode()))
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """One record of a session key that the driver places itself (see `SessionJudge`):
+    its offset, key, event time, the range's own event time before it, its accumulators,
+    and (when it may be late) its original message."""
+
+    offset: int
+    key: Any
+    ts: int
+    before: int
+    accs: list[Any]
+    raw: "RawMessage | None" = None
+
+
+FIVE_MINUTES_MS = 300_000
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-record limits workers enforce: larger records and event times further ahead than
-    `max_future_ms` past `now_ms` (the plan time) go to the dead-letter topic."""
+    """Per-record limits workers enforce: larger records, and event times more than
+    `max_future_ms` after the record's own Kafka timestamp (the producer's or the broker's
+    clock when it was written), go to the dead-letter topic. Both are properties of the
+    record, so the decision is the same whenever and wherever it is read."""
 
     max_record_bytes: int = 1_048_576
-    max_future_ms: int = 86_400_000
-    now_ms: int | None = None
+    max_future_ms: int = FIVE_MINUTES_MS
     event_time_range: tuple[int, int] | None = None  # replay: only records with event time in [from, to)
 
 
@@ -74,13 +122,22 @@ class Limits:
 class Partial:
     """What processing one batch of records yields.
 
-    `partials` maps (key, pane start) to one accumulator per aggregation; `pane_counts`
-    maps pane start to its record count; `outputs` are encoded (key, value) pairs of a
-    pipeline without a window.
+    `partials` maps (key, pane start) to one accumulator per aggregation, for the records
+    on time in every window of their pane; `staged` holds, per stage (the latest window
+    start that had closed when they came, ascending), the partials of hopping records that
+    still count in their pane's younger windows only; `singles` are session records the
+    driver places one by one; `late` the records late on their partition. `carry` is the
+    event time the range was judged at, `valid_below` how far the true one may be above it
+    with every decision unchanged, and `max_ts` the range's own highest event time. `outputs`
+    are encoded (key, value) pairs of a pipeline without a window.
     """
 
     partials: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
-    pane_counts: dict[int, int] = field(default_factory=dict)
+    staged: list[tuple[int, dict[tuple[Any, int], list[Any]]]] = field(default_factory=list)
+    singles: list[Single] = field(default_factory=list)
+    late: list[Late] = field(default_factory=list)
+    carry: int = -(2**62)
+    valid_below: int = 2**62
     outputs: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     max_ts: int | None = None

@@ -27,10 +27,11 @@ from typing import Any, Callable
 
 from stream.compute import result_records
 from stream.errors import ConfigError, FatalError
-from stream.driver import FOREVER
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Limits
+from stream.windows.eventtime import FOREVER, PartitionClock, holds
+from stream.windows.merge import advance, merge_range
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -57,6 +58,7 @@ class ReplaySummary:
 
     records_read: int = 0
     windows: int = 0            # windows closed that lie inside the range
+    late: int = 0               # records late on their partition (not counted)
     edge_windows: int = 0       # windows cut by an edge of the range, left out
     written: int = 0            # records written to the output topic
     failed: int = 0             # records that failed (written to the dead-letter topic)
@@ -67,7 +69,8 @@ class ReplaySummary:
         rate = self.records_read / self.seconds if self.seconds else 0.0
         return (f"replayed {self.records_read:,} records in {self.seconds:.1f} s ({rate:,.0f}/s): "
                 f"{self.written:,} written, {self.windows:,} windows inside the range, "
-                f"{self.edge_windows:,} cut by its edges left out, {self.failed:,} failed")
+                f"{self.edge_windows:,} cut by its edges left out, {self.failed:,} failed, "
+                f"{self.late:,} late")
 
 
 def partition_bounds(reader: Any, topic: str, partition: int) -> tuple[int | None, int | None]:
@@ -135,6 +138,9 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
                 pending.append(RangeTask(t, p, s, min(s + range_records, high), range_records,
                                          reader, pipeline, limits))
     stores: dict[tuple[str, int], Any] = {}
+    clocks: dict[tuple[str, int], PartitionClock] = {}
+    closed: list[Any] = []
+    ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
     done: dict[tuple[str, int], dict[int, RangeResult]] = {}
     merged_to = {tp: start for tp, (start, _) in summary.partitions.items()}
     inflight: dict[Any, tuple[RangeTask, int]] = {}
@@ -171,6 +177,11 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
         for tp, results in done.items():  # merge in offset order
             while merged_to[tp] in results:
                 r = results.pop(merged_to[tp])
+                clock = clocks.setdefault(tp, PartitionClock())
+                if not holds(r.partial.carry, r.partial.valid_below, clock.now):
+                    pending.insert(0, RangeTask(tp[0], tp[1], r.start, r.next_offset, range_records,
+                                                reader, pipeline, limits, carry=clock.now))
+                    break  # judged at too low an event time: again, same bounds, exact
                 merged_to[tp] = r.next_offset
                 summary.records_read += r.partial.records_in
                 for f in r.partial.failures:
@@ -183,18 +194,21 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
                     store = stores.get(tp)
                     if store is None:
                         store = stores[tp] = stage.new_store()
-                    store.merge(r.partial.partials, r.partial.pane_counts)
+                    found, late = merge_range(store, clock, r.partial, ooo)
+                    closed += found
+                    summary.late += len(late)
         if progress is not None:
             summary.seconds = time.monotonic() - t0
             progress(summary)
     if stage is not None:
         results = []
-        for store in stores.values():
-            for w in store.advance(FOREVER):
-                if w.start >= from_ms and w.end <= to_ms:
-                    results.append(w)
-                else:
-                    summary.edge_windows += 1
+        for tp, store in stores.items():
+            closed += advance(store, clocks[tp], FOREVER, ooo)
+        for w in closed:
+            if w.start >= from_ms and w.end <= to_ms:
+                results.append(w)
+            else:
+                summary.edge_windows += 1
         summary.windows = len(results)
         encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
         def result_failed(w: Any, exc: BaseException) -> None:

@@ -96,7 +96,6 @@ class PipelineRun:
             self.driver = Driver(pipeline, self.session, self.sink, self.executor, changelog, topics,
                                  range_records=config.range_records, max_inflight=config.inflight,
                                  commit_interval_s=config.commit_interval_s,
-                                 idle_timeout_ms=config.idle_timeout_ms,
                                  advance_after_ms=config.advance_after_ms,
                                  limits=Limits(kafka.max_record_bytes, config.max_future_ms),
                                  metrics=self.metrics, app_id=config.app_id,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from stream.records import RawMessage
-from stream.windows.watermark import NEVER
+from stream.windows.eventtime import NEVER
 
 EPOCH_HEADER = "stream.epoch"
 REPLICAS = 1000  # epoch numbers of replica r are r modulo this

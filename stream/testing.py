@@ -1,7 +1,10 @@
-"""Test a pipeline without a broker: feed records, advance the watermark, read results.
+"""Test a pipeline without a broker: feed records, read what closed and what was late.
 
-`TestDriver` runs the same pure code the workers and the driver run (operators, partial
-aggregation, window state) on records you give it, with a scripted watermark.
+`TestDriver` runs the same pure code the workers and the driver run (operators, the
+event-time pass, partial aggregation, window state) on records you give it. Each partition's
+event time moves record by record, as in the engine: feeding a record closes the windows it
+moves past. `advance_watermark` moves time on without records, as the end of input or the
+opted-in wall-clock advance would.
 
 >>> from operators import Count
 >>> from stream.pipeline import Pipeline, Tumbling
@@ -14,21 +17,23 @@ aggregation, window state) on records you give it, with a scripted watermark.
 ...      {"name": "n", "type": "long"}]}))
 >>> td = TestDriver(p)
 >>> td.feed([{"k": "a", "ts": 1_000}, {"k": "a", "ts": 2_000}, {"k": "b", "ts": 12_000}])
->>> td.advance_watermark(10_000)
 [{'k': 'a', 'window_start': 0, 'window_end': 10000, 'n': 2}]
 >>> td.feed([{"k": "a", "ts": 3_000}]); [(r["ts"], w) for r, w in td.late]
-[(3000, [(0, 10000)])]
+[]
+[(3000, ((0, 10000),))]
+>>> td.advance_watermark(20_000)
+[{'k': 'b', 'window_start': 10000, 'window_end': 20000, 'n': 1}]
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from stream.compute import aggregate_records, result_records
+from stream.compute import _finder, aggregate_records, result_records
 from stream.pipeline import Pipeline
-from stream.records import Failure
-from stream.windows.store import WindowStore
-from stream.windows.watermark import NEVER, Watermarks
+from stream.records import Failure, RawMessage
+from stream.windows.eventtime import NEVER, PartitionClock
+from stream.windows.merge import advance, merge_range
 
 
 class TestDriver:
@@ -36,64 +41,69 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, pipeline: Pipeline, idle_timeout_ms: int = 5_000,
-                 advance_after_ms: int | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, advance_after_ms: int | None = None) -> None:
         self.pipeline = pipeline
         self.now_ms = 0  # the scripted wall clock (advance_wall_clock moves it)
-        ooo = pipeline.source_spec.out_of_order_ms if pipeline.source_spec else 0
-        self.watermarks = Watermarks(ooo, idle_timeout_ms, advance_after_ms=advance_after_ms)
-        self.stores: dict[int, WindowStore] = {}
+        self.out_of_order_ms = pipeline.source_spec.out_of_order_ms if pipeline.source_spec else 0
+        self.advance_after_ms = advance_after_ms
+        self.stores: dict[int, Any] = {}
+        self.clocks: dict[int, PartitionClock] = {}
+        self._fed_ms: dict[int, int] = {}  # partition: wall clock of its last records
         self._offsets: dict[int, int] = {}
-        self._watermark = NEVER
+        self._floor = NEVER  # event time every partition was advanced to
         self.emitted: list[dict[str, Any]] = []
         self.outputs: list[tuple[bytes | None, bytes]] = []
         self.failures: list[Failure] = []
         self.scored: dict[tuple[str, str], int] = {}  # (model, version) -> records scored
-        self.late: list[tuple[dict[str, Any], list[tuple[int, int]]]] = []  # (record, closed windows)
+        self.late: list[tuple[dict[str, Any], tuple[tuple[int, int], ...]]] = []  # (record, closed windows)
 
-    def _store(self, partition: int) -> WindowStore | None:
+    def _partition(self, partition: int) -> tuple[Any, PartitionClock]:
+        clock = self.clocks.setdefault(partition, PartitionClock(advanced=self._floor))
         stage = self.pipeline.window_stage
-        if stage is None:
-            return None
-        store = self.stores.get(partition)
-        if store is None:
-            store = self.stores[partition] = stage.new_store(early=True)
-            store.advance(self._watermark)
-        return store
+        if stage is not None and partition not in self.stores:
+            self.stores[partition] = stage.new_store(early=True)
+        return self.stores.get(partition), clock
 
     def feed(self, records: Iterable[dict[str, Any]], partition: int = 0,
-             kafka_timestamps: Iterable[int] | None = None) -> None:
-        """Process records as one batch of `partition` (event time from the pipeline's field)."""
+             kafka_timestamps: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Process records as the next range of `partition`, in order; returns the windows
+        they closed. Kafka timestamps default to each record's event time field (as if
+        produced when it happened), else 0."""
         records = list(records)
-        stamps = list(kafka_timestamps) if kafka_timestamps is not None else [0] * len(records)
+        field = self.pipeline.source_spec.timestamp if self.pipeline.source_spec else None
+        stamps = list(kafka_timestamps) if kafka_timestamps is not None else [
+            r.get(field) if field and type(r.get(field)) is int else 0 for r in records]
         first = self._offsets.get(partition, 0)
         rows = [(first + i, r, ts) for i, (r, ts) in enumerate(zip(records, stamps))]
         self._offsets[partition] = first + len(rows)
-        partial = aggregate_records(self.pipeline, rows)
-        self.watermarks.observe(partition, partial.max_ts, self.now_ms, caught_up=True)
+        self._fed_ms[partition] = self.now_ms
+        store, clock = self._partition(partition)
+        raw = _finder([RawMessage(o, None, None, ts) for o, _, ts in rows])
+        partial = aggregate_records(self.pipeline, rows, raw=raw, carry=clock.now)
         self.failures += partial.failures
         for slot, n in partial.scored.items():
             self.scored[slot] = self.scored.get(slot, 0) + n
         self.outputs += partial.outputs
-        store = self._store(partition)
-        if store is not None:
-            late = store.merge(partial.partials, partial.pane_counts)
-            spec = self.pipeline.window_stage.spec  # type: ignore[union-attr]
-            field = self.pipeline.source_spec.timestamp  # type: ignore[union-attr]
-            failed = {f.offset for f in partial.failures}
-            for (offset, r, ts) in rows if late else ():
-                if offset in failed:
-                    continue
-                pane = spec.pane_of(r[field] if field else ts)
-                if pane in late:
-                    self.late.append((r, store.closed_windows(pane)))
+        if store is None:
+            clock.observe(partial.max_ts)
+            return []
+        results, late = merge_range(store, clock, partial, self.out_of_order_ms)
+        self.late += [(rows[rec.offset - first][1], rec.windows) for rec in late]
+        return self._closed(results)
 
     def advance_wall_clock(self, ms: int) -> list[dict[str, Any]]:
-        """Let `ms` of wall-clock time pass: the watermark moves as the engine's would (per
-        partition max event time minus out-of-orderness; idle partitions stop holding it back;
-        with `advance_after_ms`, a quiet stream follows the clock). Returns the results it closes."""
+        """Let `ms` of wall-clock time pass. With `advance_after_ms`, a partition quiet for
+        longer moves on in event time by the quiet time beyond it, as the engine's opted-in
+        wall-clock advance does. Returns the results it closes."""
         self.now_ms += ms
-        return self.advance_watermark(self.watermarks.current(self.now_ms))
+        if self.advance_after_ms is None:
+            return []
+        results = []
+        for p, store in self.stores.items():
+            clock, beyond = self.clocks[p], self.now_ms - self._fed_ms.get(p, 0) - self.advance_after_ms
+            if beyond > 0 and clock.event_time != NEVER:
+                results += advance(store, clock, clock.event_time + beyond, self.out_of_order_ms)
+        return self._closed(results)
 
     def early_results(self) -> list[dict[str, Any]]:
         """Partial results of the open windows changed since the last call (what
@@ -108,12 +118,18 @@ class TestDriver:
         items = result_records(self.pipeline, sorted(results, key=lambda w: w.start), failed, self.scored)
         return [record for _, _, record in items]
 
-    def advance_watermark(self, watermark_ms: int) -> list[dict[str, Any]]:
-        """Move the watermark; returns the window results it closes (also kept in `emitted`)."""
-        self._watermark = max(self._watermark, watermark_ms)
-        results = [w for store in self.stores.values() for w in store.advance(watermark_ms)]
+    def _closed(self, results: list) -> list[dict[str, Any]]:
         out = self._rows(results)
         for store in self.stores.values():
             store.check_invariants()
         self.emitted += out
         return out
+
+    def advance_watermark(self, watermark_ms: int) -> list[dict[str, Any]]:
+        """Move every partition's watermark (event time minus the out-of-orderness) to at least
+        `watermark_ms`, as the end of input would; returns the window results it closes."""
+        target = watermark_ms + self.out_of_order_ms
+        self._floor = max(self._floor, target)
+        results = [w for p, store in self.stores.items()
+                   for w in advance(store, self.clocks[p], target, self.out_of_order_ms)]
+        return self._closed(results)

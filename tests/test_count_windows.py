@@ -20,18 +20,17 @@ def pay(user, ts, amount):
 
 def test_tumbling_count_windows_emit_when_full_regardless_of_event_time():
     td = TestDriver(count_pipeline("c", "in", "out", size=3))
-    td.feed([pay("a", 5_000, 1.0), pay("a", 1_000, 2.0), pay("b", 0, 9.0)])
-    assert td.advance_watermark(0) == []
-    td.feed([pay("a", 9_000, 4.0), pay("a", 2_000, 8.0)])
-    [w] = td.advance_watermark(0)   # the watermark plays no part
+    assert td.feed([pay("a", 5_000, 1.0), pay("a", 1_000, 2.0), pay("b", 0, 9.0)]) == []
+    [w] = td.feed([pay("a", 9_000, 4.0), pay("a", 2_000, 8.0)])  # event time plays no part
+    assert td.advance_watermark(10**9) == []
     assert (w["window_start"], w["window_end"], w["n"], w["total"]) == (1_000, 9_001, 3, 7.0)
     assert {(r["user_id"], r["n"]) for r in td.early_results()} == {("a", 1), ("b", 1)}  # being filled
 
 
 def test_sliding_count_windows_overlap():
     td = TestDriver(count_pipeline("c", "in", "out", size=4, slide=2))
-    td.feed([pay("a", i, float(i)) for i in range(1, 9)])
-    assert [w["total"] for w in td.advance_watermark(0)] == [1 + 2 + 3 + 4, 3 + 4 + 5 + 6, 5 + 6 + 7 + 8]
+    closed = td.feed([pay("a", i, float(i)) for i in range(1, 9)])
+    assert [w["total"] for w in closed] == [1 + 2 + 3 + 4, 3 + 4 + 5 + 6, 5 + 6 + 7 + 8]
 
 
 def test_bad_count_windows_fail_at_definition():

@@ -135,7 +135,7 @@ def test_undecodable_records_are_counted_and_the_rest_processed(bad):
     topic.append(0, bad, b"x", 0)
     codec = AvroCodec(load_schema("schemas/payment.avsc"))
     extra = dict(records[-1], payment_id="after", ts=records[-1]["ts"] + 1)
-    topic.append(0, codec.encode(extra), None, 0)
+    topic.append(0, codec.encode(extra), None, extra["ts"])
     ex = LocalExecutor()
     d, sink = run(payment_pipeline("mem", "payments", "out"), MemorySession([topic]), ex)
     stats = d.run(until=lambda d: d.caught_up(), drain=True)
@@ -156,7 +156,7 @@ def test_operator_errors_go_to_the_dead_letter_topic_with_original_bytes():
     poison = {r["payment_id"] for r in records[::100]}
     p = (Pipeline("ops").source("payments", schema="schemas/payment.avsc", timestamp="ts")
          .map(lambda r: r if r["payment_id"] not in poison else 1 / 0)
-         .key_by("user_id").window(Tumbling(seconds=10), aggregate={"n": Count()})
+         .key_by("user_id").window(Tumbling(seconds=10), grace=2_000, aggregate={"n": Count()})
          .sink("out", schema={"type": "record", "name": "O", "fields": [
              {"name": "user_id", "type": "string"}, {"name": "window_start", "type": "long"},
              {"name": "window_end", "type": "long"}, {"name": "n", "type": "long"}]}))

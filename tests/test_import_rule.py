@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 PURE = ["operators", "operators.aggregate", "operators.transform", "stream.records", "stream.pipeline",
-        "stream.windows.specs", "stream.windows.watermark", "stream.windows.store", "stream.compute", "stream.state",
+        "stream.windows.specs", "stream.windows.eventtime", "stream.windows.store",
+        "stream.windows.sessions", "stream.windows.counts", "stream.windows.merge", "stream.compute", "stream.state",
         "stream.testing"]
 
 

@@ -19,9 +19,9 @@ def pay(user, ts, amount=1.0):
 
 def test_a_session_closes_gap_plus_grace_after_its_last_record():
     td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=1_000))
-    td.feed([pay("a", 1_000), pay("a", 8_000), pay("a", 17_999), pay("b", 5_000)])
-    assert [(r["user_id"], r["window_start"], r["window_end"], r["n"]) for r in td.advance_watermark(16_000)] == \
-        [("b", 5_000, 15_000, 1)]
+    closed = td.feed([pay("b", 5_000), pay("a", 1_000), pay("a", 8_000), pay("a", 17_999)])
+    assert [(r["user_id"], r["window_start"], r["window_end"], r["n"]) for r in closed] == \
+        [("b", 5_000, 15_000, 1)]                    # closed at 16 s, by a's 17.999 s
     assert td.advance_watermark(28_998) == []
     assert [(r["window_start"], r["window_end"], r["n"]) for r in td.advance_watermark(28_999)] == \
         [(1_000, 27_999, 3)]
@@ -29,8 +29,8 @@ def test_a_session_closes_gap_plus_grace_after_its_last_record():
 
 def test_records_exactly_gap_apart_start_a_new_session():
     td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=0))
-    td.feed([pay("a", 0), pay("a", 10_000)])
-    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(100_000)] == [(0, 1), (10_000, 1)]
+    assert [(r["window_start"], r["n"]) for r in td.feed([pay("a", 0), pay("a", 10_000)])] == [(0, 1)]
+    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(100_000)] == [(10_000, 1)]
 
 
 def test_a_record_bridging_two_sessions_merges_them():
@@ -44,14 +44,23 @@ def test_a_record_bridging_two_sessions_merges_them():
     assert (merged["window_start"], merged["window_end"], merged["n"], merged["total"]) == (1_000, 35_000, 4, 15.0)
 
 
-def test_late_buckets_are_counted_and_no_session_is_emitted_twice():
+def test_a_record_is_late_only_when_the_session_it_joins_or_starts_has_closed():
     td = TestDriver(session_pipeline("s", "in", "out", gap_ms=10_000, grace_ms=0))
     td.feed([pay("a", 1_000), pay("a", 5_000)])
-    assert [r["n"] for r in td.advance_watermark(20_000)] == [2]
-    td.feed([pay("a", 9_000)])                      # would extend the emitted session
-    assert len(td.late) == 1 and td.late[0][1] == [(0, 10_000)]
-    td.feed([pay("a", 21_000)])                     # a new session, after the emitted one
-    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(40_000)] == [(21_000, 1)]
+    assert [r["n"] for r in td.feed([pay("a", 16_000)])] == [2]  # [1 s, 15 s) closed at 15 s
+    td.feed([pay("a", 14_000)])        # its own session would be open, but it joins the emitted one
+    td.feed([pay("a", 15_500)])        # 10.5 s after 5 s: joins 16 s, on time
+    td.feed([pay("a", 2_000)])         # its own session [2 s, 12 s) closed at 12 s
+    assert [(r["ts"], w) for r, w in td.late] == [(14_000, ((1_000, 15_000),)), (2_000, ((1_000, 15_000),))]
+    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(40_000)] == [(15_500, 2)]
+
+
+def test_forty_in_order_records_one_per_batch_make_one_session():
+    td = TestDriver(session_pipeline("s", "in", "out", gap_ms=5_000, grace_ms=0))
+    for i in range(40):
+        assert td.feed([pay("a", 1_000 * i)]) == []
+    assert td.late == []
+    assert [(r["window_start"], r["n"]) for r in td.advance_watermark(10**6)] == [(0, 40)]
 
 
 @settings(max_examples=60, deadline=None)

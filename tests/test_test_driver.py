@@ -89,18 +89,31 @@ def test_wall_clock_advance_closes_the_last_window_of_a_quiet_stream():
     assert td.advance_wall_clock(1_000) == []
 
 
-def test_an_idle_partition_stops_holding_the_watermark_and_rejoins_with_data():
-    td = TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=0), idle_timeout_ms=5_000)
-    td.feed([pay("a", 1_000)], partition=0)
-    td.feed([pay("b", 25_000)], partition=1)
-    assert td.advance_wall_clock(1_000) == []          # partition 0 holds the watermark at 1 s
-    closed = td.advance_wall_clock(5_000)              # both idle: the highest (25 s) counts
+def test_each_partition_closes_its_own_windows_on_its_own_event_time():
+    td = TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=0))
+    assert td.feed([pay("a", 1_000)], partition=0) == []
+    closed = td.feed([pay("b", 5_000), pay("b", 25_000)], partition=1)  # 0 is not waited for
+    assert [(r["user_id"], r["window_start"]) for r in closed] == [("b", 0)]
+    assert td.advance_wall_clock(3_600_000) == []      # partition 0 stays open: no time passes
+    closed = td.feed([pay("a", 31_000)], partition=0)  # its own record closes its window
     assert [(r["user_id"], r["window_start"]) for r in closed] == [("a", 0)]
-    td.feed([pay("a", 31_000)], partition=0)           # back with data: both active again
-    td.feed([pay("b", 60_000)], partition=1)
-    closed = td.advance_wall_clock(1)                  # the minimum, 31 s, closes b's [20 s, 30 s)
-    assert [(r["user_id"], r["window_start"]) for r in closed] == [("b", 20_000)]
-    assert td.advance_wall_clock(1) == []              # a's [30 s, 40 s) waits for partition 0
+    td.feed([pay("b", 9_000)], partition=1)            # late on partition 1 (at 25 s), not on 0
+    td.feed([pay("a", 30_500)], partition=0)
+    assert [(r["user_id"], r["ts"]) for r, _ in td.late] == [("b", 9_000)]
+
+
+def test_lateness_is_decided_record_by_record_whatever_the_batches():
+    ts = [9_000, 12_500, 9_500, 16_000, 9_900, 12_000, 30_000]
+    drivers = [TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=3_000))
+               for _ in range(3)]
+    drivers[0].feed([pay("a", t) for t in ts])
+    for t in ts:
+        drivers[1].feed([pay("a", t)])
+    drivers[2].feed([pay("a", t) for t in ts[:4]])
+    drivers[2].feed([pay("a", t) for t in ts[4:]])
+    for td in drivers:  # 9.5 s after 12.5 s is within the grace; 9.9 s after 16 s is not
+        assert [(w["window_start"], w["n"]) for w in td.emitted] == [(0, 2), (10_000, 3)]
+        assert [r["ts"] for r, _ in td.late] == [9_900]
 
 
 def test_early_results_are_partial_updates_before_the_final_one():

@@ -4,7 +4,7 @@ import pytest
 
 from stream.errors import PipelineError
 from stream.windows.specs import Hopping, Tumbling, to_ms
-from stream.windows.watermark import NEVER, Watermarks
+from stream.windows.eventtime import NEVER, PartitionClock, judge_for
 
 
 def test_tumbling_assigns_half_open_range():
@@ -35,23 +35,23 @@ def test_bad_specs_fail_at_definition(make):
         make()
 
 
-def test_watermark_is_min_over_active_partitions_and_never_goes_back():
-    w = Watermarks(out_of_order_ms=100, idle_timeout_ms=1_000)
-    w.add("a", 0)
-    w.add("b", 0)
-    assert w.current(0) == NEVER  # b has seen nothing yet and is not idle
-    w.observe("a", 5_000, now_ms=0)
-    w.observe("b", 3_000, now_ms=0)
-    assert w.current(0) == 2_900
-    w.observe("b", 1_000, now_ms=10)  # older data does not move it back
-    assert w.current(10) == 2_900
+def test_partition_clock_follows_the_highest_event_time_and_never_goes_back():
+    c = PartitionClock()
+    assert c.now == NEVER
+    c.observe(5_000)
+    c.observe(3_000)  # older data does not move it back
+    assert c.now == 5_000
+    c.advance_to(4_000)
+    assert c.now == 5_000 and c.event_time == 5_000
+    c.advance_to(9_000)  # the wall-clock advance moves it on, never the record maximum
+    assert (c.now, c.event_time) == (9_000, 5_000)
 
 
-def test_idle_partition_stops_holding_the_watermark_back():
-    w = Watermarks(out_of_order_ms=0, idle_timeout_ms=1_000)
-    w.observe("a", 10_000, now_ms=0, caught_up=False)
-    w.observe("b", 1_000, now_ms=0, caught_up=True)
-    assert w.current(500) == 1_000
-    assert w.current(1_500) == 10_000  # b idle: a alone decides
-    w.observe("b", 2_000, now_ms=1_600)  # b has data again: it rejoins, but no going back
-    assert w.current(1_600) == 10_000
+def test_hopping_placement_names_closed_windows_oldest_first_and_when_it_would_change():
+    j = judge_for(Hopping(30_000, slide=10_000), grace_ms=1_000, out_of_order_ms=500)
+    p = j.place(before=10_000, ts=25_000)        # pane 20 s: windows from 0, 10 s, 20 s
+    assert (p.pane, p.stage, p.closed, p.valid_below) == (20_000, NEVER, (), 31_500)
+    p = j.place(before=41_500, ts=25_000)        # [0, 30 s) and [10 s, 40 s) closed
+    assert (p.pane, p.stage, p.closed) == (20_000, 10_000, ((0, 30_000), (10_000, 40_000)))
+    assert p.valid_below == 51_500
+    assert j.place(before=51_500, ts=25_000).pane is None

@@ -20,6 +20,7 @@ from typing import Any, Protocol, Sequence
 from stream.compute import process_messages
 from stream.pipeline import Pipeline
 from stream.records import Limits, Partial, RawMessage
+from stream.windows.eventtime import NEVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class RangeTask:
     pipeline: Pipeline
     limits: Limits = Limits()
     tail_wait_s: float = 0.2
+    carry: int = NEVER  # the partition's event time before `start` (exact, or a lower bound)
 
     @property
     def tp(self) -> tuple[str, int]:
@@ -71,6 +73,8 @@ class RangeResult:
     partial: Partial
     seconds: float
     last_ts: int = -1  # Kafka timestamp (ms) of the range's last record; -1: empty range
+    submitted_ms: int = 0  # the driver's wall clock when it planned the read, and when the
+    accepted_ms: int = 0   # result came back (set by the driver)
 
 
 def run_range(task: RangeTask) -> RangeResult:
@@ -78,7 +82,7 @@ def run_range(task: RangeTask) -> RangeResult:
     t0 = time.perf_counter()
     batch = task.reader.read(task.topic, task.partition, task.start, task.end,
                              task.max_records, task.tail_wait_s)
-    partial = process_messages(task.pipeline, batch.messages, task.limits)
+    partial = process_messages(task.pipeline, batch.messages, task.limits, task.carry)
     last_ts = batch.messages[-1].timestamp_ms if len(batch.messages) else -1
     return RangeResult(task.topic, task.partition, task.start, batch.next_offset, batch.high,
                        batch.eof, partial, time.perf_counter() - t0, last_ts)

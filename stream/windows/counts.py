@@ -10,8 +10,7 @@ record arrives. Window bounds are the event times of its first and last record:
 >>> from operators import Sum
 >>> from stream.windows.specs import CountWindow
 >>> s = CountStore(CountWindow(2), {"total": Sum("x")}, grace_ms=0)
->>> s.merge({("k", 0): [1, 10, 10, 5.0], ("k", 1): [1, 11, 11, 6.0], ("k", 2): [1, 12, 12, 7.0]}, {})
-{}
+>>> s.merge({("k", 0): [1, 10, 10, 5.0], ("k", 1): [1, 11, 11, 6.0], ("k", 2): [1, 12, 12, 7.0]})
 >>> [(w.key, w.start, w.end, w.values) for w in s.advance(0)]
 [('k', 10, 12, {'total': 11.0})]
 """
@@ -25,7 +24,7 @@ from operators.aggregate import Aggregation, Count as CountRecords
 from stream.windows.sessions import FirstEventTime, LastEventTime
 from stream.windows.specs import CountWindow
 from stream.windows.store import PaneKey, WindowResult
-from stream.windows.watermark import NEVER
+from stream.windows.eventtime import NEVER
 
 STATE = 0  # the one changelog bucket: every key's count state lives in it
 
@@ -52,18 +51,10 @@ class CountStore:
         self._aggs = count_accumulators(self.aggregations)
         self._panes = self.spec.size // self.spec.slide
 
-    def pane_closed(self, pane: int) -> bool:
-        return False
-
-    pane_late = pane_closed
-
-    def closed_windows(self, pane: int) -> list[tuple[int, int]]:
-        return []
-
     def _combine(self, a: list[Any] | None, b: list[Any]) -> list[Any]:
         return b if a is None else [agg.merge(x, y) for agg, x, y in zip(self._aggs, a, b)]
 
-    def merge(self, partials: Mapping[PaneKey, list[Any]], counts: Mapping[int, int]) -> dict[int, int]:
+    def merge(self, partials: Mapping[PaneKey, list[Any]]) -> None:
         for (key, _offset), accs in partials.items():  # in offset order
             st = self.state.get(key)
             if st is None:
@@ -82,7 +73,6 @@ class CountStore:
             self._dirty.add(key)
             if self.early:
                 self._touched.add(key)
-        return {}
 
     def _result(self, key: Any, accs: list[Any]) -> WindowResult:
         values = {n: a.result(acc) for n, a, acc in zip(self.aggregations, self._aggs[3:], accs[3:])}

@@ -7,19 +7,21 @@ last one; a record that bridges two sessions merges them, because the buckets be
 then close enough. A session closes, once and final, when the watermark reaches
 ``last event time + gap + grace``.
 
-Late records: a bucket is late when it starts before ``watermark - grace``. Every session
-emitted so far ends at or before that point, so an accepted bucket can never touch one: no
-session is emitted twice or overlaps an emitted one. The price is that lateness is decided
-per bucket, so a record up to `gap` younger than ``watermark - grace`` can count as late.
+Late records: a record is late exactly when the session it joins, or the one it would start,
+has closed at its position in the partition. Workers send the records that are surely on
+time as buckets; a key with a record that may be late comes record by record, and `place`
+decides each one against the key's sessions, the closed ones included: the last emitted
+session of each key is kept (`tails`) while a record could still reach it.
 
 >>> from operators import Count
 >>> from stream.windows.specs import Session
 >>> s = SessionStore(Session(seconds=10), {"n": Count()}, grace_ms=0)
 >>> first_last_n = lambda ts: [ts, ts, 1]
->>> s.merge({("u", 0): first_last_n(1_000), ("u", 10_000): first_last_n(10_500)}, {0: 1, 10_000: 1})
-{}
+>>> s.merge({("u", 0): first_last_n(1_000), ("u", 10_000): first_last_n(10_500)})
 >>> [(w.key, w.start, w.end, w.values) for w in s.advance(30_000)]
 [('u', 1000, 20500, {'n': 2})]
+>>> s.place("u", 20_200, first_last_n(20_200), watermark=30_000)  # joins the emitted session
+(1000, 20500)
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from typing import Any, Mapping
 from operators.aggregate import Aggregation, Max, Min
 from stream.windows.specs import Session
 from stream.windows.store import PaneKey, WindowResult
-from stream.windows.watermark import NEVER
+from stream.windows.eventtime import NEVER
+
+
+TAIL = "\x00tail"  # changelog entries (TAIL, key) hold a key's last emitted session
+
+
+def _is_tail(key: Any) -> bool:
+    return type(key) is tuple and len(key) == 2 and key[0] == TAIL
 
 
 def session_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
@@ -71,27 +80,18 @@ class SessionStore:
     _touched: set[Any] = field(default_factory=set)              # keys changed since early results
     _buckets: dict[Any, list[int]] = field(default_factory=dict)  # key: its buckets, sorted
     _next_close: dict[Any, int] = field(default_factory=dict)    # key: when its first session can close
+    tails: dict[int, dict[Any, tuple[int, int]]] = field(default_factory=dict)  # bucket: key: last
+                                                                 # emitted session (first, last)
+    _tail_of: dict[Any, int] = field(default_factory=dict)       # key: the bucket of its tail
 
     def __post_init__(self) -> None:
         self._aggs = session_accumulators(self.aggregations)
 
     # -- the WindowStore interface the driver uses ------------------------------------------
-    def pane_closed(self, pane: int) -> bool:
-        return pane < self.emitted_through - self.grace_ms
-
-    pane_late = pane_closed
-
-    def closed_windows(self, pane: int) -> list[tuple[int, int]]:
-        """The late bucket ``[start, start + gap)`` (which session it missed is not kept)."""
-        return [(pane, pane + self.spec.gap_ms)]
-
-    def merge(self, partials: Mapping[PaneKey, list[Any]], counts: Mapping[int, int]) -> dict[int, int]:
+    def merge(self, partials: Mapping[PaneKey, list[Any]]) -> None:
+        """Merge buckets of on-time records."""
         merges = [a.merge for a in self._aggs]
-        late: dict[int, int] = {}
         for (key, pane), accs in partials.items():
-            if self.pane_closed(pane):
-                late[pane] = counts.get(pane, 0)
-                continue
             held = self.panes.setdefault(pane, {})
             old = held.get(key)
             if old is None:
@@ -106,7 +106,23 @@ class SessionStore:
             self._dirty.setdefault(pane, set()).add(key)
             if self.early:
                 self._touched.add(key)
-        return {p: n for p, n in late.items() if n}
+
+    def place(self, key: Any, ts: int, accs: list[Any], watermark: int) -> tuple[int, int] | None:
+        """Add one record judged at `watermark` (its partition's, just before it); returns the
+        closed session ``(start, end)`` it is late for, or None when it was added."""
+        gap, grace = self.spec.gap_ms, self.grace_ms
+        bucket = self._tail_of.get(key)
+        if bucket is not None:  # it would join the key's last emitted session
+            first, last = self.tails[bucket][key]
+            if first - gap < ts < last + gap:
+                return (first, last + gap)
+        for _, s in self._sessions(key):  # or one that has closed, not yet emitted
+            if s[0] - gap < ts < s[1] + gap and s[1] + gap + grace <= watermark:
+                return (s[0], s[1] + gap)
+        if ts + gap + grace <= watermark:  # or the session it would start has closed
+            return (ts, ts + gap)
+        self.merge({(key, self.spec.pane_of(ts)): accs})
+        return None
 
     def _sessions(self, key: Any) -> list[tuple[list[int], list[Any]]]:
         """The key's sessions, oldest first: (buckets, merged [first, last, *accs])."""
@@ -138,10 +154,41 @@ class SessionStore:
                     self._next_close[key] = closes
                     break
                 out.append(self._result(key, accs))
+                self._keep_tail(key, accs[0], accs[1])  # first: its bucket is not dropped
                 self._delete(key, buckets)
         self.emitted_through = watermark
+        self._forget_tails(watermark)
         out.sort(key=lambda w: (w.start, str(w.key)))
         return out
+
+    def _keep_tail(self, key: Any, first: int, last: int) -> None:
+        """Remember a key's last emitted session, so a record that would join it is late."""
+        old = self._tail_of.get(key)
+        bucket = self.spec.pane_of(last)
+        self.tails.setdefault(bucket, {})[key] = (first, last)
+        self._tail_of[key] = bucket
+        self._dirty.setdefault(bucket, set()).add((TAIL, key))
+        if old is not None and old != bucket:
+            del self.tails[old][key]
+            self._dirty.setdefault(old, set()).add((TAIL, key))
+            self._drop_if_empty(old)
+
+    def _forget_tails(self, watermark: int) -> None:
+        """Drop tails no record can reach any more: one that could would be late on its own
+        (its own session closed: ts + gap + grace <= watermark) with ts < last + gap."""
+        gap = self.spec.gap_ms
+        for bucket in [b for b in self.tails if b + gap + 2 * gap + self.grace_ms <= watermark]:
+            for key in self.tails.pop(bucket):
+                del self._tail_of[key]
+                self._dirty.setdefault(bucket, set()).add((TAIL, key))
+            self._drop_if_empty(bucket)
+
+    def _drop_if_empty(self, bucket: int) -> None:
+        if not self.panes.get(bucket) and not self.tails.get(bucket):
+            self.panes.pop(bucket, None)
+            self.tails.pop(bucket, None)
+            self._dirty.pop(bucket, None)
+            self._dropped.add(bucket)
 
     def _result(self, key: Any, accs: list[Any]) -> WindowResult:
         names = list(self.aggregations)
@@ -155,8 +202,7 @@ class SessionStore:
             self._dirty.setdefault(pane, set()).add(key)  # written as a deletion
             if not held:
                 del self.panes[pane]
-                self._dirty.pop(pane, None)
-                self._dropped.add(pane)
+                self._drop_if_empty(pane)
         gone = set(buckets)
         left = [p for p in self._buckets[key] if p not in gone]
         if left:
@@ -176,10 +222,10 @@ class SessionStore:
 
     def take_changes(self) -> tuple[dict[int, dict[Any, list[Any] | None]], list[int]]:
         """({bucket: {key: accumulators, or None when deleted}}, buckets emptied) since the last call."""
-        changed: dict[int, dict[Any, list[Any] | None]] = {}
+        changed: dict[int, dict[Any, Any]] = {}
         for pane, keys in self._dirty.items():
-            held = self.panes.get(pane, {})
-            changed[pane] = {k: held.get(k) for k in keys}
+            held, tails = self.panes.get(pane, {}), self.tails.get(pane, {})
+            changed[pane] = {k: (tails.get(k[1]) if _is_tail(k) else held.get(k)) for k in keys}
         dropped = sorted(self._dropped)
         self._dirty, self._dropped = {}, set()
         return changed, dropped
@@ -187,7 +233,12 @@ class SessionStore:
     def load(self, entries: Mapping[PaneKey, list[Any] | None], emitted_through: int) -> None:
         self.emitted_through = max(self.emitted_through, emitted_through)
         for (key, pane), accs in sorted(entries.items(), key=lambda e: e[0][1]):
-            if accs is not None:
+            if accs is None:
+                continue
+            if _is_tail(key):
+                self.tails.setdefault(pane, {})[key[1]] = tuple(accs)
+                self._tail_of[key[1]] = pane
+            else:
                 self.panes.setdefault(pane, {})[key] = accs
                 self._buckets.setdefault(key, []).append(pane)
 
@@ -195,6 +246,9 @@ class SessionStore:
         return sum(len(keys) for keys in self.panes.values())
 
     def check_invariants(self) -> None:
+        for key, bucket in self._tail_of.items():
+            assert key in self.tails[bucket], f"tail of {key!r} not held"
+        assert sum(map(len, self.tails.values())) == len(self._tail_of), "a tail not indexed"
         for pane, keys in self.panes.items():
             assert keys, f"empty bucket {pane} held"
             assert pane % self.spec.gap_ms == 0, f"bucket {pane} not aligned"

@@ -1,19 +1,17 @@
 """Window state of one input partition, as a sans-I/O state machine over panes.
 
-`merge` takes one range's partial aggregates; `advance(watermark)` emits every window whose
+`merge` takes partial aggregates of records that are on time (the workers decide that,
+record by record: `stream.windows.eventtime`); `advance(watermark)` emits every window whose
 ``end + grace`` the watermark has reached, each exactly once, and drops panes no open window
-needs. Records for panes of a window already emitted are late. `take_changes` hands the
-entries changed, and the panes dropped, since its last call to the changelog.
+needs. `take_changes` hands the entries changed, and the panes dropped, since its last call
+to the changelog.
 
 >>> from operators import Count
 >>> from stream.windows.specs import Tumbling
 >>> s = WindowStore(Tumbling(seconds=10), {"n": Count()}, grace_ms=0)
->>> s.merge({("u1", 0): [3]}, {0: 3})
-{}
+>>> s.merge({("u1", 0): [3]})
 >>> [(w.key, w.start, w.values) for w in s.advance(10_000)]
 [('u1', 0, {'n': 3})]
->>> s.merge({("u1", 0): [1]}, {0: 1})  # window [0, 10 s) was emitted: one late record
-{0: 1}
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import Any, Mapping
 
 from operators.aggregate import Aggregation
 from stream.windows.specs import Hopping
-from stream.windows.watermark import NEVER
+from stream.windows.eventtime import NEVER
 
 PaneKey = tuple[Any, int]  # (key, pane start)
 
@@ -50,34 +48,23 @@ class WindowStore:
     early: bool = False                                          # track changes for early results
     _touched: dict[int, set[Any]] = field(default_factory=dict)  # pane: keys changed since early
 
-    def _closes_at(self, window_start: int) -> int:
+    def closes_at(self, window_start: int) -> int:
+        """The watermark at which the window starting at `window_start` closes."""
         return window_start + self.spec.size_ms + self.grace_ms
+
+    _closes_at = closes_at
 
     def pane_closed(self, pane: int) -> bool:
         """True when every window containing the pane has been emitted."""
         return self._closes_at(pane) <= self.emitted_through
-
-    def pane_late(self, pane: int) -> bool:
-        """True when at least one window containing the pane has been emitted."""
-        oldest = pane - self.spec.size_ms + self.spec.slide_ms
-        return self._closes_at(oldest) <= self.emitted_through
-
-    def closed_windows(self, pane: int) -> list[tuple[int, int]]:
-        """The already emitted windows ``(start, end)`` that contain `pane`."""
-        return [(s, e) for s, e in self.spec.windows_of_pane(pane)
-                if self._closes_at(s) <= self.emitted_through]
 
     def _combine(self, old: list[Any] | None, accs: list[Any]) -> list[Any]:
         if old is None:
             return accs
         return [a.merge(x, y) for a, x, y in zip(self.aggregations.values(), old, accs)]
 
-    def merge(self, partials: Mapping[PaneKey, list[Any]],
-              counts: Mapping[int, int]) -> dict[int, int]:
-        """Merge one range's partials; returns {pane: late records} for panes already emitted.
-
-        `counts` maps pane start to the number of records the range put in it.
-        """
+    def merge(self, partials: Mapping[PaneKey, list[Any]]) -> None:
+        """Merge partials of on-time records (a closed pane's, which the workers never send, is ignored)."""
         merges = [a.merge for a in self.aggregations.values()]
         panes, dirty = self.panes, self._dirty
         touched = self._touched if self.early else None
@@ -99,7 +86,6 @@ class WindowStore:
             changed.add(key)
             if touched is not None:
                 touched.setdefault(pane, set()).add(key)
-        return {pane: n for pane, n in counts.items() if n and self.pane_late(pane)}
 
     def _closing_windows(self, watermark: int) -> list[int]:
         size, slide = self.spec.size_ms, self.spec.slide_ms
