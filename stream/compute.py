@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 from operators.base import BatchOperator, Operator, OperatorUnavailable
 from operators.transform import KeyBy
 from stream.codecs.avro import encode_all
-from stream.errors import DecodeError
+from stream.errors import DecodeError, EncodeError
 from stream.pipeline import Pipeline
 from stream.records import Failure, Late, Limits, Partial, RawMessage, Single, column
 from stream.windows.eventtime import FOREVER, NEVER, Judge, judge_for
@@ -57,6 +57,29 @@ def result_records(pipeline: Pipeline, results: Iterable[Any],
               {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values})
              for w in results]
     return run_steps(pipeline.result_steps, items, failed, tallies) if pipeline.result_steps else items
+
+
+def result_failure(w: Any, exc: BaseException, reason: str = "operator_error", record: Any = None) -> Failure:
+    """The dead letter of a window result: its Kafka key, and the record (or result) as text."""
+    return Failure(w.start, reason, type(exc).__name__, str(exc)[:500], f"{w.key}@{w.start}".encode(),
+                   repr(record if record is not None else w).encode())
+
+
+def encode_results(pipeline: Pipeline, results: Iterable[Any], failed: Callable[..., None],
+                   tallies: dict[tuple[str, str], int] | None = None) -> list[tuple[bytes, bytes]]:
+    """Window results as encoded (Kafka key, value) pairs for the sink; a result an operator
+    raises on goes to `failed(result, error)`, one that does not fit the sink schema to
+    `failed(result, error, "encode_failed", record)`."""
+    items = result_records(pipeline, results, failed, tallies)
+    ready = []
+    for (w, key, record), value in zip(items, encode_all(pipeline.sink_spec.codec, [r for _, _, r in items])):  # type: ignore[union-attr]
+        if isinstance(value, Exception):
+            if not isinstance(value, EncodeError):
+                raise value
+            failed(w, value, "encode_failed", record)
+            continue
+        ready.append((key, value))
+    return ready
 
 
 def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | None) -> Failure:

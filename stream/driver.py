@@ -16,42 +16,32 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from stream import faults
-from stream.codecs.avro import encode_all
-from stream.compute import result_records
-from stream.errors import EncodeError, FatalError
+from stream.compute import encode_results, result_failure
+from stream.errors import FatalError
 from stream.execution.task import RangeResult, RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Failure, Late, Limits
 from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
-from stream.windows.eventtime import FOREVER, NEVER, PartitionClock, holds
+from stream.planning import PartitionPlan, Planned
+from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowStore
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-MAX_ATTEMPTS = 8
 
 
 @dataclass
 class PartitionState:
-    """Planning and merge position of one assigned partition."""
+    """One assigned partition: its planning (`plan`), window state and changelog bookkeeping."""
 
-    merged: int                    # next offset to merge: everything below is merged
-    planned: int                   # next offset to plan
+    plan: PartitionPlan            # reading, merging and event time of the partition
     pin: int                       # worker index this partition prefers
     store: WindowStore | None      # the partition's window state (None: no window stage)
-    high: int | None = None        # end offset seen by the last fetch
-    tail_busy: bool = False        # an open-ended read is in flight
-    caught_up: bool = False        # the last merged range reached EOF
-    done: dict[int, RangeResult] = field(default_factory=dict)
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
     state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
     last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
-    clock: PartitionClock = field(default_factory=PartitionClock)  # event time, in offset order
-    data_ms: int = 0               # wall clock when the last merged range with records was read
-    quiet_ms: int = 0              # wall clock when a merged read that started after it found
-                                   # the partition's end and nothing new (0: none yet)
 
 
 @dataclass
@@ -153,10 +143,10 @@ class Driver:
             if last > 0:
                 self._known_committed.add(last)
             pin = sorted(set(self.parts) | set(tps)).index(tp)
-            clock = PartitionClock(NEVER if r.max_ts is None else r.max_ts)
-            self.parts[tp] = PartitionState(start, start, pin, store, written=r.written,
-                                            state_bytes=r.sizes, live_committed=r.live_committed,
-                                            clock=clock, data_ms=now)
+            plan = PartitionPlan(start, start, clock=PartitionClock(NEVER if r.max_ts is None else r.max_ts),
+                                 data_ms=now)
+            self.parts[tp] = PartitionState(plan, pin, store, written=r.written, state_bytes=r.sizes,
+                                            live_committed=r.live_committed)
             self._committed[tp] = start
             restored += len(r.panes)
         self.stats.restored += restored
@@ -164,7 +154,7 @@ class Driver:
         if self.metrics:
             self.metrics.rebalanced("assigned")
         log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", tps,
-                 {tp: self.parts[tp].merged for tp in tps}, restored, self.epoch)
+                 {tp: self.parts[tp].plan.merged for tp in tps}, restored, self.epoch)
 
     def _on_revoked(self, tps: list[TP]) -> None:
         """Commit the open epoch while the partitions are still ours, then drop their state."""
@@ -197,33 +187,18 @@ class Driver:
                                  "is abandoned and the driver restarts from the last commit")
 
     # -- planning -------------------------------------------------------------------------
-    def _submit(self, tp: TP, st: PartitionState, start: int, end: int | None, attempt: int = 0) -> None:
-        task = RangeTask(tp[0], tp[1], start, end, self.range_records, self.session.reader(),
-                         self.pipeline, self.limits, carry=self._carry(st, start))
+    def _submit(self, tp: TP, st: PartitionState, planned: Planned) -> None:
+        task = RangeTask(tp[0], tp[1], planned.start, planned.end, self.range_records,
+                         self.session.reader(), self.pipeline, self.limits, carry=planned.carry)
         fut = self.executor.submit(run_range, task, pin=st.pin)
-        self.inflight[fut] = (task, attempt, st, _now_ms())
-
-    @staticmethod
-    def _carry(st: PartitionState, start: int) -> int:
-        """The partition's event time before `start` as far as known now: exact when every
-        range before it is merged, else a lower bound (raised by the ranges done before it)."""
-        known = [r.partial.max_ts for r in st.done.values()
-                 if r.next_offset <= start and r.partial.max_ts is not None]
-        return max([st.clock.now, *known])
+        self.inflight[fut] = (planned, task, st, _now_ms())
 
     def _plan_one(self, tp: TP, st: PartitionState) -> bool:
         """Plan the next range of one partition; False when it has nothing to plan now."""
-        if st.tail_busy:
-            return False
-        known = st.high if st.high is not None and st.planned >= 0 else None
-        if known is None or st.planned >= known:
-            st.tail_busy = True
-            self._submit(tp, st, st.planned, None)
-            return True
-        end = min(st.planned + self.range_records, known)
-        self._submit(tp, st, st.planned, end)
-        st.planned = end
-        return True
+        planned = st.plan.next(self.range_records)
+        if planned is not None:
+            self._submit(tp, st, planned)
+        return planned is not None
 
     def outstanding(self) -> int:
         """Ranges planned and not yet merged: in flight, or done and waiting for an earlier one.
@@ -231,7 +206,7 @@ class Driver:
         Planning stops at `max_inflight` of them, so a slow range (or a slow sink, which
         holds up the loop) pauses consumption: the backlog stays in Kafka, not in memory.
         """
-        return len(self.inflight) + sum(len(st.done) for st in self.parts.values())
+        return len(self.inflight) + sum(st.plan.waiting() for st in self.parts.values())
 
     def _plan(self) -> None:
         """Plan ranges round-robin, starting after the partition planned last, so that with
@@ -255,40 +230,33 @@ class Driver:
             outcome = self.executor.outcome(fut)
             if outcome is None:
                 continue  # went back to pending (its worker left): still in flight
-            task, attempt, st, submitted = self.inflight.pop(fut)
+            planned, task, st, submitted = self.inflight.pop(fut)
             if self.parts.get(task.tp) is not st:
                 continue  # revoked while in flight (perhaps assigned again since): stale
             result, exc = outcome
             if exc is not None:
-                self._retry(task, st, attempt, exc)
+                self._retry(task, st, planned, exc)
                 continue
             result.submitted_ms, result.accepted_ms = submitted, _now_ms()
-            self._accept(task, st, result)
+            self._accept(task, st, planned, result)
 
-    def _retry(self, task: RangeTask, st: PartitionState, attempt: int, exc: BaseException) -> None:
+    def _retry(self, task: RangeTask, st: PartitionState, planned: Planned, exc: BaseException) -> None:
         self.stats.task_failures += 1
         if self.metrics:
             self.metrics.task_failed()
-        if attempt + 1 >= MAX_ATTEMPTS:
-            raise FatalError(f"range {task.topic}[{task.partition}] {task.start}..{task.end} failed "
-                             f"{MAX_ATTEMPTS} times; last error: {type(exc).__name__}: {exc}")
+        again = st.plan.failed(planned, exc, f"{task.topic}[{task.partition}]")
         log.warning("range %s[%d] %s..%s failed (%s: %s); re-planning it", task.topic,
                     task.partition, task.start, task.end, type(exc).__name__, exc)
-        self._submit(task.tp, st, task.start, task.end, attempt + 1)
+        self._submit(task.tp, st, again)
         if self.metrics:
             self.metrics.retried("failed")
 
-    def _accept(self, task: RangeTask, st: PartitionState, r: RangeResult) -> None:
-        if r.high is not None:
-            st.high = max(st.high or 0, r.high)
-        if task.end is None:
-            st.tail_busy = False
-            st.planned = r.next_offset
-        elif r.next_offset < task.end:  # the read stopped short: plan the rest, same bounds
-            self._submit(task.tp, st, r.next_offset, task.end)
+    def _accept(self, task: RangeTask, st: PartitionState, planned: Planned, r: RangeResult) -> None:
+        rest = st.plan.finished(planned, r)
+        if rest is not None:  # the read stopped short: plan the rest, same end
+            self._submit(task.tp, st, rest)
             if self.metrics:
                 self.metrics.retried("short_read")
-        st.done[task.start] = r
         if self.metrics:
             self.metrics.stage("read_decode", r.seconds)
 
@@ -296,34 +264,23 @@ class Driver:
         t0, now = time.perf_counter(), _now_ms()
         merged = False
         for tp, st in self.parts.items():
-            while st.merged in st.done:
-                r = st.done.pop(st.merged)
-                if not holds(r.partial.carry, r.partial.valid_below, st.clock.now):
-                    self._rejudge(tp, st, r)
+            while (r := st.plan.take()) is not None:
+                if isinstance(r, Planned):  # judged at too low an event time: read it again
+                    self._submit(tp, st, r)
+                    if self.metrics:
+                        self.metrics.retried("rejudged")
                     break
                 self._merge(tp, st, r)
-                st.merged = r.next_offset
-                st.caught_up = r.eof
-                if r.next_offset > r.start:
-                    st.data_ms = r.accepted_ms
-                elif r.eof and r.submitted_ms >= st.data_ms:
-                    st.quiet_ms = max(st.quiet_ms, r.submitted_ms)
+                st.plan.merged_range(r)
                 if r.last_ts >= 0:
                     st.last_ts = r.last_ts
                 merged = True
-            if self.metrics and st.high is not None and st.merged >= 0:
-                behind = max(0, st.high - st.merged)
+            if self.metrics and st.plan.high is not None and st.plan.merged >= 0:
+                behind = st.plan.lag()
                 age = (now - st.last_ts) / 1000.0 if behind and st.last_ts >= 0 else 0.0
                 self.metrics.lag(tp[0], tp[1], behind, max(0.0, age))
         if self.metrics and merged:
             self.metrics.stage("merge", time.perf_counter() - t0)
-
-    def _rejudge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
-        """A range judged at too low an event time (an earlier range raised it past what its
-        decisions allow): read it again, same bounds, judged at the exact event time."""
-        self._submit(tp, st, r.start, r.next_offset)
-        if self.metrics:
-            self.metrics.retried("rejudged")
 
     def _merge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
         p = r.partial
@@ -338,11 +295,11 @@ class Driver:
         if p.scored and self.metrics:
             self.metrics.scored(p.scored)
         if st.store is not None:
-            results, late = merge_range(st.store, st.clock, p, self.out_of_order_ms)
+            results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
             self._route_late(tp, late)
             self._emitted(results)
         else:
-            st.clock.observe(p.max_ts)
+            st.plan.clock.observe(p.max_ts)
             self._produce_many(self.pipeline.sink_spec.topic, p.outputs, self.headers())  # type: ignore[union-attr]
             self._count_out(len(p.outputs))
 
@@ -399,7 +356,7 @@ class Driver:
     def watermark(self) -> int:
         """The pipeline watermark, for dashboards: the lowest partition event time, minus the
         out-of-orderness, over the partitions that have had records (-1: none yet)."""
-        times = [st.clock.now for st in self.parts.values() if st.clock.now != NEVER]
+        times = [st.plan.clock.now for st in self.parts.values() if st.plan.clock.now != NEVER]
         return min(times) - self.out_of_order_ms if times else -1
 
     def emit(self, event_time: int | None = None) -> list[WindowResult]:
@@ -409,7 +366,7 @@ class Driver:
         for st in self.parts.values():
             target = event_time if event_time is not None else self._quiet_advance(st)
             if st.store is not None and target is not None:
-                results += advance(st.store, st.clock, target, self.out_of_order_ms)
+                results += advance(st.store, st.plan.clock, target, self.out_of_order_ms)
         return self._emitted(results)
 
     def _quiet_advance(self, st: PartitionState) -> int | None:
@@ -417,10 +374,11 @@ class Driver:
         last records reached its end and found nothing) moves on in event time by the quiet
         time beyond `advance_after_ms`, measured up to that read's start. A slow or stalled
         read confirms nothing, so it never moves time."""
-        if self.advance_after_ms is None or st.clock.event_time == NEVER or st.quiet_ms < st.data_ms:
+        plan = st.plan
+        if self.advance_after_ms is None or plan.clock.event_time == NEVER or plan.quiet_ms < plan.data_ms:
             return None
-        beyond = st.quiet_ms - st.data_ms - self.advance_after_ms
-        return st.clock.event_time + beyond if beyond > 0 else None
+        beyond = plan.quiet_ms - plan.data_ms - self.advance_after_ms
+        return plan.clock.event_time + beyond if beyond > 0 else None
 
     def _emitted(self, results: list[WindowResult]) -> list[WindowResult]:
         """Write closed windows to the sink (final results)."""
@@ -446,18 +404,8 @@ class Driver:
 
         def failed(w: WindowResult, exc: BaseException, reason: str = "operator_error",
                    record: Any = None) -> None:
-            self._failed((topic, -1), Failure(w.start, reason, type(exc).__name__, str(exc)[:500],
-                                              f"{w.key}@{w.start}".encode(),
-                                              repr(record if record is not None else w).encode()))
-        items = result_records(self.pipeline, results, failed, scored)
-        ready = []
-        for (w, key, record), value in zip(items, encode_all(sink.codec, [r for _, _, r in items])):
-            if isinstance(value, Exception):
-                if not isinstance(value, EncodeError):
-                    raise value
-                failed(w, value, "encode_failed", record)
-                continue
-            ready.append((key, value))
+            self._failed((topic, -1), result_failure(w, exc, reason, record))
+        ready = encode_results(self.pipeline, results, failed, scored)
         self._produce_many(topic, ready, headers)
         if scored and self.metrics:
             self.metrics.scored(scored)
@@ -492,14 +440,14 @@ class Driver:
         known = tuple(sorted(set(known) | st.live_committed))  # this entry alone survives compaction
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
-                                None if st.clock.now == NEVER else st.clock.now, st.merged))
+                                None if st.plan.clock.now == NEVER else st.plan.clock.now, st.plan.merged))
         self.sink.produce(cl, meta.key, meta.value, meta.headers, tp[1])
         return bool(changed or dropped)
 
     def commit(self) -> None:
         """End the epoch: changelog and meta entries, then offsets, committed with the outputs."""
         self._last_commit = time.monotonic()
-        offsets = {tp: st.merged for tp, st in self.parts.items() if st.merged >= 0}
+        offsets = {tp: st.plan.merged for tp, st in self.parts.items() if st.plan.merged >= 0}
         dirty = any(st.store is not None and st.store.has_changes() for st in self.parts.values())
         moved = any(self._committed.get(tp) != o for tp, o in offsets.items())
         if not (self._produced or dirty or moved):
@@ -554,11 +502,10 @@ class Driver:
 
     def caught_up(self) -> bool:
         """True when every assigned partition has been merged up to the end its last read saw."""
-        return bool(self.parts) and all(st.caught_up and not st.done and st.merged >= (st.high or 0)
-                                        for st in self.parts.values())
+        return bool(self.parts) and all(st.plan.settled() for st in self.parts.values())
 
     def lag(self) -> int:
-        return sum(max(0, (st.high or 0) - max(st.merged, 0)) for st in self.parts.values())
+        return sum(st.plan.lag() for st in self.parts.values())
 
     def state_bytes(self) -> int:
         """Window state as serialized in the changelog: what a restore of these partitions reads."""

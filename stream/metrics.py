@@ -73,8 +73,9 @@ class Metrics:
         self._skipped = counter("stream_records_skipped", "Tombstones and replayed records skipped", ("why",))
         self._windows = counter("stream_windows_emitted", "Window results emitted")
         self._task_fail = counter("stream_task_failures", "Range tasks that raised on a worker")
-        self._retries = counter("stream_task_retries", "Ranges planned again: after a failure or "
-                                "a read that stopped short", ("why",))
+        self._retries = counter("stream_task_retries", "Ranges planned again: after a failure, a "
+                                "read that stopped short, or a range judged at too low an event "
+                                "time (rejudged)", ("why",))
         self._commits = counter("stream_commits", "Epochs committed (results, state and offsets together)")
         self._txn_ok = counter("stream_transactions_committed", "Kafka transactions committed")
         self._txn_abort = counter("stream_transactions_aborted", "Kafka transactions aborted")
@@ -124,7 +125,7 @@ class Metrics:
             c.labels(p)
         for event in ("assigned", "revoked", "lost"):
             self._rebalances.labels(p, event)
-        for why in ("failed", "short_read"):
+        for why in ("failed", "short_read", "rejudged"):
             self._retries.labels(p, why)
         self._last_commit.labels(p).set(time.time())
         self._restarts.labels(p).inc(_env_count(ENV_RESTARTS))

@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from stream.compute import result_records
-from stream.errors import ConfigError, FatalError
-from stream.execution.task import RangeResult, RangeTask, run_range
+from stream.compute import encode_results, result_failure
+from stream.errors import ConfigError
+from stream.execution.task import RangeTask, run_range
 from stream.pipeline import Pipeline
+from stream.planning import PartitionPlan, Planned
 from stream.records import BEGINNING, Limits
-from stream.windows.eventtime import FOREVER, PartitionClock, holds
+from stream.windows.eventtime import FOREVER
 from stream.windows.merge import advance, merge_range
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3
 
 
 def parse_time(text: str, setting: str = "--from") -> int:
@@ -126,7 +126,7 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
     hints = time_hints(kafka, "stream-replay", [(t, p) for t in topics for p in range(counts[t])], from_ms)
     summary = ReplaySummary()
     limits = Limits(kafka.max_record_bytes, event_time_range=(from_ms, to_ms))
-    pending: list[RangeTask] = []
+    plans: dict[tuple[str, int], PartitionPlan] = {}
     for t in topics:
         for p in range(counts[t]):
             low, high = partition_bounds(reader, t, p)
@@ -134,88 +134,83 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
                 continue  # an empty partition
             start = start_offset(reader, hints.get((t, p)), t, p, from_ms, low)
             summary.partitions[(t, p)] = (start, high)
-            for s in range(start, high, range_records):
-                pending.append(RangeTask(t, p, s, min(s + range_records, high), range_records,
-                                         reader, pipeline, limits))
-    stores: dict[tuple[str, int], Any] = {}
-    clocks: dict[tuple[str, int], PartitionClock] = {}
+            plans[(t, p)] = PartitionPlan(start, start, stop=high)
+    stage = pipeline.window_stage
+    stores = {tp: stage.new_store() for tp in plans} if stage is not None else {}
     closed: list[Any] = []
     ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
-    done: dict[tuple[str, int], dict[int, RangeResult]] = {}
-    merged_to = {tp: start for tp, (start, _) in summary.partitions.items()}
-    inflight: dict[Any, tuple[RangeTask, int]] = {}
+    inflight: dict[Any, tuple[tuple[str, int], Planned]] = {}
     sink = KafkaSink(kafka.producer({"linger.ms": 20}))  # idempotent; no transaction
-    stage = pipeline.window_stage
 
-    def submit(task: RangeTask, attempt: int = 0) -> None:
-        inflight[executor.submit(run_range, task, pin=task.partition)] = (task, attempt)
+    def submit(tp: tuple[str, int], planned: Planned) -> None:
+        task = RangeTask(tp[0], tp[1], planned.start, planned.end, range_records, reader, pipeline,
+                         limits, carry=planned.carry)
+        inflight[executor.submit(run_range, task, pin=tp[1])] = (tp, planned)
 
     def failed(tp: tuple[str, int], f: Any) -> None:
         summary.failed += 1
         if dead_letter is not None:
             sink.produce(dead_letter, f.key, f.value, f.dead_letter_headers(*tp))
 
-    while pending or inflight:
-        while pending and len(inflight) < max_inflight:
-            submit(pending.pop(0))
+    def plan_more() -> None:
+        for tp, plan in plans.items():
+            while len(inflight) < max_inflight and (planned := plan.next(range_records)) is not None:
+                submit(tp, planned)
+
+    def merge(tp: tuple[str, int], plan: PartitionPlan) -> None:
+        while (r := plan.take()) is not None:
+            if isinstance(r, Planned):  # judged at too low an event time: read it again
+                submit(tp, r)
+                return
+            summary.records_read += r.partial.records_in
+            for f in r.partial.failures:
+                failed(tp, f)
+            if stage is None:
+                for key, value in r.partial.outputs:
+                    sink.produce(output, key, value)
+                summary.written += len(r.partial.outputs)
+            else:
+                found, late = merge_range(stores[tp], plan.clock, r.partial, ooo)
+                closed.extend(found)
+                summary.late += len(late)
+            plan.merged_range(r)
+
+    while any(plan.merged < (plan.stop or 0) for plan in plans.values()) or inflight:
+        plan_more()
         for fut in executor.wait(list(inflight), 1.0):
             outcome = executor.outcome(fut)
             if outcome is None:
                 continue
-            task, attempt = inflight.pop(fut)
+            tp, planned = inflight.pop(fut)
             result, exc = outcome
             if exc is not None:
-                if attempt + 1 >= MAX_ATTEMPTS:
-                    raise FatalError(f"replay range {task.topic}[{task.partition}] {task.start}..{task.end} "
-                                     f"failed {MAX_ATTEMPTS} times; last error: {type(exc).__name__}: {exc}")
-                submit(task, attempt + 1)
+                submit(tp, plans[tp].failed(planned, exc, f"replay {tp[0]}[{tp[1]}]"))
                 continue
-            if result.next_offset < task.end:  # a short read: the rest, same bounds
-                pending.insert(0, RangeTask(task.topic, task.partition, result.next_offset, task.end,
-                                            task.max_records, reader, pipeline, limits))
-            done.setdefault(task.tp, {})[task.start] = result
-        for tp, results in done.items():  # merge in offset order
-            while merged_to[tp] in results:
-                r = results.pop(merged_to[tp])
-                clock = clocks.setdefault(tp, PartitionClock())
-                if not holds(r.partial.carry, r.partial.valid_below, clock.now):
-                    pending.insert(0, RangeTask(tp[0], tp[1], r.start, r.next_offset, range_records,
-                                                reader, pipeline, limits, carry=clock.now))
-                    break  # judged at too low an event time: again, same bounds, exact
-                merged_to[tp] = r.next_offset
-                summary.records_read += r.partial.records_in
-                for f in r.partial.failures:
-                    failed(tp, f)
-                if stage is None:
-                    for key, value in r.partial.outputs:
-                        sink.produce(output, key, value)
-                    summary.written += len(r.partial.outputs)
-                else:
-                    store = stores.get(tp)
-                    if store is None:
-                        store = stores[tp] = stage.new_store()
-                    found, late = merge_range(store, clock, r.partial, ooo)
-                    closed += found
-                    summary.late += len(late)
+            rest = plans[tp].finished(planned, result)
+            if rest is not None:  # a short read: the rest, same end
+                submit(tp, rest)
+        for tp, plan in plans.items():  # merge in offset order
+            merge(tp, plan)
         if progress is not None:
             summary.seconds = time.monotonic() - t0
             progress(summary)
     if stage is not None:
         results = []
         for tp, store in stores.items():
-            closed += advance(store, clocks[tp], FOREVER, ooo)
+            closed += advance(store, plans[tp].clock, FOREVER, ooo)
         for w in closed:
             if w.start >= from_ms and w.end <= to_ms:
                 results.append(w)
             else:
                 summary.edge_windows += 1
         summary.windows = len(results)
-        encode = pipeline.sink_spec.codec.encode  # type: ignore[union-attr]
-        def result_failed(w: Any, exc: BaseException) -> None:
-            summary.failed += 1
-        for _, key, record in result_records(pipeline, results, result_failed):
-            sink.produce(output, key, encode(record))
-            summary.written += 1
+
+        def result_failed(w: Any, exc: BaseException, reason: str = "operator_error", record: Any = None) -> None:
+            failed((output, -1), result_failure(w, exc, reason, record))
+        ready = encode_results(pipeline, results, result_failed)
+        for key, value in ready:
+            sink.produce(output, key, value)
+        summary.written += len(ready)
     sink.flush(60)  # raises, naming the broker, when results are not acknowledged
     sink.close()
     summary.seconds = time.monotonic() - t0

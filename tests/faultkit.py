@@ -36,22 +36,23 @@ class StreamProcess:
     """`stream run fault_app:pipeline` as a user would start it (supervised unless told)."""
 
     def __init__(self, kafka, app, src, out, workdir: Path, *, faults=(), replica=0,
-                 supervise=True, local=True, extra=(), name="run"):
+                 supervise=True, local=True, extra=(), name="run", range_records=500, path="row"):
         self.workdir = workdir
         self.faults = workdir / f"{name}.faults"
         self.faults.write_text("".join(f"{f}\n" for f in faults))
         self.log_path = workdir / f"{name}.log"
         args = [sys.executable, "-m", "stream.cli", "run", "fault_app:pipeline", "--bootstrap",
                 kafka.bootstrap, "--app-id", app, "--metrics-port", "0", "--commit-interval", "0.2",
-                "--range-records", "500", "--step-timeout", "8", "--replica", str(replica),
-                "--max-restarts", "8", *extra]
+                "--step-timeout", "8", "--replica", str(replica), "--max-restarts", "8", *extra]
+        if range_records is not None:
+            args += ["--range-records", str(range_records)]
         if local:
             args.append("--local")
         if not supervise:
             args.append("--no-supervise")
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
                "STREAM_TEST_APP": app, "STREAM_TEST_SRC": src, "STREAM_TEST_OUT": out,
-               "STREAM_FAULTS": str(self.faults)}
+               "STREAM_FAULTS": str(self.faults), "STREAM_TEST_PATH": path}
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -87,12 +88,20 @@ class StreamProcess:
 
 class Feeder(threading.Thread):
     """Produce `n` generated payments at about `rate` per second (or until `finish()`), then
-    one sentinel per partition far enough ahead to close every window of the real records."""
+    one sentinel per partition far enough ahead to close every window of the real records.
 
-    def __init__(self, kafka, topic, n, rate=400.0, partitions=4, seed=11):
+    After every `bad_every`-th payment it also sends, to the same partition, one value that
+    does not decode (key `bad-<i>`: it must reach the dead-letter topic, once) and one copy of
+    the payment an hour older (payment id `late-<i>`: late on its partition, it must reach
+    the late topic, once, and count in no window)."""
+
+    def __init__(self, kafka, topic, n, rate=400.0, partitions=4, seed=11, bad_every=997):
         super().__init__(daemon=True)
         self.kafka, self.topic, self.n, self.rate, self.partitions = kafka, topic, n, rate, partitions
         self.records = list(PaymentGenerator(users=300, step_ms=4, disorder_ms=2_000, seed=seed).records(n))
+        self.bad_every = bad_every
+        self.bad: list[str] = []    # keys of the undecodable values sent
+        self.late: list[str] = []   # payment ids of the late copies sent
         self.sent = 0
         self.error: BaseException | None = None
         self._finish = threading.Event()
@@ -110,8 +119,14 @@ class Feeder(threading.Thread):
                 if self._finish.is_set():
                     self.records = self.records[:i]
                     break
-                p.produce(self.topic, codec.encode(r), r["user_id"].encode(),
-                          partition=partition_of(r["user_id"], self.partitions))
+                part = partition_of(r["user_id"], self.partitions)
+                p.produce(self.topic, codec.encode(r), r["user_id"].encode(), partition=part)
+                if self.bad_every and i % self.bad_every == self.bad_every - 1:
+                    old = dict(r, payment_id=f"late-{i}", ts=r["ts"] - 3_600_000)
+                    p.produce(self.topic, b"\x00not avro", f"bad-{i}".encode(), partition=part)
+                    p.produce(self.topic, codec.encode(old), r["user_id"].encode(), partition=part)
+                    self.bad.append(f"bad-{i}")
+                    self.late.append(old["payment_id"])
                 self.sent = i + 1
                 ahead = self.sent / self.rate - (time.monotonic() - t0)
                 if ahead > 0:
@@ -169,35 +184,70 @@ def committed_epoch_set(kafka, app, changelog, partitions) -> set[int]:
     return known
 
 
-def verify(kafka, app, out, records, out_partitions=2, in_partitions=4) -> Verdict:
-    """Compare every committed output window with a recomputation from `records`."""
-    codec = AvroCodec(OUT_SCHEMA)
-    epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
+def _committed_records(kafka, app, topic, partitions, epochs):
+    """(committed messages, aborted count, {epoch: count} not counted) of one output topic."""
     committed, aborted, skipped = [], 0, {}
-    for p in range(out_partitions):
-        for m in read_all(kafka.consumer(UNCOMMITTED), out, p):
+    for p in range(partitions):
+        for m in read_all(kafka.consumer(UNCOMMITTED), topic, p):
             assert _header(m, "stream.app") == app
             epoch = int(_header(m, "stream.epoch"))
             if epoch in epochs:
-                committed.append(codec.decode(m.value))
+                committed.append(m)
             else:
                 aborted += 1
                 skipped[epoch] = skipped.get(epoch, 0) + 1
+    return committed, aborted, skipped
+
+
+def exactly(what: str, want: list[str], got: list[str]) -> list[str]:
+    """Problems unless `got` holds each of `want` once and nothing else."""
+    seen: dict[str, int] = {}
+    for g in got:
+        seen[g] = seen.get(g, 0) + 1
+    return ([f"{what} {w} missing" for w in want if w not in seen] +
+            [f"{what} {g} {n} times" for g, n in seen.items() if n > 1] +
+            [f"{what} {g} not expected" for g in seen if g not in set(want)])
+
+
+def verify(kafka, app, out, records, out_partitions=2, in_partitions=4, last=True,
+           bad=(), late=()) -> Verdict:
+    """Compare every committed output window with a recomputation from `records`; the
+    committed dead letters must be exactly the `bad` keys and the committed late records
+    exactly the `late` payment ids, once each."""
+    codec = AvroCodec(OUT_SCHEMA)
+    epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
+    msgs, aborted, skipped = _committed_records(kafka, app, out, out_partitions, epochs)
+    committed = [codec.decode(m.value) for m in msgs]
     rows = [r for r in committed if not r["user_id"].startswith(SENTINEL)]
-    expected = recompute(records)
-    return Verdict(len(expected), len(rows), aborted, diff_windows(expected, rows), skipped, sorted(epochs))
+    expected = recompute(records, last=last)
+    problems = diff_windows(expected, rows)
+    dead, _, _ = _committed_records(kafka, app, f"{app}.dlq", 1, epochs)
+    problems += exactly("dead letter", list(bad), [m.key.decode() for m in dead])
+    lates, _, _ = _committed_records(kafka, app, f"{app}.late", 1, epochs)
+    source = payment_pipeline("x", "in", "o").source_spec.codec
+    problems += exactly("late record", list(late), [source.decode(m.value)["payment_id"] for m in lates])
+    return Verdict(len(expected), len(rows), aborted, problems, skipped, sorted(epochs))
 
 
-def wait_verified(kafka, app, out, records, timeout=180, procs=()) -> Verdict:
-    """Poll until every window is there (or time runs out); returns the last verdict."""
+def wait_verified(kafka, app, out, records, timeout=180, procs=(), feeder=None, settle_s=4.0,
+                  last=True) -> Verdict:
+    """Poll until every window is there (or time runs out); then keep the run going for
+    `settle_s` more and verify again, so output written after the first clean verdict (a
+    repeat by a restarted driver) is seen too. With `feeder`, its dead letters and late
+    records are checked as well. Returns the last verdict."""
+    extra = {"bad": feeder.bad, "late": feeder.late} if feeder is not None else {}
     deadline = time.monotonic() + timeout
     while True:
-        v = verify(kafka, app, out, records)
+        v = verify(kafka, app, out, records, last=last, **extra)
         if not v.problems or time.monotonic() > deadline:
-            return v
+            break
         for proc in procs:
             assert proc.proc.poll() is None, f"stream run exited early:\n{proc.log()[-4000:]}"
         time.sleep(2)
+    if v.problems:
+        return v
+    time.sleep(settle_s)
+    return verify(kafka, app, out, records, last=last, **extra)
 
 
 class TcpProxy:

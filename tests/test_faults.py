@@ -14,7 +14,7 @@ import pytest
 
 from stream.admin import ensure_topic
 
-from faultkit import Feeder, StreamProcess, wait_verified
+from faultkit import Feeder, StreamProcess, verify, wait_verified
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -36,7 +36,11 @@ def recovery_times(log: str) -> list[float]:
     return [round(min(r for r in resumed if r > k) - k, 1) for k in kills if any(r > k for r in resumed)]
 
 
-def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka, topic_name, tmp_path):
+PATHS = pytest.mark.parametrize("path", ["row", "columnar"])
+
+
+@PATHS
+def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka, topic_name, tmp_path, path):
     src, out, app = topics(kafka, topic_name)
     steps = ["after_produce", "changelog", "after_offsets", "before_commit", "after_commit"]
     # the first kill comes in the first epoch that wrote window results (~16 s in), so an
@@ -44,7 +48,7 @@ def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka
     # after each restart
     faults = [steps[0]] + [f"{s}:15" for s in steps[1:]]
     feeder = Feeder(kafka, src, 40_000, rate=200)
-    proc = StreamProcess(kafka, app, src, out, tmp_path, faults=faults)
+    proc = StreamProcess(kafka, app, src, out, tmp_path, faults=faults, path=path)
     feeder.start()
     try:
         wait_for(lambda: not proc.faults_left(), 200, "every fault to fire")
@@ -52,10 +56,13 @@ def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka
         feeder.finish()
         feeder.join(60)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc],
+                                last=path == "row")
     finally:
         code = proc.stop()
     log = proc.log()
+    after = verify(kafka, app, out, feeder.records, last=path == "row", bad=feeder.bad, late=feeder.late)
+    assert after.problems == [], after.problems[:10]  # nothing more written at the stop
     assert proc.faults_left() == [], log[-4000:]
     assert verdict.problems == [], (verdict.problems[:10], log[-4000:])
     assert code == 0, log[-4000:]
@@ -86,7 +93,7 @@ def test_second_driver_with_the_same_transactional_id_fences_the_first(kafka, to
         fenced_after = time.monotonic() - t0
         feeder.join(120)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[second])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[second])
     finally:
         first.stop()
         if second is not None:
@@ -97,12 +104,13 @@ def test_second_driver_with_the_same_transactional_id_fences_the_first(kafka, to
     print(f"\nfirst driver exited {fenced_after:.1f} s after the second started: {errors[0]}; {verdict}")
 
 
-def test_dask_workers_killed_mid_range_repeatedly(kafka, topic_name, tmp_path):
+@PATHS
+def test_dask_workers_killed_mid_range_repeatedly(kafka, topic_name, tmp_path, path):
     import psutil
 
     src, out, app = topics(kafka, topic_name)
     feeder = Feeder(kafka, src, 8_000, rate=250)
-    proc = StreamProcess(kafka, app, src, out, tmp_path, local=False, extra=["--workers", "2"])
+    proc = StreamProcess(kafka, app, src, out, tmp_path, local=False, extra=["--workers", "2"], path=path)
     feeder.start()
     killed = []
     try:
@@ -116,7 +124,8 @@ def test_dask_workers_killed_mid_range_repeatedly(kafka, topic_name, tmp_path):
             killed.append(workers[0].pid)
         feeder.join(120)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc],
+                                last=path == "row")
     finally:
         code = proc.stop()
     log = proc.log()
@@ -150,7 +159,7 @@ def test_broker_unreachable_for_ten_seconds(tmp_path, topic_name):
         proxy.restore()
         feeder.join(180)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[proc], timeout=240)
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc], timeout=240)
         recovered = time.monotonic() - cut_at
     finally:
         code = proc.stop()
@@ -198,7 +207,7 @@ def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_n
         feeder.finish()
         feeder.join(60)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[again, back])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[again, back])
     finally:
         for p in (first, second, again, back):
             if p is not None:
@@ -303,7 +312,7 @@ def test_a_replica_dead_with_results_in_an_open_transaction_is_taken_over(kafka,
         back = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="back")
         feeder.join(120)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, procs=[again, back])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[again, back])
     finally:
         for p in (first, again, back):
             if p is not None:

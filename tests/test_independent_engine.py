@@ -1,5 +1,6 @@
 """The pipeline's windows, computed on the embedded broker with the Dask executor, against the
-same windows computed by an independent engine (DuckDB SQL) over the generated records."""
+same windows computed by an independent engine (DuckDB SQL) over the generated records;
+very late copies of some records, sent after them, must be on the late topic, never counted."""
 
 from __future__ import annotations
 
@@ -55,11 +56,34 @@ def sql_sessions(records: list[dict], gap_ms: int) -> dict[tuple[str, int], dict
     return {(u, start): {"window_end": end, **dict(zip(FIELDS, vals))} for u, start, end, *vals in rows}
 
 
-def run_and_read(kafka, pipeline, executor, records: list[dict], out: str) -> list[dict]:
-    """Run the pipeline over every record on the broker, closing all windows; its results."""
+def produce_very_late(kafka, topic, records: list[dict], every: int = 500) -> list[dict]:
+    """After the input, a copy of every `every`-th record an hour older, on the same
+    partition: late on that partition whatever else it holds."""
+    from confluent_kafka import Producer
+
+    from stream.generator import partition_of
+
+    codec = payment_pipeline("x", topic, "o").source_spec.codec
+    late = [dict(r, payment_id=f"late-{r['payment_id']}", ts=r["ts"] - 3_600_000) for r in records[::every]]
+    p = Producer(kafka.producer())
+    for r in late:
+        p.produce(topic, codec.encode(r), r["user_id"].encode(), partition=partition_of(r["user_id"], 4))
+    assert p.flush(30) == 0
+    return late
+
+
+def run_and_read(kafka, pipeline, executor, records: list[dict], out: str, late: list[dict]) -> list[dict]:
+    """Run the pipeline over every record on the broker, closing all windows; its results.
+    The `late` records must be on the late topic, each once, and counted nowhere."""
+    from stream.sources.kafka import read_all
+
     config = RunConfig(app_id=pipeline.name, kafka=kafka, commit_interval_s=0.2, range_records=3_000)
-    stats = run_to_end(pipeline, config, executor, records)
-    assert stats.late == 0 and stats.failed == 0
+    stats = run_to_end(pipeline, config, executor, records + late)
+    assert stats.late == len(late) and stats.failed == 0
+    codec = payment_pipeline("x", "in", "o").source_spec.codec
+    seen = [codec.decode(m.value)["payment_id"]
+            for m in read_all(kafka.consumer({"group.id": "verify"}), config.late_topic, 0)]
+    assert sorted(seen) == sorted(r["payment_id"] for r in late)
     return read_windows(kafka, out)
 
 
@@ -81,9 +105,10 @@ def test_windows_equal_duckdb_window_by_window(kafka, topic_name, dask_executor,
     ensure_topic(kafka.client(), src, 4)
     ensure_topic(kafka.client(), out, 2)
     records = produce_into(kafka, src, 20_000, seed=23)
+    late = produce_very_late(kafka, src, records)
     pipeline = payment_pipeline(topic_name("app"), src, out, size_ms=size_ms,
-                                slide_ms=None if size_ms == slide_ms else slide_ms)
-    rows = run_and_read(kafka, pipeline, dask_executor, records, out)
+                                slide_ms=None if size_ms == slide_ms else slide_ms, last=False)
+    rows = run_and_read(kafka, pipeline, dask_executor, records, out, late)
     expected = sql_windows(records, size_ms, slide_ms)
     assert len(expected) > 1_000
     assert compare(expected, rows) == []
@@ -94,9 +119,10 @@ def test_sessions_equal_duckdb_session_by_session(kafka, topic_name, dask_execut
     ensure_topic(kafka.client(), src, 4)
     ensure_topic(kafka.client(), out, 2)
     records = produce_into(kafka, src, 20_000, seed=29)
+    late = produce_very_late(kafka, src, records)
     gap = 1_500  # users pay every 1.2 s on average: sessions of very different lengths
     pipeline = session_pipeline(topic_name("app"), src, out, gap_ms=gap, grace_ms=4_000)
-    rows = run_and_read(kafka, pipeline, dask_executor, records, out)
+    rows = run_and_read(kafka, pipeline, dask_executor, records, out, late)
     expected = sql_sessions(records, gap)
     assert len(expected) > 1_000 and max(v["n"] for v in expected.values()) > 5
     assert compare(expected, rows) == []
