@@ -22,7 +22,7 @@ OUT_SCHEMA = {
         {"name": "low", "type": ["null", "double"]},
         {"name": "high", "type": ["null", "double"]},
         {"name": "mean", "type": ["null", "double"]},
-        {"name": "last_merchant", "type": ["null", "string"]},
+        {"name": "last_merchant", "type": ["null", "string"], "default": None},
     ]}
 
 

@@ -172,3 +172,29 @@ def test_column_expressions_mean_the_same_on_a_record_and_on_a_batch():
         assert frame.select(e.to_polars()).to_series().to_list() == [e(r) for r in rows], repr(e)
     with pytest.raises(TypeError):
         bool(col("a") > 0)
+
+
+def test_nan_late_and_future_records_are_decided_alike_on_both_paths():
+    """NaN compares differently in polars; lateness and the future bound are per record: the
+    fast path declines such batches, and the row path decides as the TestDriver does."""
+    pipeline = PIPELINES["tumbling, col filter"]()
+    codec = pipeline.source_spec.codec
+    rng = random.Random(3)
+    base = messages(pipeline, 300)
+
+    def with_record(i, **fields):
+        r = {**record(rng, i), **fields}
+        return base[:i] + [RawMessage(i, None, codec.encode(r), base[i].timestamp_ms)] + base[i + 1:]
+
+    nan = with_record(100, amount=float("nan"))
+    late = with_record(200, ts=999_000)  # about 2.4 s behind the event time before it
+    future = with_record(150, ts=base[150].timestamp_ms + 300_001)
+    for batch in (nan, late, future):
+        assert aggregate_batch(pipeline, batch) is None
+    out = process_messages(pipeline, nan)
+    assert sum(acc[0] for acc in out.partials.values()) == sum(acc[0] for acc in row_path(pipeline, base).partials.values()) - (
+        1 if codec.decode(base[100].value)["amount"] > 0 else 0)   # NaN > 0 is false: filtered out
+    out = process_messages(pipeline, late)
+    assert [(x.offset, x.windows, x.counted) for x in out.late] == [(200, ((999_000, 1_000_000),), False)]
+    out = process_messages(pipeline, future)
+    assert [(f.offset, f.reason) for f in out.failures] == [(150, "future_event_time")]

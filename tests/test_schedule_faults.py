@@ -15,7 +15,7 @@ import pytest
 from stream.admin import ensure_topic
 
 from faultkit import Feeder, StreamProcess, _committed_records, committed_epoch_set, wait_verified
-from helpers import OUT_SCHEMA
+from helpers import OUT_SCHEMA, diff_windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -63,7 +63,11 @@ def test_ranges_of_500_records_and_the_default_give_the_same_windows(kafka, topi
         codes = [small.stop(), default.stop()]
     assert codes == [0, 0]
     a, b = windows(kafka, app_a, out_a), windows(kafka, app_b, out_b)
-    assert len(a) > 1_000 and a == b
+    # the same windows with the same values; float sums may differ in the last bits, as the
+    # order of additions follows the ranges
+    assert len(a) > 1_000 and a.keys() == b.keys()
+    assert diff_windows({k: {f: v for f, v in w.items() if f not in ("user_id", "window_start")}
+                         for k, w in a.items()}, list(b.values())) == []
 
 
 def test_a_dask_worker_stopped_for_longer_than_any_timeout_changes_no_window(kafka, topic_name, tmp_path):

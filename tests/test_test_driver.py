@@ -126,3 +126,14 @@ def test_early_results_are_partial_updates_before_the_final_one():
     final = td.advance_watermark(10_000)
     assert {(r["user_id"], r["n"]) for r in final} == {("a", 2), ("b", 1)}
     assert td.early_results() == []                    # closed windows get no partial results
+
+
+def test_one_record_from_a_bad_clock_is_dead_lettered_and_moves_no_time():
+    td = TestDriver(payment_pipeline("t", "in", "out", size_ms=10_000, grace_ms=0))
+    now = 1_767_225_600_000
+    td.feed([pay("a", now + 23 * 3_600_000)], kafka_timestamps=[now])      # 23 h ahead of its write
+    td.feed([pay("a", now + 60_000 * i) for i in range(1, 6)],
+            kafka_timestamps=[now + 60_000 * i for i in range(1, 6)])
+    td.feed([pay("a", now + 400_100)], kafka_timestamps=[now + 100_000])    # 5 min + 0.1 s ahead
+    assert [f.reason for f in td.failures] == ["future_event_time", "future_event_time"]
+    assert td.late == [] and [w["n"] for w in td.emitted] == [1] * 4       # all on time
