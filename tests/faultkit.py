@@ -1,11 +1,14 @@
 """Fault-test kit: supervised `stream run` processes, a paced input feeder, and the verifier.
 
-The verifier reads every output record (read_uncommitted, so an open transaction of a dead
-producer cannot block it on the embedded broker) with its headers and splits them by epoch into
-committed and aborted ones. The committed epochs are the ones the group committed on the
-changelog (its offset on changelog partition p is the last committed epoch) plus those that
-later meta entries name. It then compares every committed (key, window) with a recomputation
-from the input: none missing, none wrong, none twice. Aborted copies are only counted.
+The verifier shares no code with what it verifies: it reads with its own consumer and decodes
+with fastavro. It reads every output record (read_uncommitted, so an open transaction of a
+dead producer cannot block it on the embedded broker, which never times one out) with its
+headers and splits them by epoch into committed and aborted ones. The committed epochs are
+what a consumer of the group can observe: the group's committed offset on changelog
+partition p (the last committed epoch) and the epochs that committed meta entries name (their
+JSON `committed` lists). It then compares every committed (key, window) with a recomputation
+from the input (none missing, none wrong, none twice), and the dead-letter and late topics
+with what the feeder sent there. Aborted copies are only counted.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import io
+import json
+from typing import NamedTuple
 
-from stream.codecs.avro import AvroCodec
+import fastavro
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
 from stream.generator import PaymentGenerator, partition_of
-from stream.sources.kafka import read_all
-from stream.state import committed_epochs
 
-from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
+from helpers import OUT_SCHEMA, PAYMENT, diff_windows, payment_pipeline, recompute
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "sentinel"
@@ -168,19 +173,56 @@ def _header(m, name):
 # which). A read_committed reader would stop at the first record of a transaction left open
 # by a killed driver whose transactional id never comes back: on the embedded broker such a
 # transaction never times out (DESIGN.md), so all later output would look missing.
-UNCOMMITTED = {"group.id": "verify", "isolation.level": "read_uncommitted"}
+class Msg(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    headers: list
+
+
+def read_partition(kafka, topic, partition, timeout_s=30.0) -> list[Msg]:
+    """Every record of one partition, read_uncommitted, to its end."""
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "verify", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "isolation.level": "read_uncommitted"})
+    c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    out: list[Msg] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                raise RuntimeError(f"reading {topic}[{partition}]: {m.error()}")
+            out.append(Msg(m.key(), m.value(), m.headers() or []))
+    finally:
+        c.close()
+    raise TimeoutError(f"reading {topic}[{partition}] did not reach its end in {timeout_s:.0f} s")
+
+
+def decoder(schema):
+    parsed = fastavro.parse_schema(schema)
+    return lambda value: fastavro.schemaless_reader(io.BytesIO(value), parsed)
 
 
 def committed_epoch_set(kafka, app, changelog, partitions) -> set[int]:
-    c = Consumer(kafka.consumer({"group.id": app}))
+    """The epochs a consumer can tell were committed: the group's offsets on the changelog
+    name the last ones; meta entries (JSON with a `committed` list) the earlier ones."""
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": app})
     try:
         got = c.committed([TopicPartition(changelog, p) for p in range(partitions)], timeout=10)
     finally:
         c.close()
-    known: set[int] = set()
+    known = {tp.offset for tp in got if tp.offset > 0}
     for tp in got:
-        log = read_all(kafka.consumer(UNCOMMITTED), changelog, tp.partition)
-        known |= committed_epochs(log, tp.offset)
+        for m in read_partition(kafka, changelog, tp.partition):
+            try:
+                body = json.loads(m.value) if m.value is not None else None
+            except (UnicodeDecodeError, ValueError):
+                continue  # a state delta, not a meta entry
+            if isinstance(body, dict) and "committed" in body:
+                known.update(body["committed"])  # a writer names only epochs it saw commit
     return known
 
 
@@ -188,7 +230,7 @@ def _committed_records(kafka, app, topic, partitions, epochs):
     """(committed messages, aborted count, {epoch: count} not counted) of one output topic."""
     committed, aborted, skipped = [], 0, {}
     for p in range(partitions):
-        for m in read_all(kafka.consumer(UNCOMMITTED), topic, p):
+        for m in read_partition(kafka, topic, p):
             assert _header(m, "stream.app") == app
             epoch = int(_header(m, "stream.epoch"))
             if epoch in epochs:
@@ -214,18 +256,18 @@ def verify(kafka, app, out, records, out_partitions=2, in_partitions=4, last=Tru
     """Compare every committed output window with a recomputation from `records`; the
     committed dead letters must be exactly the `bad` keys and the committed late records
     exactly the `late` payment ids, once each."""
-    codec = AvroCodec(OUT_SCHEMA)
+    decode = decoder(OUT_SCHEMA)
     epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
     msgs, aborted, skipped = _committed_records(kafka, app, out, out_partitions, epochs)
-    committed = [codec.decode(m.value) for m in msgs]
+    committed = [decode(m.value) for m in msgs]
     rows = [r for r in committed if not r["user_id"].startswith(SENTINEL)]
     expected = recompute(records, last=last)
     problems = diff_windows(expected, rows)
     dead, _, _ = _committed_records(kafka, app, f"{app}.dlq", 1, epochs)
     problems += exactly("dead letter", list(bad), [m.key.decode() for m in dead])
     lates, _, _ = _committed_records(kafka, app, f"{app}.late", 1, epochs)
-    source = payment_pipeline("x", "in", "o").source_spec.codec
-    problems += exactly("late record", list(late), [source.decode(m.value)["payment_id"] for m in lates])
+    source = decoder(json.loads((ROOT / PAYMENT).read_text()))
+    problems += exactly("late record", list(late), [source(m.value)["payment_id"] for m in lates])
     return Verdict(len(expected), len(rows), aborted, problems, skipped, sorted(epochs))
 
 
@@ -248,6 +290,14 @@ def wait_verified(kafka, app, out, records, timeout=180, procs=(), feeder=None, 
         return v
     time.sleep(settle_s)
     return verify(kafka, app, out, records, last=last, **extra)
+
+
+def wait_for(pred, timeout, what):
+    """Wait until `pred()` holds, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
 
 
 class TcpProxy:

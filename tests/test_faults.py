@@ -14,7 +14,7 @@ import pytest
 
 from stream.admin import ensure_topic
 
-from faultkit import Feeder, StreamProcess, verify, wait_verified
+from faultkit import Feeder, StreamProcess, verify, wait_for, wait_verified
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -70,13 +70,6 @@ def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka
     assert len(times) == len(steps), log[-4000:]
     assert verdict.aborted > 0  # aborted epochs' results were there, and were told apart
     print(f"\nkilled at {steps}; recovery seconds {times}; {verdict}")
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def test_second_driver_with_the_same_transactional_id_fences_the_first(kafka, topic_name, tmp_path):

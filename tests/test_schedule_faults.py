@@ -14,7 +14,8 @@ import pytest
 
 from stream.admin import ensure_topic
 
-from faultkit import Feeder, StreamProcess, _committed_records, committed_epoch_set, wait_verified
+from faultkit import (Feeder, StreamProcess, _committed_records, committed_epoch_set, decoder, wait_for,
+                      wait_verified)
 from helpers import OUT_SCHEMA, diff_windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -31,19 +32,10 @@ def topics(kafka, topic_name, outs=1):
     return src, names
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def windows(kafka, app, out):
-    from stream.codecs.avro import AvroCodec
-
-    codec = AvroCodec(OUT_SCHEMA)
+    decode = decoder(OUT_SCHEMA)
     msgs, _, _ = _committed_records(kafka, app, out, 2, committed_epoch_set(kafka, app, f"{app}.changelog", 4))
-    return {(r["user_id"], r["window_start"]): r for r in (codec.decode(m.value) for m in msgs)}
+    return {(r["user_id"], r["window_start"]): r for r in (decode(m.value) for m in msgs)}
 
 
 def test_ranges_of_500_records_and_the_default_give_the_same_windows(kafka, topic_name, tmp_path):
