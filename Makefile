@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench install clean
+.PHONY: demo test test-quick bench install clean kafka
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -33,3 +33,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results/latest.json
+
+# Apache Kafka's broker jars from Maven Central (for `stream broker --engine kafka` and
+# STREAM_TEST_BROKER=kafka), pinned and checked: deploy/kafka/.
+kafka: $(STAMP)
+	$(BIN)/python -m stream.kafka_broker

@@ -251,12 +251,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_broker(args: argparse.Namespace) -> int:
     from stream.broker import EmbeddedBroker
+    from stream.kafka_broker import KafkaBroker
 
-    broker = EmbeddedBroker(args.port)
+    if args.engine == "kafka":
+        broker: Any = KafkaBroker(args.port, data_dir=args.data_dir)
+        what, note = "Apache Kafka broker", "data in " + str(broker.data_dir)
+    else:
+        broker, what, note = EmbeddedBroker(args.port), "embedded broker", "data is in memory only"
     try:  # Ctrl-C may come at any point, even right after the address is printed
+        if args.engine == "kafka":
+            print(f"starting Apache Kafka (KRaft, one node) on port {broker.port} ...", flush=True)
         broker.start()
-        print(f"embedded broker listening; bootstrap: {broker.bootstrap}  "
-              "(Ctrl-C stops it; data is in memory only)", flush=True)
+        print(f"{what} listening; bootstrap: {broker.bootstrap}  (Ctrl-C stops it; {note})", flush=True)
         broker.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -397,8 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     _security_options(gen)
     gen.set_defaults(fn=_cmd_generate)
 
-    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker in the foreground")
+    broker = sub.add_parser("broker", help="run a Kafka broker in the foreground: the embedded one "
+                            "(tansu, default) or Apache Kafka")
     broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",
+                        help="tansu (embedded, in memory) or kafka (Apache Kafka in KRaft mode; "
+                             "needs Java 17+ and `make kafka` once)")
+    broker.add_argument("--data-dir", help="with --engine kafka: keep the log here (default: a "
+                                           "temporary folder, removed at the stop)")
     broker.set_defaults(fn=_cmd_broker)
     return p
 

@@ -17,15 +17,44 @@ os.environ["RUST_BACKTRACE"] = "0"
 from stream.config import KafkaConfig
 
 
+class ExistingBroker:
+    """A broker someone else runs (STREAM_TEST_BOOTSTRAP=host:port)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+
+def start_test_broker():
+    """The broker of the `kafka` tests: STREAM_TEST_BROKER=tansu (default, embedded) or kafka
+    (Apache Kafka from `make kafka`), or an existing one at STREAM_TEST_BOOTSTRAP."""
+    if os.environ.get("STREAM_TEST_BOOTSTRAP"):
+        return ExistingBroker(os.environ["STREAM_TEST_BOOTSTRAP"])
+    engine = os.environ.get("STREAM_TEST_BROKER", "tansu")
+    if engine == "kafka":
+        from stream.kafka_broker import KafkaBroker
+        return KafkaBroker().start()
+    if engine != "tansu":
+        raise pytest.UsageError(f"STREAM_TEST_BROKER must be tansu or kafka, got {engine!r}")
+    from stream.broker import EmbeddedBroker
+    return EmbeddedBroker().start()
+
+
+def pytest_report_header(config):
+    where = os.environ.get("STREAM_TEST_BOOTSTRAP") or os.environ.get("STREAM_TEST_BROKER", "tansu")
+    return f"kafka tests run on: {where}"
+
+
 @pytest.fixture(scope="session")
 def broker():
-    from stream.broker import EmbeddedBroker
-
     from stream.sources.kafka import close_pool
 
-    with EmbeddedBroker() as b:
+    b = start_test_broker()
+    try:
         yield b
         close_pool()  # pooled readers of this process: close them before their broker goes
+    finally:
+        if hasattr(b, "stop"):
+            b.stop()
 
 
 @pytest.fixture

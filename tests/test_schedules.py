@@ -262,3 +262,61 @@ def test_hopping_windows_under_any_schedule_equal_the_sequential_reference(**kw)
          inflight=1, crash_at=0, revoke_at=0, fail_p=0.0)
 def test_session_windows_under_any_schedule_equal_the_sequential_reference(**kw):
     run_schedule("session", **kw)
+
+
+class HoldSecond(RandomSchedule):
+    """Runs every task at once, in order, except the second one, held until `release()`."""
+
+    def __init__(self):
+        super().__init__(random.Random(0), 0.0)
+        self.held, self.released, self.seen = None, False, 0
+
+    def submit(self, fn, *args, pin):
+        task = super().submit(fn, *args, pin=pin)
+        self.seen += 1
+        if self.seen == 2:
+            self.held = task
+        return task
+
+    def wait(self, futures, timeout):
+        out = []
+        for f in futures:
+            if f is self.held and not self.released:
+                continue
+            if not f.done:
+                f.run(False)
+            out.append(f)
+        return out
+
+    def release(self):
+        self.released = True
+
+
+def test_a_stalled_read_never_moves_time_even_with_the_wall_clock_advance_on():
+    import time as clock
+
+    p = pipeline(Tumbling(500), 0, 0)
+    codec = AvroCodec(p.source_spec.codec.schema)
+    topic = MemoryTopic("in", 1)
+    records = [{"payment_id": str(i), "user_id": "a", "merchant_id": "m", "amount": 1.0,
+                "currency": "EUR", "country": "DE", "ts": 100 * i} for i in range(30)]
+    for r in records:
+        topic.append(0, codec.encode(r), b"a", r["ts"])
+    sink, schedule = TxnSink(), HoldSecond()
+    topics = Topics("sched.changelog", "sched.dlq", "sched.late")
+    d = Driver(p, MemorySession([topic]), sink, schedule, MemoryChangelog(sink, topics.changelog), topics,
+               range_records=10, max_inflight=4, commit_interval_s=0.0, advance_after_ms=1)
+    deadline = clock.monotonic() + 1.5
+    while clock.monotonic() < deadline:  # [10, 20) is stalled: time stays at the 0.9 s of [0, 10)
+        d.step()
+        clock.sleep(0.005)
+    assert d.stats.records_in == 10 and d.stats.windows == 1 and d.stats.late == 0
+    schedule.release()
+    d.run(until=lambda d: d.stats.records_in == 30 and d.caught_up())
+    deadline = clock.monotonic() + 2.0  # caught up and quiet: the wall clock closes the last window
+    while d.stats.windows < 6 and clock.monotonic() < deadline:
+        d.step()
+    out = AvroCodec(OUT)
+    assert [(w["window_start"], w["n"]) for w in map(out.decode, (v for _, v, _ in sink.records["out"]))] == \
+        [(500 * i, 5) for i in range(6)]
+    assert d.stats.late == 0

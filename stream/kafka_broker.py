@@ -1,0 +1,181 @@
+"""Apache Kafka in KRaft mode, one node, from jars fetched from Maven Central.
+
+`stream broker --engine kafka` and the test suite (STREAM_TEST_BROKER=kafka) start it: a
+combined broker and controller on a loopback port, a fresh log directory under a temporary
+folder, settings for one node (replication factor 1 for the offsets and transaction topics,
+`min.insync.replicas` 1) and a short ceiling on transaction timeouts, so a dead producer's
+transaction is aborted within a minute. Unlike the embedded broker it keeps its log on disk:
+a restart on the same directory loses nothing.
+
+The jars are pinned in deploy/kafka/pom.xml and checked against deploy/kafka/jars.sha256;
+`fetch_jars` (run by `make kafka` and .ci/run) puts them in ~/.cache/stream/kafka-VERSION.
+Starting never fetches.
+
+>>> kafka_home().name
+'kafka-4.1.1'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from stream.broker import BrokerNotFound, die_with_parent, free_port
+from stream.errors import StreamError
+
+VERSION = "4.1.1"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+TRANSACTION_TIMEOUT_MAX_MS = 60_000
+
+
+def kafka_home() -> Path:
+    """Where the jars of the pinned version live."""
+    base = Path(os.environ.get("STREAM_CACHE", Path.home() / ".cache" / "stream"))
+    return base / f"kafka-{VERSION}"
+
+
+def _checksums() -> dict[str, str]:
+    lines = (DEPLOY / "jars.sha256").read_text().split("\n")
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+
+
+def jars_ok(home: Path) -> bool:
+    """True when every pinned jar is there with its checksum."""
+    for name, digest in _checksums().items():
+        path = home / name
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return False
+    return True
+
+
+def fetch_jars() -> Path:
+    """Fetch the pinned jars with Maven (once; later calls only check them)."""
+    home = kafka_home()
+    if jars_ok(home):
+        return home
+    if shutil.which("mvn") is None:
+        raise BrokerNotFound("fetching Apache Kafka needs Maven: apt-get install maven")
+    print(f"fetching Apache Kafka {VERSION} jars from Maven Central into {home} ...", flush=True)
+    subprocess.run(["mvn", "-q", "-B", "-C", "-f", str(DEPLOY / "pom.xml"), "dependency:copy-dependencies",
+                    f"-DoutputDirectory={home}"], check=True)
+    if not jars_ok(home):
+        raise BrokerNotFound(f"the jars in {home} do not match deploy/kafka/jars.sha256")
+    return home
+
+
+def java() -> str:
+    """The java binary (17 or later), or BrokerNotFound saying how to get one."""
+    path = shutil.which("java")
+    if path is None:
+        raise BrokerNotFound("--engine kafka needs Java 17 or later: apt-get install openjdk-17-jre-headless")
+    out = subprocess.run([path, "-version"], capture_output=True, text=True).stderr
+    try:
+        major = int(out.split('"')[1].split(".")[0])
+    except (IndexError, ValueError):
+        major = 0
+    if major < 17:
+        raise BrokerNotFound(f"--engine kafka needs Java 17 or later; {path} is: {out.splitlines()[0] if out else '?'}")
+    return path
+
+
+class KafkaBroker:
+    """Apache Kafka, one KRaft node on a loopback port; the same interface as EmbeddedBroker."""
+
+    def __init__(self, port: int | None = None, log_path: str | Path | None = None,
+                 data_dir: str | Path | None = None) -> None:
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.log_path = log_path
+        self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="stream-kafka-")
+        self.data_dir = Path(data_dir or self._tmp)  # type: ignore[arg-type]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> Path:
+        path = self.data_dir / "server.properties"
+        settings = {
+            "process.roles": "broker,controller", "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "log"),
+            "offsets.topic.replication.factor": "1", "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1", "min.insync.replicas": "1",
+            "group.initial.rebalance.delay.ms": "0", "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "transaction.max.timeout.ms": str(TRANSACTION_TIMEOUT_MAX_MS),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+        }
+        path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        return path
+
+    def start(self, timeout_s: float = 90.0) -> "KafkaBroker":
+        """Format the log directory (first start), start the broker, wait until it answers."""
+        from stream.admin import wait_for_broker
+
+        home, jvm = kafka_home(), java()
+        if not jars_ok(home):
+            raise BrokerNotFound(f"Apache Kafka {VERSION} is not fetched yet: run `make kafka` "
+                                 f"(or python -m stream.kafka_broker) to put its jars in {home}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
+        cp = ["-cp", f"{home}/*"]
+        if not (self.data_dir / "log" / "meta.properties").exists():
+            subprocess.run([jvm, *cp, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22],
+                            "-c", str(props)], check=True, capture_output=True)
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([jvm, "-Xmx1g", *cp, "kafka.Kafka", str(props)], stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent)
+        try:
+            wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
+        except StreamError:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, remove: bool = True) -> None:
+        """Stop the broker (SIGTERM: a clean shutdown); `remove` its temporary log directory."""
+        p, self.process = self.process, None
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(5)
+        if remove and self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "KafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until the broker exits or Ctrl-C, then stop it."""
+        try:
+            while self.alive():
+                time.sleep(0.5)
+        finally:
+            self.stop()
+
+
+if __name__ == "__main__":
+    print(fetch_jars())
