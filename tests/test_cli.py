@@ -124,6 +124,57 @@ def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c():
     assert not alive, f"broker processes left running: {alive}"
 
 
+@pytest.mark.slow
+def test_apache_kafka_broker_command_serves_transactions_and_keeps_its_log_across_a_restart(tmp_path):
+    """`stream broker --engine kafka`: the same line once it answers; a transactional producer
+    commits; after Ctrl-C and a restart on the same --data-dir the records are still there."""
+    from confluent_kafka import Producer
+
+    from stream.admin import ensure_topic
+    from stream.kafka_broker import jars_ok, kafka_home
+    from stream.sources.kafka import read_all
+
+    if not jars_ok(kafka_home()):
+        if os.environ.get("STREAM_REQUIRE_KAFKA"):
+            pytest.fail(f"Apache Kafka jars missing in {kafka_home()}: run make kafka")
+        pytest.skip("Apache Kafka jars not fetched (make kafka)")
+    port = free_port()
+
+    def start():
+        proc = subprocess.Popen([*STREAM, "broker", "--engine", "kafka", "--port", str(port), "--data-dir",
+                                 str(tmp_path / "kafka")], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert f"bootstrap: 127.0.0.1:{port}" in lines[1], (lines, proc.stderr.read() if proc.poll() else "")
+        return proc
+
+    def stop(proc):
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        assert proc.returncode == 0
+        assert not psutil.wait_procs(children, timeout=30)[1], "broker processes left running"
+
+    bootstrap = f"127.0.0.1:{port}"
+    proc = start()
+    try:
+        ensure_topic({"bootstrap.servers": bootstrap}, "kept", 1)
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "t1"})
+        p.init_transactions(30)
+        p.begin_transaction()
+        for i in range(10):
+            p.produce("kept", str(i).encode(), partition=0)
+        p.commit_transaction(30)
+        stop(proc)
+        proc = start()
+        got = read_all({"bootstrap.servers": bootstrap, "group.id": "check",
+                        "isolation.level": "read_committed"}, "kept", 0)
+        assert [m.value for m in got] == [str(i).encode() for i in range(10)]
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+
+
 def test_busy_metrics_port_is_a_clear_configuration_error():
     import socket
 
