@@ -51,7 +51,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class EmbeddedBroker:
+class BrokerProcess:
+    """A broker run as a child process: `start()` and `stop()` come from the subclass."""
+
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "BrokerProcess":
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "BrokerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Block until the broker exits or Ctrl-C, then stop it."""
+        try:
+            while self.alive():
+                time.sleep(0.5)
+        finally:
+            self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
     """Start tansu on a loopback port, wait until it answers metadata, stop it by PID."""
 
     def __init__(self, port: int | None = None, log_path: str | Path | None = None,
@@ -83,9 +112,6 @@ class EmbeddedBroker:
             raise
         return self
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self) -> None:
         p, self.process = self.process, None
         if p is None or p.poll() is not None:
@@ -96,17 +122,3 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             os.kill(p.pid, signal.SIGKILL)
             p.wait(5)
-
-    def __enter__(self) -> "EmbeddedBroker":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def serve_forever(self) -> None:
-        """Block until the broker exits or Ctrl-C, then stop it."""
-        try:
-            while self.alive():
-                time.sleep(0.5)
-        finally:
-            self.stop()

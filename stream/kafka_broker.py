@@ -23,11 +23,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-from stream.broker import BrokerNotFound, die_with_parent, free_port
+from stream.broker import BrokerNotFound, BrokerProcess, die_with_parent, free_port
 from stream.errors import StreamError
 
 VERSION = "4.1.1"
@@ -85,7 +84,7 @@ def java() -> str:
     return path
 
 
-class KafkaBroker:
+class KafkaBroker(BrokerProcess):
     """Apache Kafka, one KRaft node on a loopback port; the same interface as EmbeddedBroker."""
 
     def __init__(self, port: int | None = None, log_path: str | Path | None = None,
@@ -146,9 +145,6 @@ class KafkaBroker:
             raise
         return self
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self, remove: bool = True) -> None:
         """Stop the broker (SIGTERM: a clean shutdown); `remove` its temporary log directory."""
         p, self.process = self.process, None
@@ -161,20 +157,6 @@ class KafkaBroker:
                 p.wait(5)
         if remove and self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> "KafkaBroker":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def serve_forever(self) -> None:
-        """Block until the broker exits or Ctrl-C, then stop it."""
-        try:
-            while self.alive():
-                time.sleep(0.5)
-        finally:
-            self.stop()
 
 
 if __name__ == "__main__":
