@@ -76,7 +76,7 @@ class Driver:
                  limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
                  replica: int = 0, result_commit_s: float = 0.1,
-                 advance_after_ms: int | None = None) -> None:
+                 advance_after_ms: int | None = None, task_timeout_s: float = 60.0) -> None:
         pipeline.validate()
         self.pipeline = pipeline
         self.session, self.sink, self.executor = session, sink, executor
@@ -91,6 +91,10 @@ class Driver:
         self.transactional_id = transactional_id or self.app_id
         self.out_of_order_ms = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
         self.advance_after_ms = advance_after_ms
+        # a task in flight this long is read again (same bounds; the result is the same
+        # whichever read it comes from): a future the cluster lost track of must not stall
+        # its partition for ever
+        self.task_timeout_ms = int(task_timeout_s * 1000)
         stage = pipeline.window_stage
         self._early_s = stage.early_ms / 1000 if stage is not None and stage.early_ms else None
         self._last_early = time.monotonic()
@@ -226,6 +230,7 @@ class Driver:
 
     # -- results --------------------------------------------------------------------------
     def _collect(self, timeout: float) -> None:
+        self._expire_stuck()
         for fut in self.executor.wait(list(self.inflight), timeout):
             outcome = self.executor.outcome(fut)
             if outcome is None:
@@ -239,6 +244,20 @@ class Driver:
                 continue
             result.submitted_ms, result.accepted_ms = submitted, _now_ms()
             self._accept(task, st, planned, result)
+
+    def _expire_stuck(self) -> None:
+        """Read again, as a failed read, every range in flight for longer than the task timeout."""
+        now = _now_ms()
+        for fut, (planned, task, st, submitted) in list(self.inflight.items()):
+            if now - submitted < self.task_timeout_ms:
+                continue
+            del self.inflight[fut]
+            cancel = getattr(self.executor, "cancel", None)
+            if cancel is not None:
+                cancel(fut)
+            if self.parts.get(task.tp) is st:
+                self._retry(task, st, planned, TimeoutError(
+                    f"no result after {self.task_timeout_ms / 1000:.0f} s (its worker may have died)"))
 
     def _retry(self, task: RangeTask, st: PartitionState, planned: Planned, exc: BaseException) -> None:
         self.stats.task_failures += 1

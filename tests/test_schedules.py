@@ -320,3 +320,22 @@ def test_a_stalled_read_never_moves_time_even_with_the_wall_clock_advance_on():
     assert [(w["window_start"], w["n"]) for w in map(out.decode, (v for _, v, _ in sink.records["out"]))] == \
         [(500 * i, 5) for i in range(6)]
     assert d.stats.late == 0
+
+
+def test_a_task_the_cluster_never_finishes_is_read_again_after_the_task_timeout():
+    p = pipeline(Tumbling(500), 0, 0)
+    codec = AvroCodec(p.source_spec.codec.schema)
+    topic = MemoryTopic("in", 1)
+    for i in range(30):
+        r = {"payment_id": str(i), "user_id": "a", "merchant_id": "m", "amount": 1.0,
+             "currency": "EUR", "country": "DE", "ts": 100 * i}
+        topic.append(0, codec.encode(r), b"a", r["ts"])
+    sink, schedule = TxnSink(), HoldSecond()  # never released: as a future the cluster lost
+    topics = Topics("sched.changelog", "sched.dlq", "sched.late")
+    d = Driver(p, MemorySession([topic]), sink, schedule, MemoryChangelog(sink, topics.changelog), topics,
+               range_records=10, max_inflight=4, commit_interval_s=0.0, task_timeout_s=0.3)
+    d.run(until=lambda d: d.stats.records_in == 30 and d.caught_up(), drain=True)
+    out = AvroCodec(OUT)
+    assert d.stats.task_failures == 1 and d.stats.late == 0
+    assert [(w["window_start"], w["n"]) for w in map(out.decode, (v for _, v, _ in sink.records["out"]))] == \
+        [(500 * i, 5) for i in range(6)]

@@ -119,6 +119,13 @@ class DaskExecutor:
                 return None, exc
         return None
 
+    def cancel(self, future: Future) -> None:
+        """Give up on a task (best effort: the scheduler may be busy or gone)."""
+        try:
+            self.client.cancel([future], asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - the task is abandoned either way
+            log.debug("could not cancel a task: %s", exc)
+
     def wait(self, futures: list[Future], timeout: float) -> list[Future]:
         """The futures that are done within `timeout` (possibly none)."""
         try:

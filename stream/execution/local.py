@@ -28,6 +28,10 @@ class LocalExecutor:
         exc = future.exception()
         return (None, exc) if exc is not None else (future.result(), None)
 
+    def cancel(self, future: Future) -> None:
+        """Drop a task that has not started (a running one finishes, unheard)."""
+        future.cancel()
+
     def wait(self, futures: list[Future], timeout: float) -> list[Future]:
         """The futures that are done within `timeout` (possibly none)."""
         done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
