@@ -57,7 +57,9 @@ class KafkaSink:
         log.debug("producer error event: %s (code %s, fatal %s)", err.str(), err.code(), err.fatal())
 
     def _raise_fatal(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._FATAL and not self._fatal_reason:
+        # _FATAL and _STATE ("Erroneous state": the transaction failed, e.g. a produce request
+        # was refused because a newer producer fenced this one) do not name their cause
+        if err.code() in (KafkaError._FATAL, KafkaError._STATE) and not self._fatal_reason:
             try:
                 self._producer.poll(0.2)  # serve the error event that names the cause
             except Exception:  # a fatal producer may raise here too: the cause is what matters
@@ -67,7 +69,8 @@ class KafkaSink:
         # the cause may be in the error event, or in a delivery report served by that poll
         seen = [err] + ([self._fatal] if self._fatal is not None else [])
         if (any(e.code() in _FENCED or "fenced" in e.str().lower() for e in seen)
-                or "fenced" in self._fatal_reason.lower()):
+                or "fenced" in self._fatal_reason.lower()
+                or any("fenced" in e.lower() for e in self._errors)):  # a refused delivery said so
             raise FatalError(f"this producer was fenced ({err.str()}): another driver with the "
                              "same transactional id is running; this one stops")
         cause = f" ({self._fatal_reason})" if self._fatal_reason else ""
