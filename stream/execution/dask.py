@@ -20,6 +20,7 @@ from distributed import wait as dask_wait
 from stream.errors import SchedulerUnavailable
 
 log = logging.getLogger(__name__)
+RESULT_TIMEOUT_S = 10.0  # fetching a finished task's result; past it the range is read again
 # distributed logs every worker start and stop at INFO; keep the user's console for progress.
 for _name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.core",
               "distributed.worker", "distributed.http.proxy"):
@@ -111,7 +112,10 @@ class DaskExecutor:
         A task whose worker left goes back to pending, so a future seen done may not be any more.
         """
         if future.status == "finished":
-            return future.result(), None
+            try:  # the result's worker may die before it is fetched; the gather then waits for
+                return future.result(timeout=RESULT_TIMEOUT_S), None  # a recompute that may never come
+            except Exception as exc:  # noqa: BLE001 - TimeoutError, or the lost key's error: read again
+                return None, exc
         if future.status in ("error", "cancelled"):
             try:
                 return None, future.exception(timeout=1) or RuntimeError(f"task {future.status}")
