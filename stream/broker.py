@@ -65,6 +65,18 @@ class BrokerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _end(self, grace_s: float) -> None:
+        """SIGTERM the broker, SIGKILL it if it has not exited within `grace_s`."""
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(5)
+
     def __enter__(self) -> "BrokerProcess":
         return self.start()
 
@@ -113,12 +125,4 @@ class EmbeddedBroker(BrokerProcess):
         return self
 
     def stop(self) -> None:
-        p, self.process = self.process, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(5)
+        self._end(5)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
@@ -147,14 +146,7 @@ class KafkaBroker(BrokerProcess):
 
     def stop(self, remove: bool = True) -> None:
         """Stop the broker (SIGTERM: a clean shutdown); `remove` its temporary log directory."""
-        p, self.process = self.process, None
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(5)
+        self._end(30)
         if remove and self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
