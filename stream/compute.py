@@ -261,10 +261,10 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
         before = max(before, ts)
     if rows:
         out.max_ts = max(ts for _, ts, _, _ in rows)
-    odd = {key for (_, ts, key, _), b in zip(rows, befores) if judge.doubtful(b, ts)}
+    doubts = [judge.doubtful(b, ts) for (_, ts, _, _), b in zip(rows, befores)]
+    odd = {key for (_, _, key, _), doubtful in zip(rows, doubts) if doubtful}
     groups: dict[tuple[int, Any, int], tuple[list[int], list[list[Any]]]] = {}
-    for (offset, ts, key, values), b in zip(rows, befores):
-        doubtful = judge.doubtful(b, ts)
+    for (offset, ts, key, values), b, doubtful in zip(rows, befores, doubts):
         placed = judge.place(b, ts)
         if not doubtful:
             valid = min(valid, placed.valid_below)

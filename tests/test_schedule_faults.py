@@ -38,6 +38,19 @@ def windows(kafka, app, out):
     return {(r["user_id"], r["window_start"]): r for r in (decode(m.value) for m in msgs)}
 
 
+def verify_to_the_end(kafka, app, out, feeder, proc):
+    """Wait for the feeder, verify the run (columnar pipeline: no `Last`), then stop it: the
+    verdict must be clean and the stop too."""
+    try:
+        feeder.join(120)
+        assert feeder.error is None
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc], last=False)
+    finally:
+        code = proc.stop()
+    assert verdict.problems == [], (verdict.problems[:10], proc.log()[-3000:])
+    assert code == 0, proc.log()[-3000:]
+
+
 def test_ranges_of_500_records_and_the_default_give_the_same_windows(kafka, topic_name, tmp_path):
     src, [(out_a, app_a), (out_b, app_b)] = topics(kafka, topic_name, outs=2)
     feeder = Feeder(kafka, src, 12_000, rate=1_500)
@@ -81,13 +94,9 @@ def test_a_dask_worker_stopped_for_longer_than_any_timeout_changes_no_window(kaf
             time.sleep(8)  # longer than the idle timeout that used to close windows (5 s)
         finally:
             os.kill(workers[0].pid, signal.SIGCONT)
-        feeder.join(120)
-        assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc], last=False)
+        verify_to_the_end(kafka, app, out, feeder, proc)
     finally:
-        code = proc.stop()
-    assert verdict.problems == [], (verdict.problems[:10], proc.log()[-3000:])
-    assert code == 0, proc.log()[-3000:]
+        proc.stop()
 
 
 def test_a_burst_after_an_idle_spell_sends_nothing_to_the_late_topic(kafka, topic_name, tmp_path):
@@ -98,10 +107,6 @@ def test_a_burst_after_an_idle_spell_sends_nothing_to_the_late_topic(kafka, topi
         wait_for(lambda: "assigned" in proc.log(), 90, "the driver to join")
         time.sleep(8)  # idle: no partition has seen a record
         feeder.start()
-        feeder.join(120)
-        assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[proc], last=False)
+        verify_to_the_end(kafka, app, out, feeder, proc)
     finally:
-        code = proc.stop()
-    assert verdict.problems == [], (verdict.problems[:10], proc.log()[-3000:])
-    assert code == 0
+        proc.stop()

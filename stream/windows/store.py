@@ -52,11 +52,9 @@ class WindowStore:
         """The watermark at which the window starting at `window_start` closes."""
         return window_start + self.spec.size_ms + self.grace_ms
 
-    _closes_at = closes_at
-
     def pane_closed(self, pane: int) -> bool:
         """True when every window containing the pane has been emitted."""
-        return self._closes_at(pane) <= self.emitted_through
+        return self.closes_at(pane) <= self.emitted_through
 
     def _combine(self, old: list[Any] | None, accs: list[Any]) -> list[Any]:
         if old is None:
@@ -91,7 +89,7 @@ class WindowStore:
         size, slide = self.spec.size_ms, self.spec.slide_ms
         starts = {p - j * slide for p in self.panes for j in range(size // slide)}
         return sorted(s for s in starts
-                      if self.emitted_through < self._closes_at(s) <= watermark)
+                      if self.emitted_through < self.closes_at(s) <= watermark)
 
     def advance(self, watermark: int) -> list[WindowResult]:
         """Emit the windows the watermark closes, oldest first, and forget dead panes."""
@@ -113,7 +111,7 @@ class WindowStore:
         wanted: dict[int, set[Any]] = {}  # window start: keys
         for pane, keys in touched.items():
             for start, _ in self.spec.windows_of_pane(pane):
-                if self._closes_at(start) > self.emitted_through:
+                if self.closes_at(start) > self.emitted_through:
                     wanted.setdefault(start, set()).update(keys)
         return [r for start in sorted(wanted) for r in self._results(start, wanted[start])]
 
