@@ -188,11 +188,11 @@ class Metrics:
     def aborted(self) -> None:
         self._txn_abort.labels(self.pipeline).inc()
 
-    def results_acknowledged(self, closed_at: list[tuple[float, int]]) -> None:
-        """Observe, per batch of results, (monotonic time closed, latest window end in ms)."""
-        now, wall = time.monotonic(), time.time()
-        for t, end_ms in closed_at:
-            self._result_latency.labels(self.pipeline).observe(max(0.0, now - t))
+    def results_acknowledged(self, closed_at: list[tuple[int, int]]) -> None:
+        """Observe, per batch of results, (wall clock ms when closed, latest window end in ms)."""
+        wall = time.time()
+        for t_ms, end_ms in closed_at:
+            self._result_latency.labels(self.pipeline).observe(max(0.0, wall - t_ms / 1000.0))
             self._event_latency.labels(self.pipeline).observe(max(0.0, wall - end_ms / 1000.0))
 
     def rebalanced(self, event: str) -> None:

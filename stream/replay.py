@@ -1,6 +1,7 @@
 """`stream replay`: run a pipeline over a past time range of its input, as a bounded batch.
 
-The same pipeline, the same worker code: every input partition is read from the offset
+The same pipeline, the same worker code and the same driver core (`stream.driver_core`,
+with its retries, ordering and dead letters): every input partition is read from the offset
 where the range starts to its end offset when the replay began, in ranges spread over the
 Dask workers; records whose event time falls in ``[from, to)`` are processed. At the end
 every window is closed, and the windows that lie wholly inside the range are written to
@@ -25,14 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from stream.compute import encode_results, result_failure
+from stream.driver import TaskLoop
+from stream.driver_core import Assigned, DriverCore, Finish, Tick, Topics
 from stream.errors import ConfigError
-from stream.execution.task import RangeTask, run_range
 from stream.pipeline import Pipeline
-from stream.planning import PartitionPlan, Planned
 from stream.records import BEGINNING, Limits
-from stream.windows.eventtime import FOREVER
-from stream.windows.merge import advance, merge_range
 
 log = logging.getLogger(__name__)
 
@@ -125,93 +123,35 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
     reader = KafkaReader.from_config(kafka.consumer({"group.id": "stream-replay"}))
     hints = time_hints(kafka, "stream-replay", [(t, p) for t in topics for p in range(counts[t])], from_ms)
     summary = ReplaySummary()
-    limits = Limits(kafka.max_record_bytes, event_time_range=(from_ms, to_ms))
-    plans: dict[tuple[str, int], PartitionPlan] = {}
     for t in topics:
         for p in range(counts[t]):
             low, high = partition_bounds(reader, t, p)
             if low is None or high is None:
                 continue  # an empty partition
-            start = start_offset(reader, hints.get((t, p)), t, p, from_ms, low)
-            summary.partitions[(t, p)] = (start, high)
-            plans[(t, p)] = PartitionPlan(start, start, stop=high)
-    stage = pipeline.window_stage
-    stores = {tp: stage.new_store() for tp in plans} if stage is not None else {}
-    closed: list[Any] = []
-    ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
-    inflight: dict[Any, tuple[tuple[str, int], Planned]] = {}
+            summary.partitions[(t, p)] = (start_offset(reader, hints.get((t, p)), t, p, from_ms, low), high)
+    core = DriverCore(pipeline, Topics(None, dead_letter), range_records=range_records,
+                      max_inflight=max_inflight, stamp=False, output=output,
+                      keep=lambda w: w.start >= from_ms and w.end <= to_ms)
     sink = KafkaSink(kafka.producer({"linger.ms": 20}))  # idempotent; no transaction
+    loop = TaskLoop(core, executor, sink, lambda: reader,
+                    Limits(kafka.max_record_bytes, event_time_range=(from_ms, to_ms)))
+    bounds = summary.partitions
+    loop.handle(Assigned(list(bounds), {tp: b[0] for tp, b in bounds.items()}, {},
+                         stops={tp: b[1] for tp, b in bounds.items()}))
 
-    def submit(tp: tuple[str, int], planned: Planned) -> None:
-        task = RangeTask(tp[0], tp[1], planned.start, planned.end, range_records, reader, pipeline,
-                         limits, carry=planned.carry)
-        inflight[executor.submit(run_range, task, pin=tp[1])] = (tp, planned)
+    def tally() -> ReplaySummary:
+        s = core.stats
+        summary.records_read, summary.windows, summary.late = s.records_in, s.windows, s.late
+        summary.edge_windows, summary.written, summary.failed = s.outside, s.records_out, s.failed
+        summary.seconds = time.monotonic() - t0
+        return summary
 
-    def failed(tp: tuple[str, int], f: Any) -> None:
-        summary.failed += 1
-        if dead_letter is not None:
-            sink.produce(dead_letter, f.key, f.value, f.dead_letter_headers(*tp))
-
-    def plan_more() -> None:
-        for tp, plan in plans.items():
-            while len(inflight) < max_inflight and (planned := plan.next(range_records)) is not None:
-                submit(tp, planned)
-
-    def merge(tp: tuple[str, int], plan: PartitionPlan) -> None:
-        while (r := plan.take()) is not None:
-            if isinstance(r, Planned):  # judged at too low an event time: read it again
-                submit(tp, r)
-                return
-            summary.records_read += r.partial.records_in
-            for f in r.partial.failures:
-                failed(tp, f)
-            if stage is None:
-                for key, value in r.partial.outputs:
-                    sink.produce(output, key, value)
-                summary.written += len(r.partial.outputs)
-            else:
-                found, late = merge_range(stores[tp], plan.clock, r.partial, ooo)
-                closed.extend(found)
-                summary.late += len(late)
-            plan.merged_range(r)
-
-    while any(plan.merged < (plan.stop or 0) for plan in plans.values()) or inflight:
-        plan_more()
-        for fut in executor.wait(list(inflight), 1.0):
-            outcome = executor.outcome(fut)
-            if outcome is None:
-                continue
-            tp, planned = inflight.pop(fut)
-            result, exc = outcome
-            if exc is not None:
-                submit(tp, plans[tp].failed(planned, exc, f"replay {tp[0]}[{tp[1]}]"))
-                continue
-            rest = plans[tp].finished(planned, result)
-            if rest is not None:  # a short read: the rest, same end
-                submit(tp, rest)
-        for tp, plan in plans.items():  # merge in offset order
-            merge(tp, plan)
+    while not core.finished():
+        loop.collect(1.0)
+        loop.handle(Tick())
         if progress is not None:
-            summary.seconds = time.monotonic() - t0
-            progress(summary)
-    if stage is not None:
-        results = []
-        for tp, store in stores.items():
-            closed += advance(store, plans[tp].clock, FOREVER, ooo)
-        for w in closed:
-            if w.start >= from_ms and w.end <= to_ms:
-                results.append(w)
-            else:
-                summary.edge_windows += 1
-        summary.windows = len(results)
-
-        def result_failed(w: Any, exc: BaseException, reason: str = "operator_error", record: Any = None) -> None:
-            failed((output, -1), result_failure(w, exc, reason, record))
-        ready = encode_results(pipeline, results, result_failed)
-        for key, value in ready:
-            sink.produce(output, key, value)
-        summary.written += len(ready)
+            progress(tally())
+    loop.handle(Finish(drain=True))
     sink.flush(60)  # raises, naming the broker, when results are not acknowledged
     sink.close()
-    summary.seconds = time.monotonic() - t0
-    return summary
+    return tally()

@@ -57,7 +57,8 @@ def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_are_all_processed
         kafka, topic_name, registry, executor):  # noqa: F811
     url, _ = registry
     src, out, app = topic_name("in"), topic_name("out"), topic_name("app")
-    ensure_topic(kafka.client(), src, 1)
+    # Apache Kafka refuses records above the topic's max.message.bytes (1 MiB by default)
+    ensure_topic(kafka.client(), src, 1, {"max.message.bytes": str(32 * 1024 * 1024)})
     ensure_topic(kafka.client(), out, 1)
     v1, v2 = RegistryAvroCodec(url, PAYMENT), RegistryAvroCodec(url, EVOLVED, subject="evolved")
     wrong = RegistryAvroCodec(url, INCOMPATIBLE, subject="incompatible")

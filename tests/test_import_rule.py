@@ -6,6 +6,7 @@ import sys
 PURE = ["operators", "operators.aggregate", "operators.transform", "stream.records", "stream.pipeline",
         "stream.windows.specs", "stream.windows.eventtime", "stream.windows.store",
         "stream.windows.sessions", "stream.windows.counts", "stream.windows.merge", "stream.compute", "stream.state",
+        "stream.planning", "stream.driver_core",
         "stream.testing"]
 
 

@@ -196,17 +196,8 @@ SPECS = {"tumbling": (Tumbling(5_000), 1_000, 500), "hopping": (Hopping(6_000, s
 
 
 def run_schedule(kind, raw, seed, range_records, inflight, crash_at, revoke_at, fail_p):
-    spec, grace, ooo = SPECS[kind]
-    p = pipeline(spec, grace, ooo)
-    codec = AvroCodec(p.source_spec.codec.schema)
-    topic = MemoryTopic("in", PARTITIONS)
-    parts = defaultdict(list)
-    for i, (u, ts, amount) in enumerate(raw):
-        r = {"payment_id": str(i), "user_id": USERS[u], "merchant_id": "m", "amount": float(amount),
-             "currency": "EUR", "country": "DE", "ts": ts}
-        part = u % PARTITIONS
-        topic.append(part, codec.encode(r), r["user_id"].encode(), ts)
-        parts[part].append(r)
+    p = pipeline(*SPECS[kind])
+    topic, parts = payments_topic(p, raw)
     rng = random.Random(seed)
     sink = TxnSink()
     session = ScriptedSession([topic], {}, rng)
@@ -221,19 +212,40 @@ def run_schedule(kind, raw, seed, range_records, inflight, crash_at, revoke_at, 
     d2.run(until=lambda d: d.caught_up(), drain=True)
     for st_ in d2.parts.values():
         st_.store.check_invariants()
+    assert_sequential(kind, parts, sink.records["out"], sink.records["sched.late"])
+
+
+def payments_topic(p, raw):
+    """An input topic of payments from (user, ts, amount) triples, partitioned by user; and
+    each partition's records in offset order."""
+    codec = AvroCodec(p.source_spec.codec.schema)
+    topic = MemoryTopic("in", PARTITIONS)
+    parts = defaultdict(list)
+    for i, (u, ts, amount) in enumerate(raw):
+        r = {"payment_id": str(i), "user_id": USERS[u], "merchant_id": "m", "amount": float(amount),
+             "currency": "EUR", "country": "DE", "ts": ts}
+        topic.append(u % PARTITIONS, codec.encode(r), r["user_id"].encode(), ts)
+        parts[u % PARTITIONS].append(r)
+    return topic, parts
+
+
+def assert_sequential(kind, parts, out_records, late_records):
+    """The committed windows equal the sequential reference, each once; the late topic holds
+    exactly the late records, each once."""
+    spec, grace, ooo = SPECS[kind]
     if kind == "session":
         want, late = reference_sessions(parts, spec.gap_ms, grace, ooo)
     else:
         want, late = reference_hopping(parts, spec.size_ms, spec.slide_ms, grace, ooo)
     out = AvroCodec(OUT)
     got = defaultdict(list)
-    for _, v, _ in sink.records["out"]:
+    for _, v, _ in out_records:
         r = out.decode(v)
         got[(r["user_id"], r["window_start"])].append({k: r[k] for k in ("n", "total", "window_end")})
     assert {k: v for k, v in got.items() if len(v) > 1} == {}, "windows emitted twice"
     assert {k: v[0] for k, v in got.items()} == want
     late_seen = [(int(dict(h)["late.source.partition"]), int(dict(h)["late.source.offset"]))
-                 for _, _, h in sink.records["sched.late"]]
+                 for _, _, h in late_records]
     assert sorted(late_seen) == sorted(late), "late records wrong or repeated"
 
 

@@ -50,6 +50,7 @@ class MemoryReader:
     def read(self, topic: str, partition: int, start: int, end: int | None,
              max_records: int, tail_wait_s: float = 0.0) -> ReadBatch:
         log = self.logs.get(topic, {}).get(partition, [])
+        start = max(start, 0)  # BEGINNING (no committed offset): a memory log starts at 0
         stop = len(log) if end is None else min(end, len(log))
         stop = min(stop, start + max_records)
         return ReadBatch(log[start:stop], max(stop, start), len(log), stop >= len(log))

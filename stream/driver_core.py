@@ -1,0 +1,654 @@
+"""The driver's decisions as a state machine without I/O: events in, instructions out.
+
+Planning, merging in offset order, event-time advance, closing, retries and the epoch
+bookkeeping live here. `DriverCore.handle(event, now_ms)` takes one event (a tick of the
+clock, partitions assigned or revoked, a range done or failed, the end of an epoch or of the
+run) and returns what to do, in order: submit or cancel a range task, produce records,
+commit. A thin loop (`stream.driver.Driver` for a live run, `stream.replay` for a bounded
+one) carries the instructions out against Dask and Kafka and feeds back what happened,
+as dask/distributed's worker state machine does (`handle_stimulus` -> instructions).
+
+Per partition the core keeps the contiguous merged prefix, its event time and its window
+state. Work is grouped into epochs: one epoch's window results, dead letters, late records,
+changelog entries and consumer offsets are committed together. On assignment a partition's
+state is restored from the changelog as of its last committed epoch.
+
+>>> from stream.pipeline import Pipeline
+>>> schema = {"type": "record", "name": "R", "fields": [{"name": "k", "type": "string"}]}
+>>> core = DriverCore(Pipeline("p").source("in", schema).sink("out", schema), Topics("p.changelog"))
+>>> core.handle(Assigned([("in", 0)], committed={}, logs={0: []}), now_ms=1_000)
+[Submit(task_id=1, tp=('in', 0), planned=Planned(start=-2, end=None, carry=-4611686018427387904, attempt=0), pin=0)]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+from stream.compute import encode_results, result_failure
+from stream.execution.task import RangeResult
+from stream.pipeline import Pipeline
+from stream.planning import PartitionPlan, Planned
+from stream.records import BEGINNING, Failure, Late
+from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
+from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
+from stream.windows.merge import advance, merge_range
+from stream.windows.store import WindowResult, WindowStore
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+Headers = tuple[tuple[str, bytes], ...]
+
+
+# -- events ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: expire stuck tasks, merge, advance quiet partitions, maybe commit."""
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """Partitions are ours: `committed` holds the group's offsets of the inputs and of the
+    changelog partitions, `logs` the changelog entries per changelog partition. With
+    `stops` (bounded input), each partition is read from its offset in `committed` to its stop."""
+
+    tps: list[TP]
+    committed: dict[TP, int]
+    logs: dict[int, list[Any]]
+    stops: dict[TP, int] | None = None
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """Partitions are taken away; with `commit`, the open epoch is committed first."""
+
+    tps: list[TP]
+    commit: bool = True
+
+
+@dataclass(frozen=True)
+class RangeDone:
+    task_id: int
+    result: RangeResult
+
+
+@dataclass(frozen=True)
+class RangeFailed:
+    task_id: int
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class EndEpoch:
+    """Commit the open epoch now, if it holds anything (before an assignment renumbers epochs)."""
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The run ends: merge what is back; with `drain` (bounded input) close every window; commit."""
+
+    drain: bool = False
+
+
+Event = Union[Tick, Assigned, Revoked, RangeDone, RangeFailed, EndEpoch, Finish]
+
+
+# -- instructions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Submit:
+    """Read and process `planned` of partition `tp` on a worker (prefer worker `pin`)."""
+
+    task_id: int
+    tp: TP
+    planned: Planned
+    pin: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Forget task `task_id` (it took too long; it has been submitted again)."""
+
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Produce:
+    """Write records, all with the same headers, to `topic` (`partition` None: by key)."""
+
+    topic: str
+    records: list[tuple[bytes | None, bytes | None]]
+    headers: Headers
+    partition: int | None = None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A named point between the steps of a commit (where fault tests stop the process)."""
+
+    point: str
+
+
+@dataclass(frozen=True)
+class BeginCommit:
+    """An epoch's commit starts: every partition in `partitions` must still be ours (else
+    abort the epoch and stop)."""
+
+    epoch: int
+    partitions: tuple[TP, ...]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Commit the epoch: its outputs and these offsets together. `closed` lists (when, latest
+    window end), both in ms, of the result batches it makes visible."""
+
+    epoch: int
+    offsets: dict[TP, int]
+    closed: list[tuple[int, int]]
+
+
+Instruction = Union[Submit, Cancel, Produce, Mark, BeginCommit, Commit]
+
+
+# -- state -------------------------------------------------------------------------------
+@dataclass
+class PartitionState:
+    """One assigned partition: its planning (`plan`), window state and changelog bookkeeping."""
+
+    plan: PartitionPlan            # reading, merging and event time of the partition
+    pin: int                       # worker index this partition prefers
+    store: WindowStore | None      # the partition's window state (None: no window stage)
+    written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
+    state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
+    live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
+    last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
+
+
+@dataclass
+class DriverStats:
+    records_in: int = 0
+    records_out: int = 0
+    windows: int = 0
+    partial: int = 0               # early (partial) window results
+    failed: int = 0
+    late: int = 0
+    skipped: int = 0
+    commits: int = 0
+    task_failures: int = 0
+    restored: int = 0
+    outside: int = 0               # closed windows left out by the core's `keep` rule
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Where the driver writes besides the sink topic (None: not written). Without a
+    changelog nothing is committed (a bounded replay)."""
+
+    changelog: str | None
+    dead_letter: str | None = None
+    late: str | None = None
+
+
+@dataclass(frozen=True)
+class Inflight:
+    tp: TP
+    planned: Planned
+    state: PartitionState          # the partition state it was planned for (stale once revoked)
+    submitted_ms: int
+
+
+class DriverCore:
+    """The decisions of one driver over the partitions assigned to it; see the module doc.
+
+    For a bounded run: `stamp=False` writes no epoch headers, `keep` picks the closed windows
+    to write (the others are counted in `stats.outside`), `output` replaces the sink topic,
+    and a `Topics` without a changelog commits nothing.
+    """
+
+    def __init__(self, pipeline: Pipeline, topics: Topics, *, range_records: int = 50_000,
+                 max_inflight: int = 6, commit_interval_s: float = 1.0, result_commit_s: float = 0.1,
+                 advance_after_ms: int | None = None, task_timeout_s: float = 60.0,
+                 app_id: str | None = None, transactional_id: str | None = None, replica: int = 0,
+                 stamp: bool = True, keep: Callable[[WindowResult], bool] | None = None,
+                 output: str | None = None, metrics: Any = None) -> None:
+        pipeline.validate()
+        self.pipeline, self.topics = pipeline, topics
+        self.sink_topic: str = output or pipeline.sink_spec.topic  # type: ignore[union-attr]
+        self.range_records, self.max_inflight = range_records, max_inflight
+        self.commit_interval_ms = int(commit_interval_s * 1000)
+        # an epoch ends about this long after its first output, so read_committed readers see
+        # results soon; an epoch that only moved offsets or state ends every commit interval
+        self.result_commit_ms = int(min(result_commit_s, commit_interval_s) * 1000)
+        self.out_of_order_ms = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
+        self.advance_after_ms = advance_after_ms
+        # a task in flight this long is read again (same bounds; the result is the same
+        # whichever read it comes from): a future the cluster lost track of must not stall
+        # its partition for ever
+        self.task_timeout_ms = int(task_timeout_s * 1000)
+        self.app_id = app_id or pipeline.name
+        self.transactional_id = transactional_id or self.app_id
+        self.replica, self.stamp, self.keep, self.metrics = replica, stamp, keep, metrics
+        stage = pipeline.window_stage
+        self._early_ms = stage.early_ms if stage is not None and stage.early_ms else None
+        self.parts: dict[TP, PartitionState] = {}
+        self.inflight: dict[int, Inflight] = {}
+        self.stats = DriverStats()
+        self.now = 0                   # wall clock (ms) of the event being handled
+        self.epoch = 0                 # the epoch being built (numbered at the first event)
+        self._next_task = 1
+        self._turn = 0                 # where round-robin planning starts next
+        self._known_committed: set[int] = set()  # epochs to name in the next meta entries
+        self._produced = False         # anything produced in this epoch
+        self._first_output = 0         # when this epoch produced its first output
+        self._closed: list[tuple[int, int]] = []  # (wall ms, latest window end) per emitted batch
+        self._committed: dict[TP, int] = {}
+        self._last_commit = self._last_early = 0
+        self._headers: Headers = ()
+        self._out: list[Instruction] = []
+
+    # -- the one entry point ------------------------------------------------------------
+    def handle(self, event: Event, now_ms: int) -> list[Instruction]:
+        """Take one event at wall-clock time `now_ms`; returns the instructions, in order."""
+        self.now = now_ms
+        if not self.epoch:
+            self.epoch = next_epoch(0, self.replica, now_ms)
+            self._last_commit = self._last_early = now_ms
+        self._HANDLERS[type(event)](self, event)
+        if isinstance(event, (Tick, Assigned)):  # new reads start on these only, so a loop
+            self._plan()                          # that only collects (at the end) winds down
+        out, self._out = self._out, []
+        return out
+
+    def _on_tick(self, _: Tick) -> None:
+        self._expire_stuck()
+        self._merge_ready()
+        self._emit(None)
+        if self._early_ms is not None and self.now - self._last_early >= self._early_ms:
+            self.emit_early()
+        if (self.now - self._last_commit >= self.commit_interval_ms
+                or (self._produced and self.now - self._first_output >= self.result_commit_ms)):
+            self._commit()
+
+    def _on_assigned(self, ev: Assigned) -> None:
+        """Restore each partition's state as of its last committed epoch, then plan from there."""
+        cl = self.topics.changelog
+        restored = 0
+        for tp in ev.tps:
+            start = ev.committed.get(tp, BEGINNING)
+            last = ev.committed.get((cl, tp[1]), BEGINNING) if cl is not None else BEGINNING
+            r = restore(ev.logs.get(tp[1], []), tp[0], last)
+            store = self._new_store()
+            if store is not None:
+                store.load(r.panes, r.emitted_through)
+            self.epoch = max(self.epoch, next_epoch(max(r.max_epoch, last), self.replica, 0))
+            if last > 0:
+                self._known_committed.add(last)
+            pin = sorted(set(self.parts) | set(ev.tps)).index(tp)
+            plan = PartitionPlan(start, start, stop=ev.stops[tp] if ev.stops else None,
+                                 clock=PartitionClock(NEVER if r.max_ts is None else r.max_ts),
+                                 data_ms=self.now)
+            self.parts[tp] = PartitionState(plan, pin, store, written=r.written, state_bytes=r.sizes,
+                                            live_committed=r.live_committed)
+            self._committed[tp] = start
+            restored += len(r.panes)
+        self.stats.restored += restored
+        self._headers = ()
+        if self.metrics:
+            self.metrics.rebalanced("assigned")
+        log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", ev.tps,
+                 {tp: self.parts[tp].plan.merged for tp in ev.tps}, restored, self.epoch)
+
+    def _on_revoked(self, ev: Revoked) -> None:
+        """Commit the open epoch while the partitions are still ours, then drop their state."""
+        mine = [tp for tp in ev.tps if tp in self.parts]
+        if not mine:
+            return
+        if ev.commit:
+            self._merge_ready()
+            self._commit()
+        for tp in mine:
+            self.parts.pop(tp, None)
+            self._committed.pop(tp, None)
+            if self.metrics:
+                self.metrics.forget_partition(*tp)
+        if self.metrics:
+            self.metrics.rebalanced("revoked")
+        log.info("revoked %s (%s, state dropped)", mine,
+                 "open epoch committed" if ev.commit else "open epoch abandoned")
+
+    def _on_done(self, ev: RangeDone) -> None:
+        task = self._claim(ev.task_id)
+        if task is None:
+            return
+        r = ev.result
+        r.submitted_ms, r.accepted_ms = task.submitted_ms, self.now
+        rest = task.state.plan.finished(task.planned, r)
+        if rest is not None:  # the read stopped short: plan the rest, same end
+            self._submit(task.tp, task.state, rest, "short_read")
+        if self.metrics:
+            self.metrics.stage("read_decode", r.seconds)
+        self._merge_ready()
+
+    def _on_failed(self, ev: RangeFailed) -> None:
+        task = self._claim(ev.task_id)
+        if task is not None:
+            self._retry(task, ev.error)
+
+    def _on_end_epoch(self, _: EndEpoch) -> None:
+        self._commit()
+
+    def _on_finish(self, ev: Finish) -> None:
+        self._merge_ready()
+        self._emit(FOREVER if ev.drain else None)
+        self._commit()
+
+    _HANDLERS: dict[type, Callable[["DriverCore", Any], None]] = {
+        Tick: _on_tick, Assigned: _on_assigned, Revoked: _on_revoked, RangeDone: _on_done,
+        RangeFailed: _on_failed, EndEpoch: _on_end_epoch, Finish: _on_finish}
+
+    # -- planning and tasks -------------------------------------------------------------
+    def _new_store(self) -> WindowStore | None:
+        stage = self.pipeline.window_stage
+        return stage.new_store(early=stage.early_ms is not None) if stage else None
+
+    def _submit(self, tp: TP, st: PartitionState, planned: Planned, why: str | None = None) -> None:
+        """Plan a task; `why` names a retry (failed, short_read, rejudged) for the metrics."""
+        task_id, self._next_task = self._next_task, self._next_task + 1
+        self.inflight[task_id] = Inflight(tp, planned, st, self.now)
+        self._out.append(Submit(task_id, tp, planned, st.pin))
+        if why is not None and self.metrics:
+            self.metrics.retried(why)
+
+    def _claim(self, task_id: int) -> Inflight | None:
+        """The task's entry, removed; None when it is unknown (expired) or stale (revoked
+        while in flight, perhaps assigned again since)."""
+        task = self.inflight.pop(task_id, None)
+        if task is None or self.parts.get(task.tp) is not task.state:
+            return None
+        return task
+
+    def outstanding(self) -> int:
+        """Ranges planned and not yet merged: in flight, or done and waiting for an earlier one.
+
+        Planning stops at `max_inflight` of them, so a slow range (or a slow sink, which
+        holds up the loop) pauses consumption: the backlog stays in Kafka, not in memory.
+        """
+        return len(self.inflight) + sum(st.plan.waiting() for st in self.parts.values())
+
+    def _plan(self) -> None:
+        """Plan ranges round-robin, starting after the partition planned last, so that with
+        fewer slots than partitions none of them waits forever (tail reads return quickly)."""
+        progress = True
+        while progress and self.outstanding() < self.max_inflight:
+            progress = False
+            items = list(self.parts.items())
+            if not items:
+                return
+            first = self._turn % len(items)
+            for tp, st in items[first:] + items[:first]:
+                if self.outstanding() >= self.max_inflight:
+                    break
+                self._turn += 1
+                planned = st.plan.next(self.range_records)
+                if planned is not None:
+                    self._submit(tp, st, planned)
+                    progress = True
+
+    def _expire_stuck(self) -> None:
+        """Read again, as a failed read, every range in flight for longer than the task timeout."""
+        for task_id, task in list(self.inflight.items()):
+            if self.now - task.submitted_ms < self.task_timeout_ms:
+                continue
+            del self.inflight[task_id]
+            self._out.append(Cancel(task_id))
+            if self.parts.get(task.tp) is task.state:
+                self._retry(task, TimeoutError(
+                    f"no result after {self.task_timeout_ms / 1000:.0f} s (its worker may have died)"))
+
+    def _retry(self, task: Inflight, exc: BaseException) -> None:
+        self.stats.task_failures += 1
+        if self.metrics:
+            self.metrics.task_failed()
+        again = task.state.plan.failed(task.planned, exc, f"{task.tp[0]}[{task.tp[1]}]")
+        log.warning("range %s[%d] %s..%s failed (%s: %s); re-planning it", task.tp[0], task.tp[1],
+                    task.planned.start, task.planned.end, type(exc).__name__, exc)
+        self._submit(task.tp, task.state, again, "failed")
+
+    # -- merging in offset order --------------------------------------------------------
+    def _merge_ready(self) -> None:
+        t0 = time.perf_counter()
+        merged = False
+        for tp, st in self.parts.items():
+            while (r := st.plan.take()) is not None:
+                if isinstance(r, Planned):  # judged at too low an event time: read it again
+                    self._submit(tp, st, r, "rejudged")
+                    break
+                self._merge(tp, st, r)
+                st.plan.merged_range(r)
+                if r.last_ts >= 0:
+                    st.last_ts = r.last_ts
+                merged = True
+            if self.metrics and st.plan.high is not None and st.plan.merged >= 0:
+                behind = st.plan.lag()
+                age = (self.now - st.last_ts) / 1000.0 if behind and st.last_ts >= 0 else 0.0
+                self.metrics.lag(tp[0], tp[1], behind, max(0.0, age))
+        if self.metrics and merged:
+            self.metrics.stage("merge", time.perf_counter() - t0)
+
+    def _merge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
+        p = r.partial
+        self.stats.records_in += p.records_in
+        self.stats.skipped += p.skipped
+        if self.metrics:
+            self.metrics.records_in(tp[0], p.records_in, p.bytes_in)
+            if p.skipped:
+                self.metrics.skipped("tombstone", p.skipped)
+        for f in p.failures:
+            self._failed(tp, f)
+        if p.scored and self.metrics:
+            self.metrics.scored(p.scored)
+        if st.store is not None:
+            results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
+            self._route_late(tp, late)
+            self._emitted(results)
+        else:
+            st.plan.clock.observe(p.max_ts)
+            self._produce(self.sink_topic, p.outputs, self.headers())
+            self._count_out(len(p.outputs))
+
+    def _route_late(self, tp: TP, late: list[Late]) -> None:
+        """Count late records and write them, with the windows they missed, to the late topic
+        (their bytes came back from the worker that read them)."""
+        if not late:
+            return
+        self.stats.late += len(late)
+        if self.metrics:
+            self.metrics.late(len(late))
+        if self.topics.late is None:
+            return
+        for rec in late:
+            self._produce(self.topics.late, [(rec.key, rec.value)], rec.late_headers(*tp) + self.headers())
+
+    def _failed(self, tp: TP, f: Failure) -> None:
+        """Count, log and (when a dead-letter topic is set) write a failed record there."""
+        self.stats.failed += 1
+        if self.topics.dead_letter is not None:
+            self._produce(self.topics.dead_letter, [(f.key, f.value)], f.dead_letter_headers(*tp) + self.headers())
+        if self.metrics:
+            self.metrics.failed(f.reason)
+        if self.stats.failed <= 100 or self.stats.failed % 1000 == 0:
+            log.warning("record %s[%d]@%d failed (%s): %s: %s (%d failed so far)", tp[0], tp[1],
+                        f.offset, f.reason, f.error_type, f.message, self.stats.failed)
+
+    def _count_out(self, n: int) -> None:
+        self.stats.records_out += n
+        if self.metrics and n:
+            self.metrics.records_out(self.sink_topic, n)
+
+    def _produce(self, topic: str, records: list[tuple[bytes | None, bytes | None]],
+                 headers: Headers, partition: int | None = None) -> None:
+        if records:
+            if not self._produced:
+                self._produced, self._first_output = True, self.now
+            self._out.append(Produce(topic, records, headers, partition))
+
+    def headers(self) -> Headers:
+        """Headers of every output record: the application, the epoch and the transaction."""
+        if not self._headers and self.stamp:
+            self._headers = (("stream.app", self.app_id.encode()),
+                             ("stream.epoch", str(self.epoch).encode()),
+                             ("stream.txn", self.transactional_id.encode()))
+        return self._headers
+
+    # -- closing windows ----------------------------------------------------------------
+    def watermark(self) -> int:
+        """The pipeline watermark, for dashboards: the lowest partition event time, minus the
+        out-of-orderness, over the partitions that have had records (-1: none yet)."""
+        times = [st.plan.clock.now for st in self.parts.values() if st.plan.clock.now != NEVER]
+        return min(times) - self.out_of_order_ms if times else -1
+
+    def _emit(self, event_time: int | None) -> list[WindowResult]:
+        """Move every partition's event time to `event_time` (FOREVER: the end of bounded input)
+        and emit what closes; with None only the opted-in wall-clock advance moves it."""
+        results: list[WindowResult] = []
+        for st in self.parts.values():
+            target = event_time if event_time is not None else self._quiet_advance(st)
+            if st.store is not None and target is not None:
+                results += advance(st.store, st.plan.clock, target, self.out_of_order_ms)
+        return self._emitted(results)
+
+    def _quiet_advance(self, st: PartitionState) -> int | None:
+        """With `advance_after_ms`: a partition confirmed quiet (a read that started after its
+        last records reached its end and found nothing) moves on in event time by the quiet
+        time beyond `advance_after_ms`, measured up to that read's start. A slow or stalled
+        read confirms nothing, so it never moves time."""
+        plan = st.plan
+        if self.advance_after_ms is None or plan.clock.event_time == NEVER or plan.quiet_ms < plan.data_ms:
+            return None
+        beyond = plan.quiet_ms - plan.data_ms - self.advance_after_ms
+        return plan.clock.event_time + beyond if beyond > 0 else None
+
+    def _emitted(self, results: list[WindowResult]) -> list[WindowResult]:
+        """Write closed windows to the sink (final results)."""
+        if self.keep is not None and results:
+            kept = [w for w in results if self.keep(w)]
+            self.stats.outside += len(results) - len(kept)
+            results = kept
+        if not results:
+            return results
+        t0 = time.perf_counter()
+        written = self._write_results(results, b"final")
+        self.stats.windows += len(results)
+        if self.metrics:
+            self._closed.append((self.now, max(w.end for w in results)))
+            self.metrics.windows(len(results))
+            self.metrics.stage("produce", time.perf_counter() - t0)
+        self._count_out(written)
+        return results
+
+    def _write_results(self, results: list[WindowResult], kind: bytes) -> int:
+        """Run the result operators, encode and produce; header `stream.result` says final or
+        partial. Returns the number of records written."""
+        headers = self.headers() + ((("stream.result", kind),) if self.stamp else ())
+        scored: dict[tuple[str, str], int] = {}
+
+        def failed(w: WindowResult, exc: BaseException, reason: str = "operator_error",
+                   record: Any = None) -> None:
+            self._failed((self.sink_topic, -1), result_failure(w, exc, reason, record))
+        ready = encode_results(self.pipeline, results, failed, scored)
+        self._produce(self.sink_topic, ready, headers)
+        if scored and self.metrics:
+            self.metrics.scored(scored)
+        return len(ready)
+
+    def emit_early(self) -> list[WindowResult]:
+        """Partial results of the open windows that changed since the last early emission."""
+        self._last_early = self.now
+        results = [r for st in self.parts.values() if st.store is not None for r in st.store.early_results()]
+        if results:
+            written = self._write_results(results, b"partial")
+            self.stats.partial += len(results)
+            self._count_out(written)
+        return results
+
+    # -- epochs -------------------------------------------------------------------------
+    def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:
+        """Write a partition's deltas, tombstones and meta entry; True if state changed."""
+        cl, topic = self.topics.changelog, tp[0]
+        assert cl is not None
+        changed, dropped = st.store.take_changes() if st.store is not None else ({}, [])
+        for pane, entries in changed.items():
+            msgs = deltas(topic, pane, self.epoch, entries)
+            for m in msgs:
+                self._out.append(Produce(cl, [(m.key, m.value)], m.headers, tp[1]))
+            st.written.setdefault(pane, []).append((self.epoch, len(msgs)))
+            st.state_bytes[pane] = st.state_bytes.get(pane, 0) + sum(len(m.value or b"") for m in msgs)
+        self._out.append(Mark("changelog"))
+        for pane in dropped:
+            st.state_bytes.pop(pane, None)
+            for m in delta_tombstones(topic, pane, st.written.pop(pane, []), self.epoch):
+                self._out.append(Produce(cl, [(m.key, None)], m.headers, tp[1]))
+        st.live_committed &= {e for entries in st.written.values() for e, _ in entries}
+        known = tuple(sorted(set(known) | st.live_committed))  # this entry alone survives compaction
+        meta = encode_meta(Meta(topic, self.epoch, known,
+                                st.store.emitted_through if st.store is not None else NEVER,
+                                None if st.plan.clock.now == NEVER else st.plan.clock.now, st.plan.merged))
+        self._out.append(Produce(cl, [(meta.key, meta.value)], meta.headers, tp[1]))
+        return bool(changed or dropped)
+
+    def _commit(self) -> None:
+        """End the epoch: changelog and meta entries, then offsets, committed with the outputs.
+        The loop raises if the commit fails, and this core is not used again."""
+        self._last_commit = self.now
+        if self.topics.changelog is None:  # bounded input: nothing is committed
+            self._produced = False
+            return
+        offsets = {tp: st.plan.merged for tp, st in self.parts.items() if st.plan.merged >= 0}
+        dirty = any(st.store is not None and st.store.has_changes() for st in self.parts.values())
+        moved = any(self._committed.get(tp) != o for tp, o in offsets.items())
+        if not (self._produced or dirty or moved):
+            return
+        self._out.append(BeginCommit(self.epoch, tuple(self.parts)))
+        if self._produced:
+            self._out.append(Mark("after_produce"))  # an epoch that wrote results, none committed yet
+        known = tuple(sorted(self._known_committed))
+        for tp, st in self.parts.items():
+            self._write_changelog(tp, st, known)
+        for p in {tp[1] for tp in self.parts}:
+            offsets[(self.topics.changelog, p)] = self.epoch
+        closed, self._closed = self._closed, []
+        self._out.append(Commit(self.epoch, offsets, closed))
+        for st in self.parts.values():  # this epoch's deltas are committed now
+            if any(entries and entries[-1][0] == self.epoch for entries in st.written.values()):
+                st.live_committed.add(self.epoch)
+        self._known_committed = {self.epoch}
+        self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
+        self.epoch = next_epoch(self.epoch, self.replica, self.now)
+        self._headers = ()
+        self._produced = False
+        self.stats.commits += 1
+        if self.stats.commits == 1:
+            log.info("first epoch committed since start")
+
+    # -- views --------------------------------------------------------------------------
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been merged up to the end its last read saw
+        (bounded input: up to its stop)."""
+        return bool(self.parts) and all(st.plan.settled() for st in self.parts.values())
+
+    def finished(self) -> bool:
+        """Bounded input: every partition merged up to its stop, nothing in flight."""
+        return not self.inflight and all(st.plan.stop is not None and st.plan.merged >= st.plan.stop
+                                         for st in self.parts.values())
+
+    def lag(self) -> int:
+        return sum(st.plan.lag() for st in self.parts.values())
+
+    def state_bytes(self) -> int:
+        """Window state as serialized in the changelog: what a restore of these partitions reads."""
+        return sum(sum(st.state_bytes.values()) for st in list(self.parts.values()))
+
+    def open_windows(self) -> int:
+        return sum(st.store.open_windows() for st in self.parts.values() if st.store is not None)
