@@ -189,6 +189,9 @@ class Driver(TaskLoop):
 
     def _commit(self, c: Commit) -> None:
         self.sink.commit_epoch(c.offsets, self.session)
+        self.stats.commits += 1
+        if self.stats.commits == 1:
+            log.info("first epoch committed since start")
         if self.metrics:
             self.metrics.committed(time.monotonic() - self._commit_started,
                                    getattr(self.sink, "transactional", False))

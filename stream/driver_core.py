@@ -628,9 +628,6 @@ class DriverCore:
         self.epoch = next_epoch(self.epoch, self.replica, self.now)
         self._headers = ()
         self._produced = False
-        self.stats.commits += 1
-        if self.stats.commits == 1:
-            log.info("first epoch committed since start")
 
     # -- views --------------------------------------------------------------------------
     def caught_up(self) -> bool:

@@ -30,7 +30,7 @@ def recovery_times(log: str) -> list[float]:
     """Seconds from each injected kill until the restarted driver had restored its state and
     resumed (its partitions assigned)."""
     kills = [float(t) for t in re.findall(r"SIGKILL at \w+ at ([\d.]+)", log)]
-    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO stream.driver: assigned"
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO stream.driver_core: assigned"
     resumed = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp()
                for t in re.findall(stamp, log, re.M)]
     return [round(min(r for r in resumed if r > k) - k, 1) for k in kills if any(r > k for r in resumed)]
@@ -167,7 +167,7 @@ def test_broker_unreachable_for_ten_seconds(tmp_path, topic_name):
 
 def owned(proc):
     """Partitions the latest 'assigned' line of a process names (its current share)."""
-    lines = [line for line in proc.log().splitlines() if "stream.driver: assigned" in line]
+    lines = [line for line in proc.log().splitlines() if "stream.driver_core: assigned" in line]
     return lines[-1].partition("assigned [")[2].partition("]:")[0].count("', ") if lines else 0
 
 
