@@ -283,8 +283,8 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
         pane = offset if stage.by_count else placed.pane
         offsets, columns = groups.setdefault((placed.stage, key, pane), ([], [[] for _ in aggs]))
         offsets.append(offset)
-        for column, value in zip(columns, values):
-            column.append(value)
+        for values_of, value in zip(columns, values):
+            values_of.append(value)
     out.valid_below = valid
     staged: dict[int, dict[tuple[Any, int], list[Any]]] = {}
     for (at, key, pane), (offsets, columns) in groups.items():
