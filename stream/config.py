@@ -25,7 +25,10 @@ from stream.secrets import Secret
 # session timeout.
 GUARANTEES = ("exactly_once", "at_least_once")
 DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
+# Input is read read_committed: an upstream transactional producer's aborted records are never
+# input. The changelog restore alone reads read_uncommitted (stream/changelog.py).
 CONSUMER_DEFAULTS = {
+    "isolation.level": "read_committed",
     "fetch.queue.backoff.ms": 10,
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 1000,

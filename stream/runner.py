@@ -87,9 +87,7 @@ class PipelineRun:
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_addr)
                 self._stack.callback(self.metrics.close)
-            # read_uncommitted on purpose: the restore rule skips uncommitted epochs itself, and
-            # a dead producer's open transaction would block a read_committed reader forever
-            # on the embedded broker (DESIGN.md)
+            # the restore reads read_uncommitted on purpose (stream/changelog.py says why)
             changelog = KafkaChangelog(config.changelog_topic, kafka.consumer(
                 {"group.id": f"{config.app_id}.restore"}))
             topics = Topics(config.changelog_topic, config.dead_letter_topic, config.late_topic)
