@@ -21,9 +21,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/stream demo $(ARGS)
 
+# The whole suite on the embedded broker, then the kafka-marked tests (the fault tests among
+# them) again on Apache Kafka (Java 17+; its jars are fetched once, see `make kafka`).
 test: $(STAMP)
 	@.ci/ensure-prometheus
 	$(BIN)/python -m pytest -q $(ARGS)
+	@$(BIN)/python -m stream.kafka_broker
+	STREAM_TEST_BROKER=kafka $(BIN)/python -m pytest -q -m kafka $(ARGS)
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

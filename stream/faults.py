@@ -1,8 +1,9 @@
-"""Fault injection for tests: SIGKILL this process when it reaches a named point.
+"""Fault injection for tests: SIGKILL (or SIGSTOP) this process when it reaches a named point.
 
-`STREAM_FAULTS` names a file with one point per line, `NAME` or `NAME:N`. When the process
-reaches the point named on the first line (for the Nth time, default 1), that line is
-removed and the process kills itself with SIGKILL (no cleanup, as a crash would). A
+`STREAM_FAULTS` names a file with one point per line, `NAME` or `NAME:N`, optionally followed
+by ` stop`. When the process reaches the point named on the first line (for the Nth time,
+default 1), that line is removed and the process kills itself with SIGKILL (no cleanup, as a
+crash would), or with ` stop` stops itself with SIGSTOP (a stall: the test sends SIGCONT). A
 restarted process goes on with the next line. Without the variable, `point` does nothing.
 
 Points: after_produce, changelog, after_offsets, before_commit, after_commit.
@@ -30,12 +31,14 @@ def point(name: str) -> None:
             lines = [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         return
-    if not lines or lines[0].partition(":")[0] != name:
+    where, _, action = lines[0].partition(" ") if lines else ("", "", "")
+    if where.partition(":")[0] != name:
         return
     _reached[name] += 1
-    if _reached[name] < int(lines[0].partition(":")[2] or 1):
+    if _reached[name] < int(where.partition(":")[2] or 1):
         return
     with open(path, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))
-    print(f"fault injection: SIGKILL at {name} at {time.time():.3f}", file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    sig = signal.SIGSTOP if action.strip() == "stop" else signal.SIGKILL
+    print(f"fault injection: {sig.name} at {name} at {time.time():.3f}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), sig)

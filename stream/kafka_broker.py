@@ -87,8 +87,9 @@ class KafkaBroker(BrokerProcess):
     """Apache Kafka, one KRaft node on a loopback port; the same interface as EmbeddedBroker."""
 
     def __init__(self, port: int | None = None, log_path: str | Path | None = None,
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None, advertised_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port  # another port: a proxy in front
         self.controller_port = free_port()
         self.log_path = log_path
         self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="stream-kafka-")
@@ -97,7 +98,7 @@ class KafkaBroker(BrokerProcess):
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def _properties(self) -> Path:
         path = self.data_dir / "server.properties"
@@ -105,7 +106,7 @@ class KafkaBroker(BrokerProcess):
             "process.roles": "broker,controller", "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.advertised_port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir / "log"),
@@ -152,4 +153,9 @@ class KafkaBroker(BrokerProcess):
 
 
 if __name__ == "__main__":
-    print(fetch_jars())
+    import sys
+
+    try:
+        print(f"Apache Kafka {VERSION} jars in {fetch_jars()}")
+    except (BrokerNotFound, subprocess.CalledProcessError) as exc:
+        sys.exit(f"error: {exc}")

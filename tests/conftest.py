@@ -24,24 +24,50 @@ class ExistingBroker:
         self.bootstrap = bootstrap
 
 
-def start_test_broker():
-    """The broker of the `kafka` tests: STREAM_TEST_BROKER=tansu (default, embedded) or kafka
-    (Apache Kafka from `make kafka`), or an existing one at STREAM_TEST_BOOTSTRAP."""
-    if os.environ.get("STREAM_TEST_BOOTSTRAP"):
-        return ExistingBroker(os.environ["STREAM_TEST_BOOTSTRAP"])
+def broker_class():
+    """The class of the broker the `kafka` tests start: STREAM_TEST_BROKER=tansu (default, the
+    embedded one) or kafka (Apache Kafka from `make kafka`)."""
     engine = os.environ.get("STREAM_TEST_BROKER", "tansu")
     if engine == "kafka":
         from stream.kafka_broker import KafkaBroker
-        return KafkaBroker().start()
+        return KafkaBroker
     if engine != "tansu":
         raise pytest.UsageError(f"STREAM_TEST_BROKER must be tansu or kafka, got {engine!r}")
     from stream.broker import EmbeddedBroker
-    return EmbeddedBroker().start()
+    return EmbeddedBroker
+
+
+def start_test_broker():
+    """The broker of the `kafka` tests, or an existing one at STREAM_TEST_BOOTSTRAP."""
+    if os.environ.get("STREAM_TEST_BOOTSTRAP"):
+        return ExistingBroker(os.environ["STREAM_TEST_BOOTSTRAP"])
+    return broker_class()().start()
+
+
+def broker_name() -> str:
+    if os.environ.get("STREAM_TEST_BOOTSTRAP"):
+        return f"the broker at {os.environ['STREAM_TEST_BOOTSTRAP']}"
+    if os.environ.get("STREAM_TEST_BROKER", "tansu") == "kafka":
+        from stream.kafka_broker import VERSION
+        return f"Apache Kafka {VERSION}"
+    return "the embedded broker (Tansu)"
 
 
 def pytest_report_header(config):
-    where = os.environ.get("STREAM_TEST_BOOTSTRAP") or os.environ.get("STREAM_TEST_BROKER", "tansu")
-    return f"kafka tests run on: {where}"
+    return f"kafka-marked tests run on {broker_name()}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the broker the `kafka`-marked tests ran on, with their outcomes."""
+    outcomes: dict[str, str] = {}
+    for outcome in ("passed", "skipped", "failed", "error"):
+        for r in terminalreporter.stats.get(outcome, []):
+            if "kafka" in getattr(r, "keywords", {}) and (r.when == "call" or outcome != "passed"):
+                outcomes[r.nodeid] = outcome
+    if outcomes:
+        counts = {o: list(outcomes.values()).count(o) for o in dict.fromkeys(outcomes.values())}
+        told = ", ".join(f"{n} {o}" for o, n in counts.items())
+        terminalreporter.write_line(f"kafka-marked tests on {broker_name()}: {told}")
 
 
 @pytest.fixture(scope="session")

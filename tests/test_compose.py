@@ -34,6 +34,12 @@ def option(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
+def test_the_compose_kafka_is_the_version_the_suite_runs_on():
+    from stream.kafka_broker import VERSION
+
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{VERSION}"
+
+
 def test_the_stack_has_every_service_the_issue_names():
     assert {"kafka", "schema-registry", "dask-scheduler", "prometheus", "grafana", "loadgen"} <= set(SERVICES)
     workers = {n: c for n, c in runs("dask").items() if c[1] == "worker"}
