@@ -27,7 +27,7 @@ import json
 from typing import NamedTuple
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream.generator import PaymentGenerator, partition_of
 
@@ -213,12 +213,24 @@ def decoder(schema):
     return lambda value: fastavro.schemaless_reader(io.BytesIO(value), parsed)
 
 
+COORDINATOR_MOVING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE)
+
+
 def committed_epoch_set(kafka, app, changelog, partitions) -> set[int]:
     """The epochs a consumer can tell were committed: the group's offsets on the changelog
     name the last ones; meta entries (JSON with a `committed` list) the earlier ones."""
     c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": app})
     try:
-        got = c.committed([TopicPartition(changelog, p) for p in range(partitions)], timeout=10)
+        for attempt in range(30):
+            try:
+                got = c.committed([TopicPartition(changelog, p) for p in range(partitions)], timeout=10)
+                break
+            except KafkaException as exc:  # e.g. NOT_COORDINATOR while a restarted broker loads
+                err = exc.args[0]
+                if attempt == 29 or not (err.retriable() or err.code() in COORDINATOR_MOVING):
+                    raise
+                time.sleep(1)
     finally:
         c.close()
     known = {tp.offset for tp in got if tp.offset > 0}
