@@ -241,6 +241,7 @@ class DriverCore:
         self._turn = 0                 # where round-robin planning starts next
         self._known_committed: set[int] = set()  # epochs to name in the next meta entries
         self._produced = False         # anything produced in this epoch
+        self._results = False          # results (to the sink topic) among it
         self._first_output = 0         # when this epoch produced its first output
         self._closed: list[tuple[int, int]] = []  # (wall ms, latest window end) per emitted batch
         self._committed: dict[TP, int] = {}
@@ -492,6 +493,7 @@ class DriverCore:
         if records:
             if not self._produced:
                 self._produced, self._first_output = True, self.now
+            self._results = self._results or topic == self.sink_topic
             self._out.append(Produce(topic, records, headers, partition))
 
     def headers(self) -> Headers:
@@ -603,7 +605,7 @@ class DriverCore:
         The loop raises if the commit fails, and this core is not used again."""
         self._last_commit = self.now
         if self.topics.changelog is None:  # bounded input: nothing is committed
-            self._produced = False
+            self._produced = self._results = False
             return
         offsets = {tp: st.plan.merged for tp, st in self.parts.items() if st.plan.merged >= 0}
         dirty = any(st.store is not None and st.store.has_changes() for st in self.parts.values())
@@ -611,7 +613,7 @@ class DriverCore:
         if not (self._produced or dirty or moved):
             return
         self._out.append(BeginCommit(self.epoch, tuple(self.parts)))
-        if self._produced:
+        if self._results:
             self._out.append(Mark("after_produce"))  # an epoch that wrote results, none committed yet
         known = tuple(sorted(self._known_committed))
         for tp, st in self.parts.items():
@@ -627,7 +629,7 @@ class DriverCore:
         self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
         self.epoch = next_epoch(self.epoch, self.replica, self.now)
         self._headers = ()
-        self._produced = False
+        self._produced = self._results = False
 
     # -- views --------------------------------------------------------------------------
     def caught_up(self) -> bool:

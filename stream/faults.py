@@ -6,7 +6,8 @@ default 1), that line is removed and the process kills itself with SIGKILL (no c
 crash would), or with ` stop` stops itself with SIGSTOP (a stall: the test sends SIGCONT). A
 restarted process goes on with the next line. Without the variable, `point` does nothing.
 
-Points: after_produce, changelog, after_offsets, before_commit, after_commit.
+Points: after_produce (in an epoch that wrote results to the sink topic), changelog,
+after_offsets, before_commit, after_commit.
 
 >>> point("after_commit")  # no STREAM_FAULTS set: nothing happens
 """

@@ -225,6 +225,9 @@ def committed_epoch_set(kafka, app, changelog, partitions) -> set[int]:
         for attempt in range(30):
             try:
                 got = c.committed([TopicPartition(changelog, p) for p in range(partitions)], timeout=10)
+                failed = [tp.error for tp in got if tp.error is not None]
+                if failed:
+                    raise KafkaException(failed[0])
                 break
             except KafkaException as exc:  # e.g. NOT_COORDINATOR while a restarted broker loads
                 err = exc.args[0]

