@@ -280,6 +280,13 @@ class DriverCore:
             start = ev.committed.get(tp, BEGINNING)
             last = ev.committed.get((cl, tp[1]), BEGINNING) if cl is not None else BEGINNING
             r = restore(ev.logs.get(tp[1], []), tp[0], last)
+            if r.offset is not None and r.offset != start:
+                # committed in one transaction, so they agree unless a broker showed one stale:
+                # the state and its offset come from the same meta entry, so that offset holds
+                log.warning("%s[%d]: the group's committed offset %s disagrees with the offset %d "
+                            "of epoch %d's state; resuming at %d", tp[0], tp[1], start, r.offset,
+                            last, r.offset)
+                start = r.offset
             store = self._new_store()
             if store is not None:
                 store.load(r.panes, r.emitted_through)

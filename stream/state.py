@@ -10,9 +10,13 @@ input partition: how far windows were emitted, the partition's max event time, a
 epochs its writer knew to be committed: the previous epoch, and every committed epoch whose
 deltas are still live in that changelog partition (a compacted changelog keeps only the latest
 meta entry, so that one alone must name them all). The group's committed offset on changelog
-partition p names the last committed epoch; the meta entries name the earlier ones. Restore keeps, per
-key, the latest entry of a committed epoch, so an aborted epoch's entries (visible on the
-embedded broker) are never counted.
+partition p names the last committed epoch L, in the same transaction as the input offsets; the
+meta entry of epoch L names the earlier ones. Restore trusts only those: per key, the latest
+entry of L or of an epoch L's meta entry names. So the state restored is exactly the state at
+the input offset committed with L, even where the log holds entries of later epochs (aborted,
+open, or committed while the group's offsets read stale: the embedded broker hides a committed
+transaction while another one is open on a shared partition), and an aborted epoch's entries
+(visible on the embedded broker) are never counted.
 
 >>> e = encode_meta(Meta("in", epoch=3, committed=(2,), emitted_through=10_000, max_ts=12_000))
 >>> msgs = [*deltas("in", 0, 2, {"u1": [4], "u2": [1]}), *deltas("in", 0, 3, {"u1": [9]}), e]
@@ -112,13 +116,33 @@ def _epoch(m: RawMessage) -> int | None:
     return None
 
 
-def committed_epochs(messages: Iterable[RawMessage], last_committed: int) -> set[int]:
-    """Every epoch a meta entry names as committed, plus the last one the group committed."""
-    known = {last_committed} if last_committed > 0 else set()
+def committed_epochs(messages: Iterable[RawMessage], topic: str, last_committed: int) -> set[int]:
+    """The epochs whose entries make up the state as of `last_committed`: that epoch, and the
+    ones its own meta entry names. Epochs of a later meta entry do not count, even if it names
+    them committed: the input offset restored with them would not be the one committed with
+    `last_committed`.
+
+    Without a meta entry of `last_committed` (a log from before meta entries named their
+    epoch's predecessors), every epoch up to it that some meta entry names.
+
+    >>> log = [encode_meta(Meta("in", 3, (2,))), encode_meta(Meta("in", 5, (3, 4)))]
+    >>> sorted(committed_epochs(log, "in", 3)), sorted(committed_epochs(log, "in", 5))
+    ([2, 3], [3, 4, 5])
+    >>> committed_epochs(log, "in", 0)   # nothing committed: no state
+    set()
+    """
+    if last_committed <= 0:
+        return set()
+    key, named, own = meta_key(topic), set(), None
     for m in messages:
         if m.value is not None and m.key is not None and pickle.loads(m.key)[1:] == (_META,):
-            known.update(json.loads(m.value)["committed"])
-    return known
+            listed = json.loads(m.value)["committed"]
+            named.update(listed)
+            if m.key == key and _epoch(m) == last_committed:
+                own = listed
+    if own is not None:
+        return {last_committed, *own}
+    return {e for e in named if e < last_committed} | {last_committed}
 
 
 @dataclass
@@ -132,12 +156,13 @@ class Restored:
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pane: [(epoch, chunks)]
     sizes: dict[int, int] = field(default_factory=dict)  # pane: bytes of its committed deltas
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas
+    offset: int | None = None  # the input offset the state reflects (its epoch's meta entry)
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
     """Replay a changelog partition: per message key, the latest entry of a committed epoch;
     then each pane's deltas in epoch order."""
-    ok = committed_epochs(messages, last_committed)
+    ok = committed_epochs(messages, topic, last_committed)
     out = Restored()
     latest: dict[bytes, tuple[int, RawMessage]] = {}
     live: dict[bytes, bool] = {}  # every delta key seen, committed or not: still to tombstone?
@@ -150,7 +175,7 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
         if epoch in ok and epoch >= latest.get(m.key, (0, m))[0]:
             latest[m.key] = (epoch, m)
     chunks: list[tuple[int, int, dict]] = []
-    for key, (_, m) in latest.items():
+    for key, (epoch, m) in latest.items():
         slot = pickle.loads(key)
         if slot[0] != topic:
             continue
@@ -158,6 +183,8 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             meta = json.loads(m.value) if m.value is not None else {}
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
+            if epoch == last_committed and meta.get("offset", -1) >= 0:
+                out.offset = meta["offset"]
         elif m.value is not None:
             chunks.append((slot[2], slot[1], pickle.loads(m.value)))
             out.sizes[slot[1]] = out.sizes.get(slot[1], 0) + len(m.value)

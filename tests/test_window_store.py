@@ -56,3 +56,19 @@ def test_deltas_replay_in_epoch_order_and_split_into_chunks():
     log += delta_tombstones("in", 0, r.written[0], 9) + [encode_meta(Meta("in", 9, (7,)))]
     r = restore(log, "in", last_committed=9)
     assert r.panes == {("a", 10_000): [2]} and r.written == {10_000: [(7, 1)]}
+
+
+def test_restore_gives_the_state_committed_with_the_groups_offsets_even_when_later_epochs_are_named():
+    """The group's offsets may read stale (the embedded broker hides a committed transaction
+    while another is open on a shared partition): the log then holds later committed epochs,
+    named by later meta entries. Their state must not be restored with the older offset, or
+    the records between the two offsets count twice."""
+    log = deltas("in", 0, 10, {"u1": [1]}) + [encode_meta(Meta("in", 10, (), offset=100))]
+    log += deltas("in", 0, 20, {"u1": [2]}) + [encode_meta(Meta("in", 20, (10,), offset=200))]
+    log += deltas("in", 0, 30, {"u1": [3]}) + [encode_meta(Meta("in", 30, (20,), offset=300))]
+    stale = restore(log, "in", last_committed=10)
+    assert (stale.panes, stale.offset) == ({("u1", 0): [1]}, 100)
+    assert restore(log, "in", last_committed=30).panes == {("u1", 0): [3]}
+    assert restore(log, "in", last_committed=20).offset == 200
+    nothing = restore(log, "in", last_committed=-2)  # no offsets committed: no state either
+    assert (nothing.panes, nothing.offset, nothing.max_epoch) == ({}, None, 30)
