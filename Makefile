@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick bench install clean kafka
+.PHONY: demo test test-quick bench install clean kafka registry
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -22,9 +22,11 @@ demo: $(STAMP)
 	$(BIN)/stream demo $(ARGS)
 
 # The whole suite on the embedded broker, then the kafka-marked tests (the fault tests among
-# them) again on Apache Kafka (Java 17+; its jars are fetched once, see `make kafka`).
+# them) again on Apache Kafka (Java 17+; its jars are fetched once, see `make kafka`). The
+# registry codec's tests run against Apicurio Registry too (fetched once, see `make registry`).
 test: $(STAMP)
 	@.ci/ensure-prometheus
+	@$(BIN)/python -m stream.registry_server
 	$(BIN)/python -m pytest -q $(ARGS)
 	@$(BIN)/python -m stream.kafka_broker
 	STREAM_TEST_BROKER=kafka $(BIN)/python -m pytest -q -m kafka $(ARGS)
@@ -42,3 +44,8 @@ clean:
 # STREAM_TEST_BROKER=kafka), pinned and checked: deploy/kafka/.
 kafka: $(STAMP)
 	$(BIN)/python -m stream.kafka_broker
+
+# Apicurio Registry from Maven Central (a real schema registry for the registry codec's
+# tests), pinned and checked: deploy/registry/.
+registry: $(STAMP)
+	$(BIN)/python -m stream.registry_server

@@ -33,10 +33,14 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
 TRANSACTION_TIMEOUT_MAX_MS = 60_000
 
 
+def cache_dir() -> Path:
+    """Where fetched Java components live: $STREAM_CACHE, else ~/.cache/stream."""
+    return Path(os.environ.get("STREAM_CACHE", Path.home() / ".cache" / "stream"))
+
+
 def kafka_home() -> Path:
     """Where the jars of the pinned version live."""
-    base = Path(os.environ.get("STREAM_CACHE", Path.home() / ".cache" / "stream"))
-    return base / f"kafka-{VERSION}"
+    return cache_dir() / f"kafka-{VERSION}"
 
 
 def _checksums() -> dict[str, str]:
@@ -53,16 +57,24 @@ def jars_ok(home: Path) -> bool:
     return True
 
 
+def maven_copy(pom: Path, into: Path, what: str) -> None:
+    """Copy the dependencies `pom` pins from Maven Central into `into`, saying so."""
+    if shutil.which("mvn") is None:
+        raise BrokerNotFound(f"fetching {what} needs Maven: apt-get install maven")
+    print(f"fetching {what} from Maven Central into {into} ...", flush=True)
+    done = subprocess.run(["mvn", "-q", "-B", "-C", "-f", str(pom), "dependency:copy-dependencies",
+                           f"-DoutputDirectory={into}"], capture_output=True, text=True)
+    if done.returncode != 0:  # its output only then: Maven 3.8 prints colour codes even with -q
+        tail = "\n".join(done.stdout.splitlines()[-15:])
+        raise BrokerNotFound(f"Maven could not fetch {what} (is Maven Central reachable?):\n{tail}")
+
+
 def fetch_jars() -> Path:
     """Fetch the pinned jars with Maven (once; later calls only check them)."""
     home = kafka_home()
     if jars_ok(home):
         return home
-    if shutil.which("mvn") is None:
-        raise BrokerNotFound("fetching Apache Kafka needs Maven: apt-get install maven")
-    print(f"fetching Apache Kafka {VERSION} jars from Maven Central into {home} ...", flush=True)
-    subprocess.run(["mvn", "-q", "-B", "-C", "-f", str(DEPLOY / "pom.xml"), "dependency:copy-dependencies",
-                    f"-DoutputDirectory={home}"], check=True)
+    maven_copy(DEPLOY / "pom.xml", home, f"Apache Kafka {VERSION} jars")
     if not jars_ok(home):
         raise BrokerNotFound(f"the jars in {home} do not match deploy/kafka/jars.sha256")
     return home

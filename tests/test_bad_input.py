@@ -19,7 +19,7 @@ from stream.runner import run_pipeline
 from stream.sources.kafka import read_all
 from stream.windows.specs import Tumbling
 
-from test_registry_codec import registry  # noqa: F401  (the in-test registry fixture)
+from test_registry_codec import apicurio, registry  # noqa: F401  (the registry fixtures)
 
 pytestmark = pytest.mark.kafka
 
