@@ -281,18 +281,18 @@ class DriverCore:
             last = ev.committed.get((cl, tp[1]), BEGINNING) if cl is not None else BEGINNING
             r = restore(ev.logs.get(tp[1], []), tp[0], last)
             if r.offset is not None and r.offset != start:
-                # committed in one transaction, so they agree unless a broker showed one stale:
-                # the state and its offset come from the same meta entry, so that offset holds
-                log.warning("%s[%d]: the group's committed offset %s disagrees with the offset %d "
-                            "of epoch %d's state; resuming at %d", tp[0], tp[1], start, r.offset,
-                            last, r.offset)
+                # the state and its offset come from one meta entry; the group's offsets read
+                # stale (or were moved by hand: `stream reset` also deletes the state)
+                log.warning("%s[%d]: the group's committed offset %s is not the offset %d of the "
+                            "last committed state (epoch %d); resuming at %d", tp[0], tp[1], start,
+                            r.offset, r.epoch, r.offset)
                 start = r.offset
             store = self._new_store()
             if store is not None:
                 store.load(r.panes, r.emitted_through)
             self.epoch = max(self.epoch, next_epoch(max(r.max_epoch, last), self.replica, 0))
-            if last > 0:
-                self._known_committed.add(last)
+            if r.epoch > 0:
+                self._known_committed.add(r.epoch)
             pin = sorted(set(self.parts) | set(ev.tps)).index(tp)
             plan = PartitionPlan(start, start, stop=ev.stops[tp] if ev.stops else None,
                                  clock=PartitionClock(NEVER if r.max_ts is None else r.max_ts),

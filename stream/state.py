@@ -10,13 +10,12 @@ input partition: how far windows were emitted, the partition's max event time, a
 epochs its writer knew to be committed: the previous epoch, and every committed epoch whose
 deltas are still live in that changelog partition (a compacted changelog keeps only the latest
 meta entry, so that one alone must name them all). The group's committed offset on changelog
-partition p names the last committed epoch L, in the same transaction as the input offsets; the
-meta entry of epoch L names the earlier ones. Restore trusts only those: per key, the latest
-entry of L or of an epoch L's meta entry names. So the state restored is exactly the state at
-the input offset committed with L, even where the log holds entries of later epochs (aborted,
-open, or committed while the group's offsets read stale: the embedded broker hides a committed
-transaction while another one is open on a shared partition), and an aborted epoch's entries
-(visible on the embedded broker) are never counted.
+partition p names the last committed epoch, in the same transaction as the input offsets; meta
+entries name the earlier ones. Restore (`restore_point`) takes the newest epoch known to be
+committed, and of the other epochs only those its own meta entry names; it resumes at the input
+offset in that meta entry, so the state and the offset it is restored with always come from
+one epoch, even where the group's offsets read stale. An aborted epoch's entries (visible on
+the embedded broker) are never counted.
 
 >>> e = encode_meta(Meta("in", epoch=3, committed=(2,), emitted_through=10_000, max_ts=12_000))
 >>> msgs = [*deltas("in", 0, 2, {"u1": [4], "u2": [1]}), *deltas("in", 0, 3, {"u1": [9]}), e]
@@ -116,33 +115,41 @@ def _epoch(m: RawMessage) -> int | None:
     return None
 
 
-def committed_epochs(messages: Iterable[RawMessage], topic: str, last_committed: int) -> set[int]:
-    """The epochs whose entries make up the state as of `last_committed`: that epoch, and the
-    ones its own meta entry names. Epochs of a later meta entry do not count, even if it names
-    them committed: the input offset restored with them would not be the one committed with
-    `last_committed`.
+def restore_point(messages: Iterable[RawMessage], topic: str, last_committed: int) -> tuple[int, set[int]]:
+    """The epoch to restore, and the epochs whose entries make up its state.
 
-    Without a meta entry of `last_committed` (a log from before meta entries named their
-    epoch's predecessors), every epoch up to it that some meta entry names.
+    The epoch is the newest one known to be committed that has a meta entry of `topic`:
+    the group's (`last_committed`), or a later one that some meta entry names (a writer names
+    only epochs it saw commit; the group's offsets can read stale, as on the embedded broker
+    while another transaction is open on a shared partition). Its state is made of its own
+    entries and those of the epochs its meta entry names, and that meta entry holds the input
+    offset the state reflects: state and offset always come from one epoch. Entries of epochs
+    no such meta entry names (aborted, open, or simply later) never count.
 
-    >>> log = [encode_meta(Meta("in", 3, (2,))), encode_meta(Meta("in", 5, (3, 4)))]
-    >>> sorted(committed_epochs(log, "in", 3)), sorted(committed_epochs(log, "in", 5))
-    ([2, 3], [3, 4, 5])
-    >>> committed_epochs(log, "in", 0)   # nothing committed: no state
-    set()
+    >>> log = [encode_meta(Meta("in", 3, (2,))), encode_meta(Meta("in", 5, (3, 4))),
+    ...        encode_meta(Meta("in", 6, (5,)))]
+    >>> restore_point(log, "in", 5)    # epoch 6 is open or aborted: no meta entry names it
+    (5, {3, 4, 5})
+    >>> restore_point(log, "in", 3)    # the group's offsets read stale: epoch 5 is named
+    (5, {3, 4, 5})
+    >>> restore_point([], "in", -2)    # nothing committed: no state
+    (-2, set())
     """
-    if last_committed <= 0:
-        return set()
-    key, named, own = meta_key(topic), set(), None
+    key, metas, named = meta_key(topic), {}, set()
     for m in messages:
         if m.value is not None and m.key is not None and pickle.loads(m.key)[1:] == (_META,):
-            listed = json.loads(m.value)["committed"]
-            named.update(listed)
-            if m.key == key and _epoch(m) == last_committed:
-                own = listed
-    if own is not None:
-        return {last_committed, *own}
-    return {e for e in named if e < last_committed} | {last_committed}
+            body = json.loads(m.value)
+            named.update(body["committed"])
+            if m.key == key:
+                metas[_epoch(m)] = body["committed"]
+    known = [e for e in named | {last_committed} if e in metas and e >= last_committed]
+    if known:
+        point = max(known)
+        return point, {point, *metas[point]}
+    if last_committed <= 0:
+        return last_committed, set()
+    # no meta entry of the group's epoch (not written by this version): every epoch up to it
+    return last_committed, {e for e in named if e < last_committed} | {last_committed}
 
 
 @dataclass
@@ -156,14 +163,15 @@ class Restored:
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pane: [(epoch, chunks)]
     sizes: dict[int, int] = field(default_factory=dict)  # pane: bytes of its committed deltas
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas
-    offset: int | None = None  # the input offset the state reflects (its epoch's meta entry)
+    epoch: int = 0             # the epoch restored (restore_point)
+    offset: int | None = None  # the input offset its state reflects (its meta entry)
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
     """Replay a changelog partition: per message key, the latest entry of a committed epoch;
     then each pane's deltas in epoch order."""
-    ok = committed_epochs(messages, topic, last_committed)
-    out = Restored()
+    point, ok = restore_point(messages, topic, last_committed)
+    out = Restored(epoch=max(point, 0))
     latest: dict[bytes, tuple[int, RawMessage]] = {}
     live: dict[bytes, bool] = {}  # every delta key seen, committed or not: still to tombstone?
     for m in messages:
@@ -183,7 +191,7 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             meta = json.loads(m.value) if m.value is not None else {}
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
-            if epoch == last_committed and meta.get("offset", -1) >= 0:
+            if epoch == point and meta.get("offset", -1) >= 0:
                 out.offset = meta["offset"]
         elif m.value is not None:
             chunks.append((slot[2], slot[1], pickle.loads(m.value)))

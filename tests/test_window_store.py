@@ -58,17 +58,17 @@ def test_deltas_replay_in_epoch_order_and_split_into_chunks():
     assert r.panes == {("a", 10_000): [2]} and r.written == {10_000: [(7, 1)]}
 
 
-def test_restore_gives_the_state_committed_with_the_groups_offsets_even_when_later_epochs_are_named():
+def test_restore_takes_state_and_offset_from_one_committed_epoch_even_when_the_groups_offsets_read_stale():
     """The group's offsets may read stale (the embedded broker hides a committed transaction
-    while another is open on a shared partition): the log then holds later committed epochs,
-    named by later meta entries. Their state must not be restored with the older offset, or
-    the records between the two offsets count twice."""
+    while another is open on a shared partition), while the log already holds a later epoch
+    that a meta entry names committed. State and offset must come from one epoch: the state of
+    one epoch restored with the offset of an older one counts the records between twice."""
     log = deltas("in", 0, 10, {"u1": [1]}) + [encode_meta(Meta("in", 10, (), offset=100))]
     log += deltas("in", 0, 20, {"u1": [2]}) + [encode_meta(Meta("in", 20, (10,), offset=200))]
     log += deltas("in", 0, 30, {"u1": [3]}) + [encode_meta(Meta("in", 30, (20,), offset=300))]
-    stale = restore(log, "in", last_committed=10)
-    assert (stale.panes, stale.offset) == ({("u1", 0): [1]}, 100)
-    assert restore(log, "in", last_committed=30).panes == {("u1", 0): [3]}
-    assert restore(log, "in", last_committed=20).offset == 200
-    nothing = restore(log, "in", last_committed=-2)  # no offsets committed: no state either
-    assert (nothing.panes, nothing.offset, nothing.max_epoch) == ({}, None, 30)
+    for last in (10, 20, -2):  # stale, current, none: epoch 20 is the newest known committed
+        r = restore(log, "in", last_committed=last)
+        assert (r.panes, r.offset, r.epoch) == ({("u1", 0): [2]}, 200, 20), last
+    r = restore(log, "in", last_committed=30)  # epoch 30 committed too: its own offset
+    assert (r.panes, r.offset, r.epoch) == ({("u1", 0): [3]}, 300, 30)
+    assert restore(log[:1], "in", last_committed=-2).panes == {}  # nothing known committed
