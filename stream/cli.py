@@ -41,6 +41,45 @@ def load_pipeline(ref: str) -> Any:
     return obj() if callable(obj) else obj
 
 
+def number(kind: type = int, low: float = 1, high: float | None = None, above: bool = False) -> Any:
+    """An argparse type: a `kind` number >= `low` (> with `above`), <= `high`; argparse names
+    the option in the error, e.g. ``argument --workers: must be >= 1, got 0``.
+
+    >>> number(int, 1)("3"), number(float, 0, above=True)("0.5")
+    (3, 0.5)
+    >>> number(int, 1)("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be >= 1, got 0
+    """
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, "
+                                             f"got {text!r}") from None
+        if value < low or (above and value == low) or (high is not None and value > high):
+            bound = f"> {low}" if above else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}" + (f" and <= {high}" if high is not None else "")
+                                             + f", got {text}")
+        return value
+    return parse
+
+
+PORT = number(int, 0, 65535)
+COUNT = number(int, 1)
+SECONDS = number(float, 0, above=True)
+
+
+# the command-line option behind each configuration setting a ConfigError may name
+OPTION_OF = {"app_id": "--app-id", "bootstrap": "--bootstrap", "scheduler": "--scheduler",
+             "metrics_port": "--metrics-port", "metrics_addr": "--metrics-addr",
+             "dask_tls": "--tls-ca, --tls-cert, --tls-key", "security_protocol": "--security-protocol",
+             "sasl_mechanism": "--sasl-mechanism", "sasl_username": "--sasl-username",
+             "ssl_ca_location": "--ssl-ca", "ssl_certificate_location": "--ssl-cert",
+             "ssl_key_location": "--ssl-key"}
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM; a second Ctrl-C stops at once."""
 
@@ -83,7 +122,7 @@ def cluster_config(args: argparse.Namespace, pipeline: Any, **settings: Any) -> 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from stream.progress import Progress, Status
-    from stream.runner import make_executor, run_pipeline
+    from stream.runner import run_pipeline
     from stream.watchdog import Watchdog
 
     pipeline = load_pipeline(args.pipeline)
@@ -100,17 +139,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         argv = sys.argv[1:] if args.argv is None else args.argv
         return Supervisor(child_argv(argv), max_restarts=args.max_restarts).run()
-    executor = make_executor(config, local=args.local)
     stop, progress = StopFlag(), Progress()
-    log.info("running %s on %s, %s; metrics on port %s", pipeline.name, args.bootstrap,
-             executor.describe(), args.metrics_port)
-    try:
-        stats = run_pipeline(pipeline, config, executor=executor, should_stop=stop,
-                             create_topics=args.create_topics, watchdog=Watchdog(enabled=True),
-                             leave_group_on_failure=False,
-                             on_step=lambda d: progress.update(Status.of(d)))
-    finally:
-        executor.close()
+    # the broker, topics and metrics port are checked before the executor starts
+    stats = run_pipeline(pipeline, config, local=args.local, should_stop=stop,
+                         create_topics=args.create_topics, watchdog=Watchdog(enabled=True),
+                         leave_group_on_failure=False, on_step=lambda d: progress.update(Status.of(d)))
     progress.done()
     log.info("stopped: %s", stats)
     return 0
@@ -151,9 +184,9 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="client certificate for a tls:// scheduler ($STREAM_DASK_TLS_CERT_FILE)")
     p.add_argument("--tls-key", help="client key for a tls:// scheduler ($STREAM_DASK_TLS_KEY_FILE)")
     _security_options(p)
-    p.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+    p.add_argument("--workers", type=COUNT, help="local cluster workers (default: one per core)")
     p.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
-    p.add_argument("--range-records", type=int, default=50_000, help="records per range task (default 50000)")
+    p.add_argument("--range-records", type=COUNT, default=50_000, help="records per range task (default 50000)")
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -309,31 +342,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline against a Kafka cluster")
     _cluster_options(run)
-    run.add_argument("--metrics-port", type=int, default=9108,
+    run.add_argument("--metrics-port", type=PORT, default=9108,
                      help="port of /metrics, /healthz and /readyz (default 9108)")
     run.add_argument("--metrics-addr", default="127.0.0.1",
                      help="address the metrics endpoint binds to (default 127.0.0.1; "
                           "0.0.0.0 in a container)")
     run.add_argument("--app-id", help="consumer group and state name (default: the pipeline name)")
-    run.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+    run.add_argument("--create-topics", type=COUNT, metavar="PARTITIONS",
                      help="create missing input and output topics with this many partitions")
     run.add_argument("--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once",
                      help="exactly_once (default): one Kafka transaction per epoch")
-    run.add_argument("--replica", type=int, default=0,
+    run.add_argument("--replica", type=number(int, 0, 999), default=0,
                      help="replica number; the transactional id is <app-id>.<replica> (default 0)")
-    run.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
+    run.add_argument("--commit-interval", type=SECONDS, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
-    run.add_argument("--advance-after", type=float, metavar="SECONDS",
+    run.add_argument("--advance-after", type=SECONDS, metavar="SECONDS",
                      help="a partition confirmed quiet this long (a read after its last record "
                           "found nothing new) moves on in event time with the wall clock, so its "
                           "last windows close; results then depend on timing (default: off)")
-    run.add_argument("--max-future", type=float, default=300.0, metavar="SECONDS",
+    run.add_argument("--max-future", type=number(float, 0), default=300.0, metavar="SECONDS",
                      help="dead-letter records whose event time is more than this after their "
                           "Kafka timestamp, so one bad clock cannot close windows (default 300)")
-    run.add_argument("--step-timeout", type=float, default=30.0, metavar="SECONDS",
+    run.add_argument("--step-timeout", type=number(float, 1), default=30.0, metavar="SECONDS",
                      help="deadline of each transaction step; past it the driver exits and is "
                           "restarted (default 30)")
-    run.add_argument("--max-restarts", type=int, default=5,
+    run.add_argument("--max-restarts", type=number(int, 0), default=5,
                      help="restarts in a row before giving up (default 5)")
     run.add_argument("--no-supervise", action="store_true",
                      help="run the driver in this process, without restarts")
@@ -347,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="to_time", required=True, help="end of the range (exclusive), as --from")
     rp.add_argument("--output", required=True, help="topic for the results (not the live pipeline's sink)")
     rp.add_argument("--app-id", help="names the dead-letter topic <app-id>.replay.dlq (default: the pipeline name)")
-    rp.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+    rp.add_argument("--create-topics", type=COUNT, metavar="PARTITIONS",
                     help="create the output topic with this many partitions if it is missing")
     rp.set_defaults(fn=_cmd_replay)
 
@@ -371,11 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--app", choices=["spend", "fraud"], default="spend",
                       help="spend: per-user spend windows, checked window by window (default); "
                            "fraud: the fraud-detection application (examples/fraud)")
-    demo.add_argument("--records", type=int, help="payments to generate (default 200000; fraud: 60000)")
-    demo.add_argument("--duration", type=float, help="generate for this many seconds instead")
-    demo.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
-    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Dask workers")
-    demo.add_argument("--metrics-port", type=int, default=9108, help="port of /metrics, /healthz and /readyz")
+    demo.add_argument("--records", type=COUNT, help="payments to generate (default 200000; fraud: 60000)")
+    demo.add_argument("--duration", type=SECONDS, help="generate for this many seconds instead")
+    demo.add_argument("--rate", type=SECONDS, help="payments per second (default: as fast as possible)")
+    demo.add_argument("--workers", type=COUNT, default=os.cpu_count() or 1, help="Dask workers")
+    demo.add_argument("--metrics-port", type=PORT, default=9108, help="port of /metrics, /healthz and /readyz")
     demo.add_argument("--metrics-addr", default="127.0.0.1",
                       help="address the metrics endpoint binds to (default 127.0.0.1)")
     demo.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
@@ -385,27 +418,27 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("topic")
     tail.add_argument("--schema", help=".avsc file of the values (default: print raw text)")
     tail.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
-    tail.add_argument("--limit", type=int, default=0, help="stop after this many records")
+    tail.add_argument("--limit", type=number(int, 0), default=0, help="stop after this many records")
     _security_options(tail)
     tail.set_defaults(fn=_cmd_tail)
 
     gen = sub.add_parser("generate", help="produce generated payments (schemas/payment.avsc) into a topic: a load generator")
     gen.add_argument("--topic", default="payments")
     gen.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
-    gen.add_argument("--records", type=int, help="stop after this many (default: until Ctrl-C)")
-    gen.add_argument("--rate", type=float, help="payments per second (default: as fast as possible)")
-    gen.add_argument("--users", type=int, default=1_000, help="distinct user ids (default 1000)")
+    gen.add_argument("--records", type=COUNT, help="stop after this many (default: until Ctrl-C)")
+    gen.add_argument("--rate", type=SECONDS, help="payments per second (default: as fast as possible)")
+    gen.add_argument("--users", type=COUNT, default=1_000, help="distinct user ids (default 1000)")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--start-ms", type=int, default=None,
                      help="event time of the first payment, epoch ms (default: now)")
-    gen.add_argument("--create-topics", type=int, metavar="PARTITIONS",
+    gen.add_argument("--create-topics", type=COUNT, metavar="PARTITIONS",
                      help="create the topic with this many partitions if it is missing")
     _security_options(gen)
     gen.set_defaults(fn=_cmd_generate)
 
     broker = sub.add_parser("broker", help="run a Kafka broker in the foreground: the embedded one "
                             "(tansu, default) or Apache Kafka")
-    broker.add_argument("--port", type=int, default=9092)
+    broker.add_argument("--port", type=number(int, 1, 65535), default=9092)
     broker.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",
                         help="tansu (embedded, in memory) or kafka (Apache Kafka in KRaft mode; "
                              "needs Java 17+ and `make kafka` once)")
@@ -428,6 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except ConfigError as exc:  # name the option the user typed, not the setting behind it
+        option = exc.setting if exc.setting.startswith("--") else OPTION_OF.get(exc.setting)
+        print(f"error: {option}: {exc.problem}" if option else f"error: {exc}", file=sys.stderr)
+        return 2
     except (BrokerUnavailable, SchedulerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4

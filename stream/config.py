@@ -14,7 +14,8 @@ stream.errors.ConfigError: configuration setting 'workers': must be >= 1, got 0
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from stream.errors import ConfigError
@@ -154,6 +155,7 @@ class KafkaConfig:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not self.bootstrap or any(not h.rpartition(":")[2].isdigit()
                                      for h in self.bootstrap.split(",")):
             raise ConfigError("bootstrap", f"expected HOST:PORT[,HOST:PORT...], got {self.bootstrap!r}")
@@ -216,6 +218,32 @@ class DaskTLS:
         return cls(**settings_from_env("STREAM_DASK_TLS_", ("ca_file", "cert_file", "key_file"), env, overrides))
 
 
+_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"), "str": ((str,), "a string")}
+
+
+def check_types(owner: Any) -> None:
+    """Fail, naming the setting, when a number or string setting holds another type (before a
+    comparison would raise a bare TypeError).
+
+    >>> RunConfig(app_id="x", kafka=KafkaConfig("h:1"), commit_interval_s="1")
+    Traceback (most recent call last):
+    ...
+    stream.errors.ConfigError: configuration setting 'commit_interval_s': must be a number, got '1'
+    """
+    for f in fields(owner):
+        value, declared = getattr(owner, f.name), str(f.type)
+        kind = declared.removesuffix(" | None")
+        if kind not in _KINDS or (value is None and declared.endswith("| None")):
+            continue
+        types, what = _KINDS[kind]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ConfigError(f.name, f"must be {what}, got {value!r}")
+
+
+APP_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+
+
 def _positive(name: str, value: float, minimum: float = 1) -> None:
     if value < minimum:
         raise ConfigError(name, f"must be >= {minimum}, got {value}")
@@ -243,6 +271,12 @@ class RunConfig:
     step_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        check_types(self)
+        if not APP_ID.fullmatch(self.app_id):
+            raise ConfigError("app_id", "must be 1 to 200 letters, digits, '.', '_' or '-' (it names the "
+                              f"consumer group and the <app-id>.changelog, .dlq and .late topics), got {self.app_id!r}")
+        if not HOST.fullmatch(self.metrics_addr):
+            raise ConfigError("metrics_addr", f"expected an IP address or a host name, got {self.metrics_addr!r}")
         _positive("workers", self.workers)
         _positive("range_records", self.range_records)
         _positive("commit_interval_s", self.commit_interval_s, 0.01)

@@ -21,7 +21,7 @@ class ConfigError(StreamError):
     """A configuration setting is invalid; `setting` names it."""
 
     def __init__(self, setting: str, problem: str) -> None:
-        self.setting = setting
+        self.setting, self.problem = setting, problem
         super().__init__(f"configuration setting {setting!r}: {problem}")
 
 

@@ -60,14 +60,27 @@ class PipelineRun:
 
     def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
                  metrics: Metrics | None = None, create_topics: int | None = None,
-                 watchdog: Watchdog | None = None, leave_group_on_failure: bool = True) -> None:
+                 watchdog: Watchdog | None = None, leave_group_on_failure: bool = True,
+                 local: bool = False) -> None:
+        """Check the pipeline, the broker, the topics and the metrics port first (seconds, a
+        clear error each), then start what is heavy: the executor (without `executor`, one
+        made from `config`, in-process with `local`), Kafka clients, the driver."""
         pipeline.validate()
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
         try:
-            self.executor = executor if executor is not None else make_executor(config)
+            self.metrics = metrics or Metrics(pipeline.name)
+            self.metrics_port: int | None = None
+            if config.metrics_port is not None:
+                self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_addr)
+                self._stack.callback(self.metrics.close)
+            self.executor = executor if executor is not None else make_executor(config, local)
             if executor is None:
                 self._stack.callback(self.executor.close)
+            log.info("running %s on %s, %s; metrics %s", pipeline.name, config.kafka.bootstrap,
+                     self.executor.describe(),
+                     "off" if self.metrics_port is None else
+                     f"on http://{config.metrics_addr}:{self.metrics_port}/metrics")
             kafka = config.kafka
             reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
             self.session = KafkaSession(kafka.consumer({"group.id": config.app_id}),
@@ -81,12 +94,8 @@ class PipelineRun:
             else:
                 self.sink = KafkaSink(kafka.producer(), watchdog, config.step_timeout_s)
             self._stack.callback(self.sink.close)
-            self.metrics = metrics or Metrics(pipeline.name)
             self.sink.on_abort = self.metrics.aborted
             self.metrics.probes.workers = getattr(self.executor, "connected_workers", lambda: 0)
-            if config.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_addr)
-                self._stack.callback(self.metrics.close)
             # the restore reads read_uncommitted on purpose (stream/changelog.py says why)
             changelog = KafkaChangelog(config.changelog_topic, kafka.consumer(
                 {"group.id": f"{config.app_id}.restore"}))
@@ -127,8 +136,8 @@ def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
                  should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
                  on_step: Callable[[Driver], None] | None = None,
                  create_topics: int | None = None, watchdog: Watchdog | None = None,
-                 leave_group_on_failure: bool = True) -> DriverStats:
+                 leave_group_on_failure: bool = True, local: bool = False) -> DriverStats:
     """Run `pipeline` until `until(driver)` or `should_stop()`; returns the driver's counts."""
     with PipelineRun(pipeline, config, executor, create_topics=create_topics, watchdog=watchdog,
-                     leave_group_on_failure=leave_group_on_failure) as run:
+                     leave_group_on_failure=leave_group_on_failure, local=local) as run:
         return run.driver.run(until=until, should_stop=should_stop, drain=drain, on_step=on_step)

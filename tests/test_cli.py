@@ -42,6 +42,43 @@ def test_run_against_missing_broker_names_the_address():
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("option, value, problem", [
+    ("--workers", "0", "must be >= 1, got 0"),
+    ("--create-topics", "-2", "must be >= 1, got -2"),
+    ("--max-restarts", "-1", "must be >= 0, got -1"),
+    ("--advance-after", "-1", "must be > 0, got -1"),
+    ("--range-records", "1.5", "expected a whole number, got '1.5'"),
+    ("--metrics-port", "70000", "must be >= 0 and <= 65535, got 70000"),
+    ("--app-id", "has space", "must be 1 to 200 letters"),
+    ("--metrics-addr", "not an addr", "expected an IP address or a host name"),
+])
+def test_a_bad_option_fails_at_once_naming_the_option(option, value, problem):
+    t0 = time.monotonic()
+    out = run_cli("run", "examples.user_spend:pipeline", "--bootstrap", "127.0.0.1:1", option, value, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"{option}: {problem}" in out.stderr or f"argument {option}: {problem}" in out.stderr, out.stderr
+    assert out.stderr.count("error") == 1  # no retries by the supervisor
+    assert time.monotonic() - t0 < 30  # nothing was started or waited for
+
+
+@pytest.mark.kafka
+def test_a_busy_metrics_port_fails_before_the_dask_cluster_starts(kafka, topic_name, tmp_path):
+    import socket
+
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 1)
+    ensure_topic(kafka.client(), out, 1)
+    (tmp_path / "busy_app.py").write_text(f"import helpers\npipeline = helpers.payment_pipeline('busy', {src!r}, {out!r})\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        done = run_cli("run", "busy_app:pipeline", "--bootstrap", kafka.bootstrap, "--no-supervise",
+                       "--metrics-port", str(s.getsockname()[1]), timeout=60, env=env)
+    assert done.returncode == 2 and "error: --metrics-port: cannot serve metrics" in done.stderr, done.stderr
+    assert "running busy" not in done.stderr and "distributed" not in done.stderr  # no cluster started
+
+
 def test_run_with_bad_pipeline_reference_says_what_is_wrong():
     out = run_cli("run", "examples.user_spend", "--bootstrap", "127.0.0.1:1", timeout=60)
     assert out.returncode == 2 and "expected MODULE:ATTR" in out.stderr
@@ -85,6 +122,7 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert len(rows) >= 50
+    assert "metrics on http://127.0.0.1:" in err and ":0/" not in err  # the port it took, not 0
     if kind == "count":  # every 5 payments of a user, in the order they were produced
         expected = {(w["user_id"], w["window_start"]): w
                     for w in count_windows(records, 5, 5, order=lambda p: int(p["payment_id"].rsplit("-", 1)[1]))}

@@ -9,10 +9,16 @@ from stream.errors import ConfigError
     ({"replica": 1000}, "replica"),
     ({"step_timeout_s": 0}, "step_timeout_s"),
     ({"max_future_ms": -1}, "max_future_ms"),
+    ({"app_id": ""}, "app_id"),
+    ({"app_id": "has space"}, "app_id"),
+    ({"range_records": 1.5}, "range_records"),
+    ({"workers": True}, "workers"),
+    ({"commit_interval_s": "1"}, "commit_interval_s"),
+    ({"metrics_addr": "not an addr"}, "metrics_addr"),
 ])
 def test_a_bad_setting_fails_at_start_naming_it(kw, setting):
     with pytest.raises(ConfigError) as info:
-        RunConfig(app_id="a", kafka=KafkaConfig("h:1"), **kw)
+        RunConfig(kafka=KafkaConfig("h:1"), **{"app_id": "a", **kw})
     assert info.value.setting == setting and setting in str(info.value)
 
 
