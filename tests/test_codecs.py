@@ -54,3 +54,13 @@ def test_encode_error_names_the_problem():
 def test_missing_schema_file_says_where_it_looked():
     with pytest.raises(PipelineError, match="not found"):
         load_schema("schemas/nope.avsc")
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7, 20])
+def test_a_truncated_value_is_described_without_object_addresses(cut):
+    codec = AvroCodec(load_schema("schemas/payment.avsc"))
+    data = codec.encode(PAYMENT)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data[:cut])
+    message = str(info.value)
+    assert " at 0x" not in message and not message.endswith(": ") and f"of {cut})" in message

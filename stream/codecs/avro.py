@@ -13,6 +13,7 @@ corrupt, so the per-value path is kept.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import fastavro
@@ -101,6 +102,21 @@ def encode_all(codec: Any, records: list[dict[str, Any]]) -> list[bytes | Except
     return out
 
 
+_OBJECT = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def describe_failure(exc: BaseException, at: int, size: int) -> str:
+    """A decoding error as a dead letter's message: no object addresses, never empty.
+
+    >>> describe_failure(EOFError("cannot read double from <_io.BytesIO object at 0x7f01>"), 7, 7)
+    'EOFError: cannot read double from the value (stopped at byte 7 of 7)'
+    >>> describe_failure(EOFError(), 3, 3)
+    'EOFError: the value ended early (stopped at byte 3 of 3)'
+    """
+    text = _OBJECT.sub("the value", str(exc)).strip() or "the value ended early"
+    return f"{type(exc).__name__}: {text} (stopped at byte {at} of {size})"
+
+
 def read_exact(data: bytes, writer: Any, reader: Any, skip: int = 0) -> dict[str, Any]:
     """Decode one schemaless record from `data[skip:]`, requiring every byte be used."""
     buf = io.BytesIO(data)
@@ -108,7 +124,7 @@ def read_exact(data: bytes, writer: Any, reader: Any, skip: int = 0) -> dict[str
     try:
         record = fastavro.schemaless_reader(buf, writer, reader)
     except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, SchemaResolutionError ...
-        raise DecodeError("decode_failed", f"{type(exc).__name__}: {exc}", data) from exc
+        raise DecodeError("decode_failed", describe_failure(exc, buf.tell(), len(data)), data) from exc
     if buf.tell() != len(data):
         raise DecodeError("trailing_bytes",
                           f"{len(data) - buf.tell()} bytes left after the record", data)
