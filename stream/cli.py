@@ -275,6 +275,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     generator = PaymentGenerator(users=args.users, start_ms=start_ms, seed=args.seed)
     if args.rate:  # event time follows the rate, so windows close at the pace of the wall clock
         generator.step_ms = 1000.0 / args.rate
+    elif args.start_ms is None:  # as fast as possible: event time is the wall clock, so a later
+        generator.clock = lambda: int(time.time() * 1000)  # run's payments are not late
     produce_payments(kafka.producer(), args.topic, limit, partitions, codec, generator,
                      progress=lambda i: print(f"{i:,} payments produced", flush=True) if i and i % 100_000 == 0 else None,
                      rate=args.rate, should_stop=stop, keep=False)
@@ -430,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--users", type=COUNT, default=1_000, help="distinct user ids (default 1000)")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--start-ms", type=int, default=None,
-                     help="event time of the first payment, epoch ms (default: now)")
+                     help="event time of the first payment, epoch ms; then 20 ms apart, or 1/rate "
+                          "apart with --rate (default: now, and without --rate each payment's event "
+                          "time is the wall clock when it is made)")
     gen.add_argument("--create-topics", type=COUNT, metavar="PARTITIONS",
                      help="create the topic with this many partitions if it is missing")
     _security_options(gen)

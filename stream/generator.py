@@ -7,6 +7,8 @@ keyed window requires.
 >>> g = PaymentGenerator(users=10, seed=1)
 >>> p = next(g.records(1)); sorted(p)
 ['amount', 'country', 'currency', 'merchant_id', 'payment_id', 'ts', 'user_id']
+>>> next(PaymentGenerator(clock=lambda: 5_000, disorder_ms=0).records(1))["ts"]  # a live clock
+5000
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "GB", "US", "IE"]
 
@@ -32,6 +34,7 @@ class PaymentGenerator:
     step_ms: float = 20.0              # event time advance per record on average
     disorder_ms: int = 2_000
     seed: int = 7
+    clock: Callable[[], int] | None = None  # event time from this clock (ms), not from the steps
 
     def records(self, n: int) -> Iterator[dict[str, Any]]:
         rng = random.Random(self.seed)
@@ -42,7 +45,8 @@ class PaymentGenerator:
             amount = round(rng.expovariate(1.0 / scale[u]), 2)
             if rng.random() < 0.002:
                 amount = -amount  # refunds: the demo pipeline filters them out
-            ts = self.start_ms + int(i * self.step_ms) - rng.randrange(self.disorder_ms + 1)
+            now = self.clock() if self.clock is not None else self.start_ms + int(i * self.step_ms)
+            ts = now - rng.randrange(self.disorder_ms + 1)
             yield {"payment_id": f"p{self.seed}-{i}", "user_id": f"u{u:05d}",
                    "merchant_id": f"m{rng.randrange(self.merchants):04d}", "amount": amount,
                    "currency": "EUR",
