@@ -340,9 +340,16 @@ def _security_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stream", description="Windowed Kafka stream processing on Dask.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    # global options are accepted after the command too (`stream run ... -v`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug details")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a pipeline against a Kafka cluster")
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    run = command("run", help="run a pipeline against a Kafka cluster")
     _cluster_options(run)
     run.add_argument("--metrics-port", type=PORT, default=9108,
                      help="port of /metrics, /healthz and /readyz (default 9108)")
@@ -375,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(argv=None)
     run.set_defaults(fn=_cmd_run)
 
-    rp = sub.add_parser("replay", help="run a pipeline over a past time range of its input, then exit")
+    rp = command("replay", help="run a pipeline over a past time range of its input, then exit")
     _cluster_options(rp)
     rp.add_argument("--from", dest="from_time", required=True,
                     help="start of the event-time range: ISO 8601 (UTC unless a zone is given) or epoch ms")
@@ -386,13 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="create the output topic with this many partitions if it is missing")
     rp.set_defaults(fn=_cmd_replay)
 
-    st = sub.add_parser("status", help="an application's group members, offsets, lag, last commit and state size")
+    st = command("status", help="an application's group members, offsets, lag, last commit and state size")
     st.add_argument("--app", required=True, help="the application id (--app-id of stream run; default there: the pipeline name)")
     st.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
     _security_options(st)
     st.set_defaults(fn=_cmd_status)
 
-    rs = sub.add_parser("reset", help="move an application's input offsets back and drop its window state")
+    rs = command("reset", help="move an application's input offsets back and drop its window state")
     rs.add_argument("--app", required=True, help="the application id")
     to = rs.add_mutually_exclusive_group(required=True)
     to.add_argument("--to-earliest", action="store_true", help="every input partition's first offset")
@@ -402,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _security_options(rs)
     rs.set_defaults(fn=_cmd_reset)
 
-    demo = sub.add_parser("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
+    demo = command("demo", help="start a broker and Dask, generate payments, run a windowed pipeline")
     demo.add_argument("--app", choices=["spend", "fraud"], default="spend",
                       help="spend: per-user spend windows, checked window by window (default); "
                            "fraud: the fraud-detection application (examples/fraud)")
@@ -416,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--local", action="store_true", help="run tasks in-process instead of on Dask")
     demo.set_defaults(fn=_cmd_demo)
 
-    tail = sub.add_parser("tail", help="print the decoded records of a topic")
+    tail = command("tail", help="print the decoded records of a topic")
     tail.add_argument("topic")
     tail.add_argument("--schema", help=".avsc file of the values (default: print raw text)")
     tail.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
@@ -424,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     _security_options(tail)
     tail.set_defaults(fn=_cmd_tail)
 
-    gen = sub.add_parser("generate", help="produce generated payments (schemas/payment.avsc) into a topic: a load generator")
+    gen = command("generate", help="produce generated payments (schemas/payment.avsc) into a topic: a load generator")
     gen.add_argument("--topic", default="payments")
     gen.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
     gen.add_argument("--records", type=COUNT, help="stop after this many (default: until Ctrl-C)")
@@ -440,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     _security_options(gen)
     gen.set_defaults(fn=_cmd_generate)
 
-    broker = sub.add_parser("broker", help="run a Kafka broker in the foreground: the embedded one "
+    broker = command("broker", help="run a Kafka broker in the foreground: the embedded one "
                             "(tansu, default) or Apache Kafka")
     broker.add_argument("--port", type=number(int, 1, 65535), default=9092)
     broker.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",

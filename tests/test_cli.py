@@ -61,6 +61,15 @@ def test_a_bad_option_fails_at_once_naming_the_option(option, value, problem):
     assert time.monotonic() - t0 < 30  # nothing was started or waited for
 
 
+@pytest.mark.parametrize("argv", [["-v", "status", "--app", "a"], ["status", "--app", "a", "-v"],
+                                  ["run", "m:p", "--verbose", "--local"]])
+def test_global_options_are_accepted_before_or_after_the_command(argv):
+    from stream.cli import build_parser
+
+    assert build_parser().parse_args(argv).verbose is True
+    assert build_parser().parse_args([a for a in argv if a not in ("-v", "--verbose")]).verbose is False
+
+
 @pytest.mark.kafka
 def test_a_busy_metrics_port_fails_before_the_dask_cluster_starts(kafka, topic_name, tmp_path):
     import socket
