@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from stream.errors import (BrokerUnavailable, ConfigError, FatalError, PipelineError, SchedulerUnavailable,
                            StreamError)
@@ -107,7 +107,20 @@ def kafka_config(args: argparse.Namespace) -> Any:
         security_protocol=args.security_protocol, sasl_mechanism=args.sasl_mechanism,
         sasl_username=args.sasl_username, ssl_ca_location=args.ssl_ca,
         ssl_certificate_location=args.ssl_cert, ssl_key_location=args.ssl_key)
-    return KafkaConfig(args.bootstrap, security=security)
+    return KafkaConfig(args.bootstrap, extra=dict(args.kafka_config or ()), security=security)
+
+
+def setting(text: str) -> tuple[str, str]:
+    """An argparse type for --kafka-config: KEY=VALUE, a librdkafka setting.
+
+    >>> setting("linger.ms=20")
+    ('linger.ms', '20')
+    """
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        # never echo the text: it may be a secret
+        raise argparse.ArgumentTypeError("expected KEY=VALUE (a librdkafka setting)")
+    return key.strip(), value
 
 
 def cluster_config(args: argparse.Namespace, pipeline: Any, **settings: Any) -> Any:
@@ -335,10 +348,24 @@ def _security_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ssl-ca", help="CA file that signed the brokers' certificates ($STREAM_SSL_CA_LOCATION)")
     g.add_argument("--ssl-cert", help="client certificate file ($STREAM_SSL_CERTIFICATE_LOCATION)")
     g.add_argument("--ssl-key", help="client key file ($STREAM_SSL_KEY_LOCATION)")
+    g.add_argument("--kafka-config", type=setting, action="append", metavar="KEY=VALUE",
+                   help="a librdkafka setting for every Kafka client, repeatable; the engine's own "
+                        "settings of a client (isolation level, idempotence, batching) still win; "
+                        "values of keys naming a password or secret are never shown")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, except that its errors never echo a password or secret typed on the
+    command line (``unrecognized arguments: --sasl-password ******``)."""
+
+    def error(self, message: str) -> NoReturn:
+        from stream.secrets import mask_arguments
+
+        super().error(mask_arguments(message))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stream", description="Windowed Kafka stream processing on Dask.")
+    p = Parser(prog="stream", description="Windowed Kafka stream processing on Dask.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     # global options are accepted after the command too (`stream run ... -v`)
     common = argparse.ArgumentParser(add_help=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from stream.errors import ConfigError
-from stream.secrets import Secret
+from stream.secrets import Secret, mask_secrets
 
 # Why: the embedded broker answers fetches with very large batches and librdkafka then waits
 # fetch.queue.backoff.ms (1 s by default) before the next fetch; a group join takes half the
@@ -156,6 +156,7 @@ class KafkaConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        object.__setattr__(self, "extra", mask_secrets(self.extra))  # shown masked, however given
         if not self.bootstrap or any(not h.rpartition(":")[2].isdigit()
                                      for h in self.bootstrap.split(",")):
             raise ConfigError("bootstrap", f"expected HOST:PORT[,HOST:PORT...], got {self.bootstrap!r}")

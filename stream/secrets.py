@@ -14,6 +14,7 @@ program (to workers, into log lines, into error messages) keep the masked object
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 MASK = "******"
@@ -66,3 +67,40 @@ def masked(text: str, secrets: list[Secret]) -> str:
         if s:
             text = text.replace(s.reveal(), MASK)
     return text
+
+
+SECRET_WORDS = ("password", "secret")
+SECRET_KEYS = ("sasl.oauthbearer.config", "sasl.jaas.config")  # may carry a secret inside
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a setting whose value must never be shown (by its name).
+
+    >>> is_secret_key("sasl.password"), is_secret_key("sasl.oauthbearer.client.secret"), is_secret_key("acks")
+    (True, True, False)
+    """
+    return any(word in key.lower() for word in SECRET_WORDS) or key in SECRET_KEYS
+
+
+_SECRET_ARG = re.compile(r"((?:--?|\b)[\w.-]*(?:password|secret)[\w.-]*)(=|\s+)(\S+)", re.IGNORECASE)
+
+
+def mask_arguments(text: str) -> str:
+    """`text` (a command line, or a message quoting one) with the value after every option or
+    KEY= that names a password or secret masked.
+
+    >>> mask_arguments("unrecognized arguments: --sasl-password hunter2 --x 1")
+    'unrecognized arguments: --sasl-password ****** --x 1'
+    >>> mask_arguments("bad ssl.key.password=hunter2")
+    'bad ssl.key.password=******'
+    """
+    return _SECRET_ARG.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+
+
+def mask_secrets(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` with the value of every secret-named key wrapped in a `Secret`.
+
+    >>> mask_secrets({"sasl.password": "pw", "linger.ms": "5"})
+    {'sasl.password': Secret('******'), 'linger.ms': '5'}
+    """
+    return {k: Secret(v) if is_secret_key(k) and not isinstance(v, Secret) else v for k, v in settings.items()}

@@ -323,3 +323,29 @@ def test_safe_defaults_bind_to_loopback(broker):
     assert RunConfig(app_id="a", kafka=KafkaConfig("h:1")).metrics_addr == "127.0.0.1"
     assert build_parser().parse_args(["run", "m:p"]).metrics_addr == "127.0.0.1"
     assert build_parser().parse_args(["demo"]).metrics_addr == "127.0.0.1"
+
+
+def test_kafka_config_options_reach_every_client_with_secret_values_masked():
+    from stream.cli import build_parser, kafka_config
+    from stream.secrets import reveal_config
+
+    args = build_parser().parse_args(["status", "--app", "a", "--bootstrap", "h:1", "--kafka-config",
+                                      "client.rack=r7", "--kafka-config", "sasl.oauthbearer.client.secret=Oa-S3cret"])
+    config = kafka_config(args)
+    for client in (config.client(), config.consumer(), config.producer()):
+        assert client["client.rack"] == "r7"
+        assert reveal_config(client)["sasl.oauthbearer.client.secret"] == "Oa-S3cret"
+        assert "Oa-S3cret" not in repr(client)
+    assert "Oa-S3cret" not in repr(config) + str(config)
+
+
+@pytest.mark.parametrize("argv", [["run", "m:p", "--sasl-password", "Hunter2-pw"],
+                                  ["status", "--app", "a", "--kafka-config", "ssl.key.password"],
+                                  ["status", "--app", "a", "--ssl-key-password=Hunter2-pw"]])
+def test_a_mistyped_secret_option_is_refused_without_echoing_its_value(argv):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "stream.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "error:" in out.stderr
+    assert "Hunter2-pw" not in out.stderr + out.stdout
