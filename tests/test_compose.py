@@ -146,3 +146,39 @@ def test_grafana_provisioning_points_at_prometheus_and_the_mounted_dashboards():
     provider = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "stream.yml").read_text())
     dash_mount = next(v for v in services["grafana"]["volumes"] if "dashboards" in v.split(":")[0])
     assert dash_mount.split(":")[1] == provider["providers"][0]["options"]["path"]
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def test_every_service_restarts_unless_stopped():
+    assert {name for name, svc in SERVICES.items() if svc.get("restart") != "unless-stopped"} == set()
+
+
+def test_ports_are_published_on_loopback_unless_a_variable_says_otherwise():
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports", []):
+            assert port.startswith("${STREAM_BIND:-127.0.0.1}:"), f"{name} publishes {port} on every interface"
+
+
+def test_kafka_prometheus_and_grafana_keep_their_data_in_named_volumes():
+    named = set(COMPOSE.get("volumes") or {})
+    for name, path in (("kafka", "/var/lib/kafka/data"), ("prometheus", "/prometheus"),
+                       ("grafana", "/var/lib/grafana")):
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES[name]["volumes"]}
+        assert mounts.get(path) in named, f"{name}: {path} is not a named volume"
+    assert SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+def test_no_password_is_written_into_the_stack():
+    grafana = SERVICES["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert "admin/admin" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_the_image_pins_its_base_runs_unprivileged_and_can_serve_the_dask_dashboard():
+    base = re.search(r"^FROM (\S+)", DOCKERFILE, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base  # a patch release and a named Debian
+    users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "bokeh" in DOCKERFILE  # the dashboard the scheduler's --dashboard-address serves needs it
