@@ -212,6 +212,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not args.bootstrap:
         raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP")
     from_ms, to_ms = parse_time(args.from_time, "--from"), parse_time(args.to_time, "--to")
+    if to_ms <= from_ms:
+        raise ConfigError("--to", f"must be after --from ({args.to_time} is not after {args.from_time})")
     if args.output == pipeline.sink_spec.topic:  # type: ignore[union-attr]
         raise ConfigError("--output", f"{args.output!r} is the live pipeline's sink; replay into another topic")
     config = cluster_config(args, pipeline)

@@ -44,7 +44,11 @@ def test_replay_writes_exactly_the_live_windows_inside_the_range(kafka, dask_exe
            "--workers", "2"]
     wrong = subprocess.run([*cli, "--from", "0", "--to", "1", "--output", live], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
-    assert wrong.returncode == 2 and "'--output'" in wrong.stderr and "live pipeline's sink" in wrong.stderr
+    assert wrong.returncode == 2 and "error: --output: " in wrong.stderr and "live pipeline's sink" in wrong.stderr
+    reversed_range = subprocess.run([*cli, "--from", "1000", "--to", "500", "--output", again], cwd=tmp_path,
+                                    env=env, capture_output=True, text=True, timeout=120)
+    assert reversed_range.returncode == 2 and "error: --to: must be after --from" in reversed_range.stderr
+    assert "replaying" not in reversed_range.stdout  # refused before the cluster starts
 
     lo, hi = START + 15_000, START + 45_000  # cuts [10 s, 20 s) and [40 s, 50 s) in two
     out = subprocess.run([*cli, "--from", "2026-01-01T00:00:15Z", "--to", str(hi), "--output", again],
