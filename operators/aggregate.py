@@ -28,7 +28,9 @@ class Aggregation:
       accumulator is merged into several hopping windows); it must be associative, and
       `merge(add(create(), xs), add(create(), ys))` must give the result of
       `add(create(), xs + ys)` (tests/test_aggregate.py checks this on random inputs);
-    - `result(acc)` turns an accumulator into the output value (default: itself).
+    - `result(acc)` turns an accumulator into the output value (default: itself);
+    - `result_kinds(field_kinds)` says which Avro kinds `result` returns, so a sink schema
+      that cannot hold them fails when the pipeline is defined (default: unknown, unchecked).
 
     Accumulators travel from workers to the driver and into the changelog by pickle, so
     they must pickle (plain numbers, tuples, dicts, or objects registered with `copyreg`).
@@ -58,6 +60,25 @@ class Aggregation:
     def result(self, acc: Any) -> Any:
         return acc
 
+    def result_kinds(self, field_kinds: frozenset[str]) -> frozenset[str]:
+        """The Avro kinds `result` returns, given those of the field (empty: unknown, so the
+        sink schema is not checked for it). A user-defined aggregation may declare its own.
+
+        >>> sorted(Count().result_kinds(frozenset())), sorted(Sum("x").result_kinds(frozenset({"int"})))
+        (['long'], ['long'])
+        """
+        return frozenset()
+
+
+INTEGERS, NUMBERS = frozenset({"int", "long"}), frozenset({"int", "long", "float", "double"})
+
+
+def kinds_returned(kind: str) -> Callable[[Aggregation, frozenset[str]], frozenset[str]]:
+    """A `result_kinds` method: always `kind`, or the field's own kinds for "field"."""
+    def result_kinds(self: Aggregation, field_kinds: frozenset[str]) -> frozenset[str]:
+        return field_kinds if kind == "field" else frozenset({kind})
+    return result_kinds
+
 
 @dataclass(frozen=True)
 class Count(Aggregation):
@@ -76,6 +97,8 @@ class Count(Aggregation):
 
     def merge(self, a: int, b: int) -> int:
         return a + b
+
+    result_kinds = kinds_returned("long")
 
 
 def _present(values: Iterable[Any]) -> list[Any]:
@@ -96,6 +119,11 @@ class Sum(Aggregation):
 
     def merge(self, a: Any, b: Any) -> Any:
         return a + b
+
+    def result_kinds(self, field_kinds: frozenset[str]) -> frozenset[str]:
+        if field_kinds and field_kinds <= INTEGERS:
+            return frozenset({"long"})
+        return frozenset({"double"}) if field_kinds and field_kinds <= NUMBERS else frozenset()
 
 
 def _pick(a: Any, b: Any, better: Any) -> Any:
@@ -121,6 +149,8 @@ class _Extreme(Aggregation):
 
     def merge(self, a: Any, b: Any) -> Any:
         return _pick(a, b, self.better)
+
+    result_kinds = kinds_returned("field")
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,8 @@ class Mean(Aggregation):
     def result(self, acc: tuple[float, int]) -> float | None:
         return acc[0] / acc[1] if acc[1] else None
 
+    result_kinds = kinds_returned("double")
+
 
 @dataclass(frozen=True)
 class Last(Aggregation):
@@ -189,6 +221,8 @@ class Last(Aggregation):
 
     def result(self, acc: Any) -> Any:
         return None if acc is None else acc[1]
+
+    result_kinds = kinds_returned("field")
 
 
 @dataclass(frozen=True)
@@ -223,6 +257,8 @@ class Collect(Aggregation):
     def result(self, acc: tuple[Any, ...]) -> list[Any]:
         return list(acc)
 
+    result_kinds = kinds_returned("array")
+
 
 @dataclass(frozen=True)
 class TopK(Aggregation):
@@ -256,3 +292,5 @@ class TopK(Aggregation):
 
     def result(self, acc: dict[Any, int]) -> list[Any]:
         return [v for v, _ in sorted(acc.items(), key=lambda item: (-item[1], item[0]))[:self.k]]
+
+    result_kinds = kinds_returned("array")

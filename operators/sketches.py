@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import datasketches as ds
 
-from operators.aggregate import Aggregation
+from operators.aggregate import Aggregation, kinds_returned
 
 
 def _load_hll(data: bytes) -> Any:
@@ -67,6 +67,8 @@ class ApproxDistinct(Aggregation):
     def result(self, acc: Any) -> int:
         return int(round(acc.get_estimate()))
 
+    result_kinds = kinds_returned("long")
+
 
 @dataclass(frozen=True)
 class ApproxQuantile(Aggregation):
@@ -101,3 +103,5 @@ class ApproxQuantile(Aggregation):
 
     def result(self, acc: Any) -> float | None:
         return None if acc.is_empty() else float(acc.get_quantile(self.q))
+
+    result_kinds = kinds_returned("double")

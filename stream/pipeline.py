@@ -22,7 +22,7 @@ from operators.aggregate import Aggregation
 from operators.base import Operator
 from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
 from stream.codecs.avro import AvroCodec
-from stream.codecs.schemas import field_names, load_schema, required_fields
+from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
 from stream.errors import PipelineError
 from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, to_ms
 
@@ -111,6 +111,7 @@ class Pipeline:
     result_steps: tuple[Operator, ...] = ()  # operators over window results, run by the driver
     sink_spec: SinkSpec | None = None
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
+    _kinds: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)  # Avro kinds known
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -134,7 +135,9 @@ class Pipeline:
         ooo = to_ms(out_of_order, "out_of_order")
         if ooo < 0:
             raise PipelineError(f"out_of_order must be >= 0, got {ooo} ms")
-        return replace(self, source_spec=SourceSpec(names, c, timestamp, ooo), _fields=known)
+        schema = getattr(c, "schema", None)
+        return replace(self, source_spec=SourceSpec(names, c, timestamp, ooo), _fields=known,
+                       _kinds=field_kinds(schema) if isinstance(schema, dict) else {})
 
     # -- operators ------------------------------------------------------------------------
     def _then(self, op: Operator, fields: tuple[str, ...] | None) -> Pipeline:
@@ -142,11 +145,12 @@ class Pipeline:
             raise PipelineError(f"{op.name}() before source(): define the source first")
         if self.sink_spec is not None:
             raise PipelineError(f"{op.name}() after sink() is not supported: sink() comes last")
+        kinds = {f: self._kinds[f] for f in fields or () if f in self._kinds}
         if self.window_stage is not None:  # runs over the window results, in the driver
             if isinstance(op, KeyBy):
                 raise PipelineError("key_by() after window() is not supported: results keep the window's key")
-            return replace(self, result_steps=self.result_steps + (op,), _fields=fields)
-        return replace(self, steps=self.steps + (op,), _fields=fields)
+            return replace(self, result_steps=self.result_steps + (op,), _fields=fields, _kinds=kinds)
+        return replace(self, steps=self.steps + (op,), _fields=fields, _kinds=kinds)
 
     def map(self, fn: Callable[[dict], dict]) -> Pipeline:
         return self._then(MapOp(fn), None)
@@ -230,7 +234,11 @@ class Pipeline:
         if early_ms is not None and early_ms <= 0:
             raise PipelineError(f"early must be a positive duration, got {early_ms} ms")
         stage = WindowStage(spec, grace_ms, dict(aggregate), early_ms)
-        return replace(self, window_stage=stage,
+        long = frozenset({"long"})
+        kinds = {self.key_field: self._kinds.get(self.key_field, frozenset()), "window_start": long,
+                 "window_end": long, **{name: agg.result_kinds(self._kinds.get(agg.field or "", frozenset()))
+                                        for name, agg in aggregate.items()}}
+        return replace(self, window_stage=stage, _kinds=kinds,
                        _fields=(self.key_field, "window_start", "window_end", *aggregate))
 
     def output_fields(self) -> list[str]:
@@ -256,7 +264,18 @@ class Pipeline:
                     f"sink schema for {topic!r} does not match the results: "
                     f"results have {sorted(produced)}; schema lacks {extra or 'nothing'}, "
                     f"and needs {missing or 'nothing'} that results do not have")
+        if isinstance(schema_dict, dict):
+            self._check_kinds(topic, schema_dict)
         return replace(self, sink_spec=SinkSpec(topic, c))
+
+    def _check_kinds(self, topic: str, schema: dict[str, Any]) -> None:
+        """Fail when a result field's type cannot be written as the sink field's (a double
+        total declared as a string); fields of unknown type are not checked."""
+        declared = {f["name"]: f["type"] for f in schema.get("fields", [])}
+        wrong = [f"{name!r} is {'/'.join(sorted(kinds))}, the schema says {declared[name]!r}"
+                 for name, kinds in self._kinds.items() if name in declared and not fits(kinds, declared[name])]
+        if wrong:
+            raise PipelineError(f"sink schema for {topic!r} does not fit the results' types: {'; '.join(wrong)}")
 
     def validate(self) -> None:
         """Raise PipelineError if the pipeline cannot run (no source or no sink)."""

@@ -1,6 +1,7 @@
 """An invalid pipeline fails when it is defined, with a message naming the problem."""
 
 import pickle
+from dataclasses import replace
 
 import cloudpickle
 import pytest
@@ -77,3 +78,34 @@ def test_early_results_are_set_on_the_window_and_checked():
     assert base.window(Tumbling(minutes=1), aggregate={"n": Count()}).window_stage.early_ms is None
     with pytest.raises(PipelineError, match="early must be a positive duration"):
         base.window(Tumbling(minutes=1), aggregate={"n": Count()}, early=0)
+
+
+def _with_type(schema, name, avro_type):
+    return {**schema, "fields": [dict(f, type=avro_type) if f["name"] == name else f for f in schema["fields"]]}
+
+
+def windowed_into(out_schema):
+    """payment_pipeline's window, written with `out_schema`."""
+    window = payment_pipeline("p", "in", "out")
+    return replace(window, sink_spec=None).sink("out", schema=out_schema)
+
+
+@pytest.mark.parametrize("name, avro_type", [("total", "string"), ("n", "boolean"), ("window_start", "string"),
+                                             ("user_id", "long"), ("mean", ["null", "string"])])
+def test_a_sink_field_of_the_wrong_type_fails_at_definition_naming_it(name, avro_type):
+    with pytest.raises(PipelineError, match=f"does not fit the results' types: '{name}' is"):
+        windowed_into(_with_type(OUT_SCHEMA, name, avro_type))
+
+
+@pytest.mark.parametrize("name, avro_type", [("n", "double"), ("total", ["null", "double"]), ("n", "int")])
+def test_a_sink_field_the_result_can_be_written_as_passes(name, avro_type):
+    windowed_into(_with_type(OUT_SCHEMA, name, avro_type))
+
+
+def test_a_record_passed_through_is_checked_against_the_sink_too():
+    from stream.codecs.schemas import load_schema
+
+    bad = _with_type(load_schema(PAYMENT), "amount", "string")
+    with pytest.raises(PipelineError, match="'amount' is double"):
+        Pipeline("p").source("in", schema=PAYMENT).filter(lambda r: True).sink("out", schema=bad)
+    Pipeline("p").source("in", schema=PAYMENT).map(lambda r: r).sink("out", schema=bad)  # unknown after map

@@ -52,3 +52,44 @@ def field_names(schema: dict[str, Any]) -> list[str]:
 def required_fields(schema: dict[str, Any]) -> list[str]:
     """Top-level fields without a default value."""
     return [f["name"] for f in schema.get("fields", []) if "default" not in f]
+
+
+COMPLEX = ("array", "map", "record", "enum", "fixed")
+# what an Avro writer of each kind accepts from a value of another kind
+ACCEPTS = {"int": {"int", "long"}, "long": {"int", "long"},
+           "float": {"int", "long", "float", "double"}, "double": {"int", "long", "float", "double"},
+           "string": {"string", "enum"}, "enum": {"string", "enum"}, "bytes": {"bytes", "fixed"},
+           "fixed": {"bytes", "fixed"}, "boolean": {"boolean"}, "array": {"array"}, "map": {"map"},
+           "record": {"record"}, "null": {"null"}}
+
+
+def kinds_of(avro_type: Any) -> frozenset[str]:
+    """The kinds of value an Avro type holds: primitive names, or array, map, record, enum,
+    fixed; a union's branches, null aside; empty when unknown (a named type's reference).
+
+    >>> sorted(kinds_of(["null", "double"])), sorted(kinds_of({"type": "long", "logicalType": "timestamp-millis"}))
+    (['double'], ['long'])
+    """
+    if isinstance(avro_type, list):
+        return frozenset().union(*(kinds_of(t) for t in avro_type if t != "null"))
+    if isinstance(avro_type, dict):
+        return kinds_of(avro_type["type"]) if avro_type["type"] not in COMPLEX else frozenset({avro_type["type"]})
+    return frozenset({avro_type}) if avro_type in ACCEPTS else frozenset()
+
+
+def field_kinds(schema: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Each top-level field's kinds (`kinds_of`)."""
+    return {f["name"]: kinds_of(f["type"]) for f in schema.get("fields", [])}
+
+
+def fits(value_kinds: frozenset[str], avro_type: Any) -> bool:
+    """True unless a value of one of `value_kinds` cannot be written as `avro_type` (unknown
+    kinds on either side fit).
+
+    >>> fits(frozenset({"double"}), "string"), fits(frozenset({"long"}), ["null", "double"])
+    (False, True)
+    """
+    target = kinds_of(avro_type)
+    if not value_kinds or not target:
+        return True
+    return all(any(k in ACCEPTS[t] for t in target) for k in value_kinds if k in ACCEPTS)
