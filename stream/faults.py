@@ -38,8 +38,13 @@ def point(name: str) -> None:
     _reached[name] += 1
     if _reached[name] < int(where.partition(":")[2] or 1):
         return
-    with open(path, "w") as f:
+    # replace the file in one step: a test polling it must never see it empty mid-write
+    # (loaded run 2 of 2026-12-07: the kill test read the truncated file as "every fault
+    # fired", stopped feeding, and two faults never fired)
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))
+    os.replace(partial, path)
     sig = signal.SIGSTOP if action.strip() == "stop" else signal.SIGKILL
     print(f"fault injection: {sig.name} at {name} at {time.time():.3f}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), sig)
