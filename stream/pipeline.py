@@ -85,14 +85,26 @@ class SinkSpec:
     codec: Codec
 
 
+FORMATS = ("avro", "json")
+
+
 def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
-               registry_url: str | None = None, registry_security: Any = None) -> Codec:
-    """The codec for a topic: an explicit one, or Avro from a schema (file path or dict)."""
+               registry_url: str | None = None, registry_security: Any = None,
+               format: str = "avro") -> Codec:
+    """The codec for a topic: an explicit one, Avro from a schema (file path or dict), or
+    JSON (`format="json"`, the schema optional: it declares and checks the fields)."""
     if codec is not None:
         return codec
-    if schema is None:
+    if format not in FORMATS:
+        raise PipelineError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    parsed = schema if isinstance(schema, dict) or schema is None else load_schema(schema)
+    if format == "json":
+        if registry_url:
+            raise PipelineError("registry_url goes with Avro values (the Confluent wire format), not format='json'")
+        from stream.codecs.json import JsonCodec
+        return JsonCodec(parsed)
+    if parsed is None:
         raise PipelineError("give a schema (an .avsc path or dict) or a codec")
-    parsed = schema if isinstance(schema, dict) else load_schema(schema)
     if registry_url:
         from stream.codecs.registry import RegistryAvroCodec, RegistrySecurity  # confluent_kafka lazily
         security = registry_security if registry_security is not None else RegistrySecurity.from_env()
@@ -122,12 +134,13 @@ class Pipeline:
     def source(self, topics: str | Iterable[str], schema: str | Path | dict | None = None, *,
                codec: Codec | None = None, timestamp: str | None = None,
                out_of_order: int | timedelta = 0, registry_url: str | None = None,
-               registry_security: Any = None) -> Pipeline:
-        """Read `topics`; event time from field `timestamp` (epoch ms) or the Kafka timestamp."""
+               registry_security: Any = None, format: str = "avro") -> Pipeline:
+        """Read `topics`; event time from field `timestamp` (epoch ms) or the Kafka timestamp.
+        Values are Avro (the default) or JSON objects (`format="json"`, schema optional)."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         if not names:
             raise PipelineError("source() needs at least one topic")
-        c = make_codec(schema, codec, registry_url, registry_security)
+        c = make_codec(schema, codec, registry_url, registry_security, format)
         known = tuple(c.fields) if getattr(c, "fields", None) else None
         if timestamp is not None and known is not None and timestamp not in known:
             raise PipelineError(f"timestamp field {timestamp!r} is not in the source schema "
@@ -248,11 +261,12 @@ class Pipeline:
     # -- sink -----------------------------------------------------------------------------
     def sink(self, topic: str, schema: str | Path | dict | None = None, *,
              codec: Codec | None = None, registry_url: str | None = None,
-             registry_security: Any = None) -> Pipeline:
-        """Write results to `topic`; the schema must hold every output field."""
+             registry_security: Any = None, format: str = "avro") -> Pipeline:
+        """Write results to `topic` as Avro (the schema must hold every output field) or as
+        JSON objects (`format="json"`; with a schema, checked the same way)."""
         if self.source_spec is None:
             raise PipelineError("sink() before source(): define the source first")
-        c = make_codec(schema, codec, registry_url, registry_security)
+        c = make_codec(schema, codec, registry_url, registry_security, format)
         schema_dict = getattr(c, "schema", None)
         if isinstance(schema_dict, dict) and self._fields is not None:
             produced = set(self.output_fields())
