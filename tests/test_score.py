@@ -143,6 +143,23 @@ def test_a_stateless_pipeline_scores_every_record_and_dead_letters_one_that_fail
     assert len(td.outputs) == 4
 
 
+def test_one_bad_record_in_a_batch_costs_a_few_model_calls_not_one_per_record():
+    seen = []
+
+    def model(X):
+        seen.append(len(X))
+        return X[:, 1] / 100
+
+    td = TestDriver(_pipeline(model))
+    seen.clear()
+    batch = [pay(f"u{i}", i, float(i)) for i in range(64)]
+    batch[37] = {**batch[37], "amount": None}  # its features cannot be built
+    td.feed(batch)
+    assert [(f.offset, f.reason) for f in td.failures] == [(37, "operator_error")]
+    assert len(td.outputs) == 63 and td.scored == {("model", "model"): 63}
+    assert len(seen) <= 12 and sum(seen) == 63  # halves down to the bad record: log-many calls
+
+
 def test_window_results_are_scored_and_filtered_after_the_window(tmp_path):
     est = fit()
     td = TestDriver(_pipeline(save_joblib(est, tmp_path / "m.joblib"), window=True))
