@@ -14,6 +14,8 @@ raise becomes a Failure; the rest of the batch goes on.
 
 from __future__ import annotations
 
+import json
+
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Sequence
 
@@ -60,9 +62,17 @@ def result_records(pipeline: Pipeline, results: Iterable[Any],
 
 
 def result_failure(w: Any, exc: BaseException, reason: str = "operator_error", record: Any = None) -> Failure:
-    """The dead letter of a window result: its Kafka key, and the record (or result) as text."""
+    """The dead letter of a window result (it has no input record): its Kafka key, and as
+    value the result record, or the window's key, bounds and values, in JSON.
+
+    >>> from stream.windows.store import WindowResult
+    >>> result_failure(WindowResult("u1", 0, 10, {"n": 2}), ValueError("no")).value
+    b'{"key": "u1", "window_start": 0, "window_end": 10, "n": 2}'
+    """
+    body = record if record is not None else {"key": w.key, "window_start": w.start, "window_end": w.end,
+                                              **w.values}
     return Failure(w.start, reason, type(exc).__name__, str(exc)[:500], f"{w.key}@{w.start}".encode(),
-                   repr(record if record is not None else w).encode())
+                   json.dumps(body, default=str).encode())
 
 
 def encode_results(pipeline: Pipeline, results: Iterable[Any], failed: Callable[..., None],
