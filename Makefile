@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
+ML     := $(VENV)/.installed-ml
 
 .PHONY: demo test test-quick bench install clean kafka registry
 
@@ -16,9 +18,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The demo needs only the core dependencies (a first result in under a minute on a fresh
+# clone); the fraud demo adds the ml extra; the tests install everything (dev).
+$(CORE): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $(CORE)
+
+$(ML): $(CORE)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[ml]"
+	@touch $(ML)
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE)
+	@case "$(ARGS)" in *fraud*) $(MAKE) --no-print-directory $(ML) ;; esac
 	$(BIN)/stream demo $(ARGS)
 
 # The whole suite on the embedded broker, then the kafka-marked tests (the fault tests among

@@ -142,10 +142,13 @@ class KafkaSink:
         """Nothing to undo without a transaction: produced records stay."""
 
     def close(self) -> None:
+        """Deliver what is left and shut the client down now, so it is gone before a broker
+        that is stopped next (no librdkafka disconnect lines at the end of a normal run)."""
         if self._fatal is not None:
             return  # a fenced or failed producer has nothing left to deliver
         try:
             self._producer.flush(5)
+            self._producer.close()
         except Exception as exc:  # closing after a failure: report, do not mask the failure
             log.warning("closing the producer: %s", exc)
 
