@@ -84,10 +84,10 @@ class KafkaSecurity:
     ssl_verify_hostname: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("sasl_password", "ssl_key_password"):
+        for name in ("sasl_password", "ssl_key_password"):  # workers read them from STREAM_<NAME>
             value = getattr(self, name)
-            if value is not None and not isinstance(value, Secret):
-                object.__setattr__(self, name, Secret(value))
+            if value is not None and (not isinstance(value, Secret) or value.env is None):
+                object.__setattr__(self, name, Secret(value, env=f"STREAM_{name.upper()}"))
         protocol = self.protocol.upper()
         object.__setattr__(self, "protocol", protocol)
         if protocol not in PROTOCOLS:
@@ -163,6 +163,11 @@ class KafkaConfig:
         if not 1024 <= self.max_record_bytes <= DEAD_LETTER_MAX_BYTES:
             raise ConfigError("max_record_bytes", f"must be 1024..{DEAD_LETTER_MAX_BYTES}, "
                                                   f"got {self.max_record_bytes}")
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when any client setting is a secret (a password, a key's passphrase, ...)."""
+        return any(isinstance(v, Secret) for v in self.client().values())
 
     def client(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A fresh librdkafka config dict: bootstrap, passthrough, then `settings`."""

@@ -29,6 +29,10 @@ def make_executor(config: RunConfig, local: bool = False) -> Any:
         from stream.execution.local import LocalExecutor
         return LocalExecutor()
     from stream.execution.dask import DaskExecutor
+    if config.scheduler is not None and not config.scheduler.startswith("tls://") and config.kafka.has_credentials:
+        log.warning("Kafka credentials are configured but the Dask scheduler %s is not TLS: tasks never "
+                    "carry them (workers read them from their own environment), but the data the "
+                    "tasks exchange travels unencrypted; use a tls:// scheduler", config.scheduler)
     return DaskExecutor(config.scheduler, config.workers, config.connect_timeout_s,
                         config.dask_tls.security() if config.dask_tls.enabled else None)
 

@@ -190,8 +190,22 @@ def test_secrets_are_masked_in_configs_errors_and_logs(caplog):
     shown.append(str(info.value))
     assert all(SECRET not in s for s in shown)
     assert "******" in repr(config)
+
+
+
+def test_a_secret_travels_to_workers_as_the_name_of_its_variable_never_as_its_value(monkeypatch):
     import pickle
-    assert pickle.loads(pickle.dumps(Secret(SECRET))).reveal() == SECRET  # travels to workers
+
+    security = KafkaSecurity("SASL_SSL", "PLAIN", "u", SECRET)
+    sent = pickle.dumps(security.settings())
+    assert SECRET.encode() not in sent and b"STREAM_SASL_PASSWORD" in sent
+    monkeypatch.setenv("STREAM_SASL_PASSWORD", "the-worker-s-own")
+    assert pickle.loads(sent)["sasl.password"].reveal() == "the-worker-s-own"
+    monkeypatch.delenv("STREAM_SASL_PASSWORD")
+    with pytest.raises(ConfigError, match="STREAM_SASL_PASSWORD.*not set in this Dask worker"):
+        pickle.loads(sent)["sasl.password"].reveal()
+    with pytest.raises(TypeError, match="cannot be sent to a Dask worker"):
+        pickle.dumps(Secret(SECRET))  # no variable to travel by
 
 
 def test_security_settings_are_checked_at_start_naming_the_setting(tmp_path):
@@ -349,3 +363,66 @@ def test_a_mistyped_secret_option_is_refused_without_echoing_its_value(argv):
     out = subprocess.run([sys.executable, "-m", "stream.cli", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "error:" in out.stderr
     assert "Hunter2-pw" not in out.stderr + out.stdout
+
+
+def _task_bytes(dask_scheduler):
+    """Every task the scheduler holds, pickled as Dask would send it on (its arguments are
+    objects here: what they pickle to is all the scheduler could ever pass on or log)."""
+    import cloudpickle
+
+    return [cloudpickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values()]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_planted_password_is_in_no_task_no_worker_log_and_no_command_line(kafka, topic_name):
+    import uuid
+
+    import psutil
+
+    from stream.runner import make_executor
+
+    planted = f"Pl4nted-{uuid.uuid4().hex[:12]}"
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 2)
+    ensure_topic(kafka.client(), out, 2)
+    records = produce_into(kafka, src, 3_000, partitions=2)
+    # PLAINTEXT: librdkafka takes the key password but has no use for it, so the run works
+    # only if every worker read it from its environment (a missing one fails the reader)
+    security = KafkaSecurity(ssl_key_password=planted)
+    pipeline = payment_pipeline(topic_name("app"), src, out)
+    config = RunConfig(app_id=pipeline.name, kafka=KafkaConfig(kafka.bootstrap, security=security),
+                       workers=1, commit_interval_s=0.2, range_records=300)
+    executor = make_executor(config)  # a local cluster, started after the secret was made
+    specs: list[bytes] = []
+    try:
+        stats = run_to_end(pipeline, config, executor, records,
+                           on_step=lambda d: specs.extend(executor.client.run_on_scheduler(_task_bytes)))
+        logs = repr(executor.client.get_worker_logs())
+        cmdlines = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+    finally:
+        executor.close()
+    assert stats.records_in == len(records) and stats.task_failures == 0
+    assert diff_windows(recompute(records), read_windows(kafka, out)) == []
+    assert specs and all(b"STREAM_SSL_KEY_PASSWORD" in s for s in specs)  # the readers' config is there
+    assert not [s for s in specs if planted.encode() in s]
+    assert planted not in logs and not [c for c in cmdlines if planted in c]
+
+
+def test_credentials_with_a_plain_tcp_scheduler_are_warned_about_once(caplog):
+    from stream.broker import free_port
+    from stream.errors import SchedulerUnavailable
+    from stream.runner import make_executor
+
+    config = RunConfig(app_id="a", scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout_s=0.5,
+                       kafka=KafkaConfig("h:1", security=KafkaSecurity("SASL_SSL", "PLAIN", "u", SECRET)))
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(SchedulerUnavailable):
+        make_executor(config)
+    warned = [r.getMessage() for r in caplog.records if "not TLS" in r.getMessage()]
+    assert len(warned) == 1 and SECRET not in caplog.text
+    caplog.clear()
+    with pytest.raises(SchedulerUnavailable):
+        make_executor(RunConfig(app_id="a", scheduler=config.scheduler, connect_timeout_s=0.5,
+                                kafka=KafkaConfig("h:1")))
+    assert "not TLS" not in caplog.text  # no credentials, no warning

@@ -31,6 +31,9 @@ MAGIC = 0
 _HEADER = struct.Struct(">bI")
 
 
+PASSWORD_ENV = "STREAM_REGISTRY_PASSWORD"  # where workers read the registry password
+
+
 @dataclass(frozen=True)
 class RegistrySecurity:
     """Basic auth and TLS for the schema registry client; the password stays a masked `Secret`.
@@ -46,8 +49,8 @@ class RegistrySecurity:
     ssl_key_location: str | None = None
 
     def __post_init__(self) -> None:
-        if self.password is not None and not isinstance(self.password, Secret):
-            object.__setattr__(self, "password", Secret(self.password))
+        if self.password is not None and (not isinstance(self.password, Secret) or self.password.env is None):
+            object.__setattr__(self, "password", Secret(self.password, env=PASSWORD_ENV))
         if bool(self.user) != bool(self.password):
             raise ConfigError("registry_user", "basic auth needs both a user and a password "
                               "($STREAM_REGISTRY_USER and $STREAM_REGISTRY_PASSWORD)")
@@ -57,7 +60,8 @@ class RegistrySecurity:
         """Settings for `confluent_kafka.schema_registry.SchemaRegistryClient`."""
         out: dict[str, Any] = {}
         if self.user and isinstance(self.password, Secret):
-            out["basic.auth.user.info"] = Secret(f"{self.user}:{self.password.reveal()}")
+            out["basic.auth.user.info"] = Secret(f"{self.user}:{self.password.reveal()}", env=PASSWORD_ENV,
+                                                 prefix=f"{self.user}:")
         for key, value in (("ssl.ca.location", self.ssl_ca_location),
                            ("ssl.certificate.location", self.ssl_certificate_location),
                            ("ssl.key.location", self.ssl_key_location)):

@@ -18,6 +18,7 @@ from distributed import Client, Future, LocalCluster
 from distributed import wait as dask_wait
 
 from stream.errors import SchedulerUnavailable
+from stream.secrets import worker_environment
 
 log = logging.getLogger(__name__)
 RESULT_TIMEOUT_S = 10.0  # fetching a finished task's result; past it the range is read again
@@ -43,8 +44,9 @@ def _start_local_cluster(workers: int) -> LocalCluster:
         # Workers sample their stacks every 10 ms for the dashboard (not served here) and keep
         # an hour of it: CPU taken from the tasks, and memory that grows for that hour.
         with dask.config.set({"distributed.worker.profile.enabled": False}):
+            # secrets reach the workers through their environment, never inside a task
             return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                dashboard_address=None, silence_logs=False)
+                                dashboard_address=None, silence_logs=False, env=worker_environment())
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
