@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from stream.errors import BrokerUnavailable, StreamError, TopicMissing
+from stream.errors import AuthenticationFailed, BrokerUnavailable, StreamError, TopicMissing
 from stream.secrets import Secret, masked, reveal_config
 
 
@@ -40,11 +40,18 @@ def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0) -> ClusterM
         if time.monotonic() >= deadline:
             secrets = [v for v in security.values() if isinstance(v, Secret)]
             cause = masked(_most_telling(errors) or last, secrets)
+            if "sasl.mechanism" in security and _is_authentication(cause):
+                raise AuthenticationFailed(address, security["sasl.mechanism"], security.get("sasl.username"), cause)
             protocol = security.get("security.protocol", "PLAINTEXT")
             how = protocol + (f", SASL mechanism {security['sasl.mechanism']}"
                               if "sasl.mechanism" in security else "")
             raise BrokerUnavailable(address, timeout_s, f"over {how}: {cause}")
         time.sleep(0.2)
+
+
+def _is_authentication(cause: str) -> bool:
+    """True when a connection failed on SASL (a broker answered, and refused the client)."""
+    return "SASL" in cause or "uthenticat" in cause
 
 
 def _most_telling(errors: list[str]) -> str:

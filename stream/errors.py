@@ -44,6 +44,17 @@ class BrokerUnavailable(_Unreachable):
     hint = "Check --bootstrap, or run `stream broker` to start the embedded one."
 
 
+class AuthenticationFailed(StreamError):
+    """A Kafka broker answered at `address` but refused to authenticate this client."""
+
+    def __init__(self, address: str, mechanism: str, user: str | None, cause: str) -> None:
+        self.address = address
+        who = f"as user {user!r} " if user else ""
+        super().__init__(f"authentication failed at {address} {who}with SASL mechanism {mechanism}: {cause}. "
+                         "Check the user name, the password ($STREAM_SASL_PASSWORD) and the mechanism "
+                         "(--sasl-mechanism) the brokers accept.")
+
+
 class SchedulerUnavailable(_Unreachable):
     """No Dask scheduler answered at `address` within the wait."""
 

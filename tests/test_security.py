@@ -176,6 +176,8 @@ def test_a_failed_sasl_handshake_names_mechanism_and_address_and_shows_no_secret
     assert out.returncode == 2, text
     error = [line for line in text.splitlines() if line.startswith("error:")]
     assert error and broker.bootstrap in error[0] and "SCRAM-SHA-256" in error[0], text[-2000:]
+    assert error[0].startswith(f"error: authentication failed at {broker.bootstrap} as user 'app-user'")
+    assert "no Kafka broker" not in text and "Traceback" not in text
     assert SECRET not in text
 
 
