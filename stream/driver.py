@@ -69,7 +69,7 @@ class TaskLoop:
         self.sink.produce_many(p.topic, p.records, p.headers, p.partition)
 
     def _mark(self, m: Mark) -> None:
-        faults.point(m.point)
+        faults.point(m.point, before=self.sink.flush)
 
     def _begin_commit(self, b: BeginCommit) -> None:
         raise AssertionError("this loop does not commit")

@@ -7,7 +7,9 @@ crash would), or with ` stop` stops itself with SIGSTOP (a stall: the test sends
 restarted process goes on with the next line. Without the variable, `point` does nothing.
 
 Points: after_produce (in an epoch that wrote results to the sink topic), changelog,
-after_offsets, before_commit, after_commit.
+after_offsets, before_commit, after_commit. The driver flushes its producer before a point
+fires, so what the epoch produced is on the broker when the process dies (under load an
+unflushed epoch could die with its results still in the client, and hold none).
 
 >>> point("after_commit")  # no STREAM_FAULTS set: nothing happens
 """
@@ -19,11 +21,15 @@ import signal
 import sys
 import time
 from collections import Counter
+from typing import Callable
 
 _reached: Counter = Counter()
 
 
-def point(name: str) -> None:
+def point(name: str, before: Callable[[], object] | None = None) -> None:
+    """Fire the fault armed for `name`, if any: first `before()` (the driver flushes what it
+    produced, so the records an aborted epoch holds have reached the broker however loaded
+    the machine), then the signal."""
     path = os.environ.get("STREAM_FAULTS")
     if not path:
         return
@@ -45,6 +51,11 @@ def point(name: str) -> None:
     with open(partial, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))
     os.replace(partial, path)
+    if before is not None:
+        try:
+            before()
+        except Exception:  # noqa: BLE001 - the fault fires anyway
+            pass
     sig = signal.SIGSTOP if action.strip() == "stop" else signal.SIGKILL
     print(f"fault injection: {sig.name} at {name} at {time.time():.3f}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), sig)
