@@ -65,6 +65,13 @@ class BrokerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _spawn(self, argv: list[str], log_path: str | Path | None, cwd: str | Path | None = None) -> None:
+        """Start `argv` in its own session, its output appended to `log_path` (else dropped);
+        Linux kills it when this process dies."""
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, preexec_fn=die_with_parent)
+
     def _end(self, grace_s: float) -> None:
         """SIGTERM the broker, SIGKILL it if it has not exited within `grace_s`."""
         p, self.process = self.process, None
@@ -112,11 +119,8 @@ class EmbeddedBroker(BrokerProcess):
 
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=die_with_parent)
+        self._spawn([broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
+                    self.log_path)
         try:
             wait_for_broker({"bootstrap.servers": self.bootstrap, **(client or {})}, timeout_s)
         except StreamError:

@@ -68,7 +68,7 @@ def number(kind: type = int, low: float = 1, high: float | None = None, above: b
 
 PORT = number(int, 0, 65535)
 COUNT = number(int, 1)
-SECONDS = number(float, 0, above=True)
+POSITIVE = number(float, 0, above=True)  # seconds, rates
 
 
 # the command-line option behind each configuration setting a ConfigError may name
@@ -392,9 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exactly_once (default): one Kafka transaction per epoch")
     run.add_argument("--replica", type=number(int, 0, 999), default=0,
                      help="replica number; the transactional id is <app-id>.<replica> (default 0)")
-    run.add_argument("--commit-interval", type=SECONDS, default=1.0, metavar="SECONDS",
+    run.add_argument("--commit-interval", type=POSITIVE, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
-    run.add_argument("--advance-after", type=SECONDS, metavar="SECONDS",
+    run.add_argument("--advance-after", type=POSITIVE, metavar="SECONDS",
                      help="a partition confirmed quiet this long (a read after its last record "
                           "found nothing new) moves on in event time with the wall clock, so its "
                           "last windows close; results then depend on timing (default: off)")
@@ -443,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="spend: per-user spend windows, checked window by window (default); "
                            "fraud: the fraud-detection application (examples/fraud)")
     demo.add_argument("--records", type=COUNT, help="payments to generate (default 200000; fraud: 60000)")
-    demo.add_argument("--duration", type=SECONDS, help="generate for this many seconds instead")
-    demo.add_argument("--rate", type=SECONDS, help="payments per second (default: as fast as possible)")
+    demo.add_argument("--duration", type=POSITIVE, help="generate for this many seconds instead")
+    demo.add_argument("--rate", type=POSITIVE, help="payments per second (default: as fast as possible)")
     demo.add_argument("--workers", type=COUNT, default=os.cpu_count() or 1, help="Dask workers")
     demo.add_argument("--metrics-port", type=PORT, default=9108, help="port of /metrics, /healthz and /readyz")
     demo.add_argument("--metrics-addr", default="127.0.0.1",
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--topic", default="payments")
     gen.add_argument("--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP", "127.0.0.1:9092"))
     gen.add_argument("--records", type=COUNT, help="stop after this many (default: until Ctrl-C)")
-    gen.add_argument("--rate", type=SECONDS, help="payments per second (default: as fast as possible)")
+    gen.add_argument("--rate", type=POSITIVE, help="payments per second (default: as fast as possible)")
     gen.add_argument("--users", type=COUNT, default=1_000, help="distinct user ids (default 1000)")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--start-ms", type=int, default=None,

@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from stream.broker import BrokerNotFound, BrokerProcess, die_with_parent, free_port
+from stream.broker import BrokerNotFound, BrokerProcess, free_port
 from stream.errors import StreamError
 
 VERSION = "4.1.1"
@@ -146,10 +146,7 @@ class KafkaBroker(BrokerProcess):
         if not (self.data_dir / "log" / "meta.properties").exists():
             subprocess.run([jvm, *cp, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22],
                             "-c", str(props)], check=True, capture_output=True)
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen([jvm, "-Xmx1g", *cp, "kafka.Kafka", str(props)], stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=die_with_parent)
+        self._spawn([jvm, "-Xmx1g", *cp, "kafka.Kafka", str(props)], self.log_path)
         try:
             wait_for_broker({"bootstrap.servers": self.bootstrap}, timeout_s)
         except StreamError:

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from stream.broker import BrokerNotFound, BrokerProcess, die_with_parent, free_port
+from stream.broker import BrokerNotFound, BrokerProcess, free_port
 from stream.errors import StreamError
 from stream.kafka_broker import cache_dir, java, maven_copy
 
@@ -82,11 +82,8 @@ class ApicurioRegistry(BrokerProcess):
         if not _unpacked(home):
             raise BrokerNotFound(f"Apicurio Registry {VERSION} is not fetched yet: run `make registry` "
                                  f"(or python -m stream.registry_server) to put it in {home}")
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [jvm, "-Xmx512m", f"-Dquarkus.http.port={self.port}", "-Dquarkus.http.host=127.0.0.1",
-             "-jar", str(home / RUNNER)], cwd=home, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=die_with_parent)
+        self._spawn([jvm, "-Xmx512m", f"-Dquarkus.http.port={self.port}", "-Dquarkus.http.host=127.0.0.1",
+                     "-jar", str(home / RUNNER)], self.log_path, cwd=home)
         deadline = time.monotonic() + timeout_s
         while not self._answers():
             if not self.alive() or time.monotonic() > deadline:
