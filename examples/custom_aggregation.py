@@ -1,7 +1,8 @@
 """A user-defined aggregation: the spread (max - min) of a field, and a pipeline using it.
 
 Implement `create / add / merge / result` (see `operators.Aggregation` for the rules);
-`merge` must not change its arguments, and accumulators must pickle.
+`merge` must not change its arguments, and accumulators are plain values (numbers, tuples,
+lists, dicts), which the changelog's typed state format stores.
 
     .venv/bin/stream run examples.custom_aggregation:pipeline --bootstrap 127.0.0.1:9092 --create-topics 4
 

@@ -32,8 +32,11 @@ class Aggregation:
     - `result_kinds(field_kinds)` says which Avro kinds `result` returns, so a sink schema
       that cannot hold them fails when the pipeline is defined (default: unknown, unchecked).
 
-    Accumulators travel from workers to the driver and into the changelog by pickle, so
-    they must pickle (plain numbers, tuples, dicts, or objects registered with `copyreg`).
+    Accumulators travel from workers to the driver by pickle, and into the changelog in its
+    typed state format (`stream.state_format`): plain numbers, strings, bytes, None, lists,
+    tuples and dicts, or a class registered with `stream.state_format.register(cls, name,
+    to_bytes, from_bytes)` (as the sketches are). `window()` refuses an aggregation whose
+    `create()` the format cannot hold.
     `extract(record, ts)` picks what `add` receives for one record (default: the field).
     See examples/custom_aggregation.py for a complete one.
     """

@@ -1,7 +1,8 @@
 """Approximate aggregations that merge across workers, on Apache DataSketches' HLL and KLL.
 
 Sketches are accumulators like any other: workers `add` into them, the driver `merge`s them,
-and the changelog stores them (they pickle as their compact serialized bytes). `merge` never
+and the changelog stores them as their own serialized bytes (registered with
+`stream.state_format`; to the driver they pickle as the same bytes). `merge` never
 changes its arguments, so a pane's sketch can be combined into several hopping windows.
 
 >>> d = ApproxDistinct("user")
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 import datasketches as ds
 
 from operators.aggregate import Aggregation, kinds_returned
+from stream.state_format import register
 
 
 def _load_hll(data: bytes) -> Any:
@@ -32,9 +34,19 @@ def _load_kll(data: bytes) -> Any:
     return ds.kll_doubles_sketch.deserialize(data)
 
 
-# pickled (to the driver, into the changelog) as compact bytes
-copyreg.pickle(ds.hll_sketch, lambda s: (_load_hll, (s.serialize_compact(),)))
-copyreg.pickle(ds.kll_doubles_sketch, lambda s: (_load_kll, (s.serialize(),)))
+def _hll_bytes(s: Any) -> bytes:
+    return s.serialize_compact()
+
+
+def _kll_bytes(s: Any) -> bytes:
+    return s.serialize()
+
+
+# pickled to the driver, and stored in the changelog, as their serialized bytes
+copyreg.pickle(ds.hll_sketch, lambda s: (_load_hll, (_hll_bytes(s),)))
+copyreg.pickle(ds.kll_doubles_sketch, lambda s: (_load_kll, (_kll_bytes(s),)))
+register(ds.hll_sketch, "datasketches.hll", _hll_bytes, _load_hll)
+register(ds.kll_doubles_sketch, "datasketches.kll_doubles", _kll_bytes, _load_kll)
 
 
 @dataclass(frozen=True)

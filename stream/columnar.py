@@ -194,14 +194,18 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
         return None  # event times too far ahead: the row path dead-letters them
     if any(df.get_column(c).is_nan().any() for c, t in df.schema.items() if t.is_float()):
         return None  # NaN compares and aggregates differently in polars: the row path decides
+    rows = df.height
     df = _run_steps(plan, df)
+    out.filtered = rows - df.height
     if df.height == 0:
         return out
     if df.get_column(plan.key).null_count():
         return None
     if limits.event_time_range is not None:  # a replay outside its time range
         lo, hi = limits.event_time_range
+        rows = df.height
         df = df.filter((pl.col(_TS) >= lo) & (pl.col(_TS) < hi))
+        out.outside = rows - df.height
         if df.height == 0:
             return out
     ts = df.get_column(_TS)
@@ -216,6 +220,7 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
     slots = zip(groups.get_column(plan.key).to_list(), groups.get_column(_PANE).to_list())
     columns = [build(groups) for build in plan.columns]
     out.partials = dict(zip(slots, map(list, zip(*columns))))
+    out.windowed = df.height
     return out
 
 

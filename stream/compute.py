@@ -224,12 +224,16 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
             out.failures.append(_failure(offset, reason, exc, raw(offset)))
             continue
         if limits.event_time_range is not None and not limits.event_time_range[0] <= ts < limits.event_time_range[1]:
-            continue  # a replay outside its time range
+            out.outside += 1  # a replay outside its time range
+            continue
         items.append(((offset, ts), None, record))
+    tags, failed_tags = {tag for tag, _, _ in items}, set()
 
     def failed(tag: tuple[int, int], exc: BaseException) -> None:
+        failed_tags.add(tag)
         out.failures.append(_failure(tag[0], "operator_error", exc, raw(tag[0])))
     items = run_steps(pipeline.steps, items, failed, out.scored)
+    out.filtered += len(tags - failed_tags - {tag for tag, _, _ in items})
     if stage is None:
         if items:
             out.max_ts = max(ts for (_, ts), _, _ in items)
@@ -276,6 +280,7 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
     doubts = [judge.doubtful(b, ts) for (_, ts, _, _), b in zip(rows, befores)]
     odd = {key for (_, _, key, _), doubtful in zip(rows, doubts) if doubtful}
     groups: dict[tuple[int, Any, int], tuple[list[int], list[list[Any]]]] = {}
+    grouped = 0
     for (offset, ts, key, values), b, doubtful in zip(rows, befores, doubts):
         placed = judge.place(b, ts)
         if not doubtful:
@@ -292,6 +297,7 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
             if len(out.failures) == failures:  # else dead-lettered: an aggregation cannot add it
                 out.singles.append(Single(offset, key, ts, b, accs, raw(offset) if doubtful else None))
             continue
+        grouped += 1
         pane = offset if stage.by_count else placed.pane
         offsets, columns = groups.setdefault((placed.stage, key, pane), ([], [[] for _ in aggs]))
         offsets.append(offset)
@@ -299,9 +305,11 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
             values_of.append(value)
     out.valid_below = valid
     staged: dict[int, dict[tuple[Any, int], list[Any]]] = {}
+    failures = len(out.failures)
     for (at, key, pane), (offsets, columns) in groups.items():
         target = out.partials if at == NEVER else staged.setdefault(at, {})
         target[(key, pane)] = _fold(aggs, offsets, columns, out, raw)
+    out.windowed += grouped - (len(out.failures) - failures)  # less those an aggregation refused
     out.staged = sorted(staged.items(), key=lambda s: s[0])
 
 

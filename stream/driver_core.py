@@ -33,6 +33,7 @@ from stream.pipeline import Pipeline
 from stream.planning import PartitionPlan, Planned
 from stream.records import BEGINNING, Failure, Late
 from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
+from stream.state_format import StateFormatError
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowStore
@@ -175,6 +176,8 @@ class DriverStats:
     failed: int = 0
     late: int = 0
     skipped: int = 0
+    filtered: int = 0              # records an operator dropped
+    windowed: int = 0              # records added to window state
     commits: int = 0
     task_failures: int = 0
     restored: int = 0
@@ -279,7 +282,13 @@ class DriverCore:
         for tp in ev.tps:
             start = ev.committed.get(tp, BEGINNING)
             last = ev.committed.get((cl, tp[1]), BEGINNING) if cl is not None else BEGINNING
-            r = restore(ev.logs.get(tp[1], []), tp[0], last)
+            try:
+                r = restore(ev.logs.get(tp[1], []), tp[0], last)
+            except StateFormatError as exc:
+                raise StateFormatError(
+                    f"cannot restore the state of {tp[0]}[{tp[1]}] from partition {tp[1]} of {cl}: {exc}. "
+                    "Nothing was processed. `stream reset` deletes the state and rebuilds it from the "
+                    "input; find out first who wrote that entry (only this pipeline should)") from None
             if r.offset is not None and r.offset != start:
                 # the state and its offset come from one meta entry; the group's offsets read
                 # stale (or were moved by hand: `stream reset` also deletes the state)
@@ -448,17 +457,25 @@ class DriverCore:
     def _merge(self, tp: TP, st: PartitionState, r: RangeResult) -> None:
         p = r.partial
         self.stats.records_in += p.records_in
-        self.stats.skipped += p.skipped
+        self.stats.skipped += p.skipped + p.outside
+        self.stats.filtered += p.filtered
         if self.metrics:
             self.metrics.records_in(tp[0], p.records_in, p.bytes_in)
-            if p.skipped:
-                self.metrics.skipped("tombstone", p.skipped)
+            for why, n in (("tombstone", p.skipped), ("outside_range", p.outside)):
+                if n:
+                    self.metrics.skipped(why, n)
+            if p.filtered:
+                self.metrics.filtered(p.filtered)
         for f in p.failures:
             self._failed(tp, f)
         if p.scored and self.metrics:
             self.metrics.scored(p.scored)
         if st.store is not None:
             results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
+            placed = p.windowed + len(p.singles) - (len(late) - len(p.late))  # singles the driver placed
+            self.stats.windowed += placed
+            if self.metrics and placed:
+                self.metrics.windowed(placed)
             self._route_late(tp, late)
             self._emitted(results)
         else:

@@ -70,7 +70,11 @@ class Metrics:
         self._dlq = counter("stream_records_dead_lettered", "Records that failed and went to the "
                             "dead-letter topic, by reason", ("reason",))
         self._late = counter("stream_records_late", "Records that came after a window they belong to had closed on their partition (written to the late topic)")
-        self._skipped = counter("stream_records_skipped", "Tombstones and replayed records skipped", ("why",))
+        self._skipped = counter("stream_records_skipped", "Records skipped: tombstones, and records of a "
+                                "replay outside its time range", ("why",))
+        self._filtered = counter("stream_records_filtered", "Records an operator dropped (a filter, "
+                                 "a flat_map that returned nothing)")
+        self._windowed = counter("stream_records_windowed", "Records added to window state")
         self._windows = counter("stream_windows_emitted", "Window results emitted")
         self._task_fail = counter("stream_task_failures", "Range tasks that raised on a worker")
         self._retries = counter("stream_task_retries", "Ranges planned again: after a failure, a "
@@ -120,7 +124,7 @@ class Metrics:
         workers.labels(p).set_function(_safe(lambda: pr.workers()))
         ready.labels(p).set_function(_safe(lambda: 1.0 if pr.ready() else 0.0))
         # series that exist before their first event, so rates and alerts see a zero, not nothing
-        for c in (self._late, self._windows, self._task_fail, self._commits, self._txn_ok,
+        for c in (self._late, self._filtered, self._windowed, self._windows, self._task_fail, self._commits, self._txn_ok,
                   self._txn_abort, self._restarts, self._wd_exits):
             c.labels(p)
         for event in ("assigned", "revoked", "lost"):
@@ -165,6 +169,12 @@ class Metrics:
 
     def skipped(self, why: str, n: int) -> None:
         self._skipped.labels(self.pipeline, why).inc(n)
+
+    def filtered(self, n: int) -> None:
+        self._filtered.labels(self.pipeline).inc(n)
+
+    def windowed(self, n: int) -> None:
+        self._windowed.labels(self.pipeline).inc(n)
 
     def windows(self, n: int) -> None:
         self._windows.labels(self.pipeline).inc(n)

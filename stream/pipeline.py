@@ -24,6 +24,7 @@ from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
 from stream.codecs.avro import AvroCodec
 from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
 from stream.errors import PipelineError
+from stream.state_format import StateFormatError, check_storable
 from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, to_ms
 
 __all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
@@ -243,6 +244,10 @@ class Pipeline:
                 raise PipelineError(f"aggregation {name!r} is not an Aggregation: {agg!r}")
             if agg.field is not None:
                 self._check_fields((agg.field,), f"aggregation {name!r}")
+            try:  # its accumulator goes into the changelog: the format must hold it
+                check_storable(agg.create(), f"aggregation {name!r} ({agg.name})")
+            except StateFormatError as exc:
+                raise PipelineError(str(exc)) from None
         early_ms = None if early is None else to_ms(early, "early")
         if early_ms is not None and early_ms <= 0:
             raise PipelineError(f"early must be a positive duration, got {early_ms} ms")

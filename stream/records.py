@@ -129,7 +129,10 @@ class Partial:
     driver places one by one; `late` the records late on their partition. `carry` is the
     event time the range was judged at, `valid_below` how far the true one may be above it
     with every decision unchanged, and `max_ts` the range's own highest event time. `outputs`
-    are encoded (key, value) pairs of a pipeline without a window.
+    are encoded (key, value) pairs of a pipeline without a window. Every record read is
+counted once among `windowed` (or `outputs`), `failures`, `late`, `skipped`, `filtered`,
+`outside` and `singles`, so the accounting closes (a hopping record late for some windows
+but counted in younger ones is both windowed and late).
     """
 
     partials: dict[tuple[Any, int], list[Any]] = field(default_factory=dict)
@@ -143,5 +146,8 @@ class Partial:
     max_ts: int | None = None
     records_in: int = 0
     bytes_in: int = 0
-    skipped: int = 0
+    skipped: int = 0       # tombstones
+    filtered: int = 0      # records an operator dropped (a filter, a flat_map that returned none)
+    outside: int = 0       # records of a replay outside its time range
+    windowed: int = 0      # records added to window state (session records the driver places: not here)
     scored: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, version) -> records

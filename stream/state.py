@@ -29,16 +29,16 @@ the embedded broker) are never counted.
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from stream.records import RawMessage
+from stream.state_format import VERSION, StateFormatError, decode, encode
 from stream.windows.eventtime import NEVER
 
 EPOCH_HEADER = "stream.epoch"
 REPLICAS = 1000  # epoch numbers of replica r are r modulo this
-_META = "\x00meta"
+_META = "meta"
 
 
 def next_epoch(after: int, replica: int, now_ms: int) -> int:
@@ -61,7 +61,33 @@ CHUNK_KEYS = 20_000  # keys per delta message, so one message stays a few MB at 
 
 
 def meta_key(topic: str) -> bytes:
-    return pickle.dumps((topic, _META), protocol=5)
+    """The key of `topic`'s meta entries: the format version, the input topic, "meta".
+
+    >>> meta_key("in"), _delta_key("in", 7, 3001, 0)
+    (b'[1,"in","meta"]', b'[1,"in",7,3001,0]')
+    """
+    return _key(topic, _META)
+
+
+def _key(*slot: Any) -> bytes:
+    return json.dumps([VERSION, *slot], separators=(",", ":")).encode()
+
+
+def _slot(m: RawMessage) -> tuple[Any, ...]:
+    """The (topic, "meta") or (topic, pane, epoch, chunk) a changelog entry's key names."""
+    try:
+        key = decode(m.key) if m.key is not None else None
+    except StateFormatError as exc:
+        raise StateFormatError(f"the changelog entry at offset {m.offset} has a key in no known format: {exc}") from None
+    if not isinstance(key, list) or not key or key[0] != VERSION:
+        version = key[0] if isinstance(key, list) and key else "unknown"
+        raise StateFormatError(f"the changelog entry at offset {m.offset} is in state format {version}; "
+                               f"this version reads format {VERSION} only")
+    slot = tuple(key[1:])
+    if not (isinstance(slot[0], str) and (slot[1:] == (_META,) or (
+            len(slot) == 4 and all(type(n) is int for n in slot[1:])))):
+        raise StateFormatError(f"the changelog entry at offset {m.offset} has a key that names no state: {m.key!r}")
+    return slot
 
 
 def epoch_headers(epoch: int) -> tuple[tuple[str, bytes], ...]:
@@ -69,7 +95,7 @@ def epoch_headers(epoch: int) -> tuple[tuple[str, bytes], ...]:
 
 
 def _delta_key(topic: str, pane: int, epoch: int, chunk: int) -> bytes:
-    return pickle.dumps((topic, pane, epoch, chunk), protocol=5)
+    return _key(topic, pane, epoch, chunk)
 
 
 def deltas(topic: str, pane: int, epoch: int, changed: dict[Any, list[Any]],
@@ -78,7 +104,7 @@ def deltas(topic: str, pane: int, epoch: int, changed: dict[Any, list[Any]],
     items = list(changed.items())
     headers = epoch_headers(epoch)
     return [RawMessage(0, _delta_key(topic, pane, epoch, i // chunk_keys),
-                       pickle.dumps(dict(items[i:i + chunk_keys]), protocol=5), 0, headers)
+                       encode(dict(items[i:i + chunk_keys])), 0, headers)
             for i in range(0, len(items), chunk_keys)]
 
 
@@ -137,8 +163,8 @@ def restore_point(messages: Iterable[RawMessage], topic: str, last_committed: in
     """
     key, metas, named = meta_key(topic), {}, set()
     for m in messages:
-        if m.value is not None and m.key is not None and pickle.loads(m.key)[1:] == (_META,):
-            body = json.loads(m.value)
+        if m.value is not None and m.key is not None and _slot(m)[1:] == (_META,):
+            body = _meta(m)
             named.update(body["committed"])
             if m.key == key:
                 metas[_epoch(m)] = body["committed"]
@@ -150,6 +176,24 @@ def restore_point(messages: Iterable[RawMessage], topic: str, last_committed: in
         return last_committed, set()
     # no meta entry of the group's epoch (not written by this version): every epoch up to it
     return last_committed, {e for e in named if e < last_committed} | {last_committed}
+
+
+def _meta(m: RawMessage) -> dict[str, Any]:
+    try:
+        body = json.loads(m.value or b"")
+        if isinstance(body, dict) and isinstance(body.get("committed"), list):
+            return body
+        problem = "not a meta entry"
+    except ValueError as exc:
+        problem = str(exc)
+    raise StateFormatError(f"the changelog entry at offset {m.offset} cannot be read: {problem}")
+
+
+def _value(m: RawMessage) -> Any:
+    try:
+        return decode(m.value) if m.value is not None else None
+    except StateFormatError as exc:
+        raise StateFormatError(f"the changelog entry at offset {m.offset} cannot be read: {exc}") from None
 
 
 @dataclass
@@ -173,36 +217,36 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
     point, ok = restore_point(messages, topic, last_committed)
     out = Restored(epoch=max(point, 0))
     latest: dict[bytes, tuple[int, RawMessage]] = {}
-    live: dict[bytes, bool] = {}  # every delta key seen, committed or not: still to tombstone?
+    live: dict[bytes, RawMessage] = {}  # every key's last entry, committed or not: still to tombstone?
     for m in messages:
         epoch = _epoch(m)
         if epoch is None or m.key is None:
             continue
         out.max_epoch = max(out.max_epoch, epoch)
-        live[m.key] = m.value is not None
+        live[m.key] = m
         if epoch in ok and epoch >= latest.get(m.key, (0, m))[0]:
             latest[m.key] = (epoch, m)
     chunks: list[tuple[int, int, dict]] = []
     for key, (epoch, m) in latest.items():
-        slot = pickle.loads(key)
+        slot = _slot(m)
         if slot[0] != topic:
             continue
         if slot[1:] == (_META,):
-            meta = json.loads(m.value) if m.value is not None else {}
+            meta = _meta(m) if m.value is not None else {}
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
             if epoch == point and meta.get("offset", -1) >= 0:
                 out.offset = meta["offset"]
         elif m.value is not None:
-            chunks.append((slot[2], slot[1], pickle.loads(m.value)))
+            chunks.append((slot[2], slot[1], _value(m)))
             out.sizes[slot[1]] = out.sizes.get(slot[1], 0) + len(m.value)
     for epoch, pane, entries in sorted(chunks, key=lambda c: c[0]):
         for k, accs in entries.items():
             out.panes[(k, pane)] = accs
     written: dict[tuple[int, int], int] = {}
-    for key, alive in live.items():
-        alive = alive or (key in latest and latest[key][1].value is not None)
-        slot = pickle.loads(key)
+    for key, last in live.items():
+        alive = last.value is not None or (key in latest and latest[key][1].value is not None)
+        slot = _slot(last)
         if alive and slot[0] == topic and len(slot) == 4:
             written[(slot[1], slot[2])] = max(written.get((slot[1], slot[2]), 0), slot[3] + 1)
     for (pane, epoch), n in sorted(written.items()):

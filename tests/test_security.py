@@ -428,3 +428,40 @@ def test_credentials_with_a_plain_tcp_scheduler_are_warned_about_once(caplog):
         make_executor(RunConfig(app_id="a", scheduler=config.scheduler, connect_timeout_s=0.5,
                                 kafka=KafkaConfig("h:1")))
     assert "not TLS" not in caplog.text  # no credentials, no warning
+
+
+@pytest.mark.kafka
+def test_a_malicious_pickle_in_the_changelog_stops_the_restore_without_running_it(kafka, topic_name, tmp_path):
+    """Whoever can write to `<app-id>.changelog` cannot run code in the driver: the restore
+    reads a typed format, names the entry it refuses, and the supervisor does not retry."""
+    import pickle
+
+    from confluent_kafka import Producer
+
+    from stream.state import epoch_headers
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    src, out, app = topic_name("in"), topic_name("out"), topic_name("app")[-30:]
+    for topic in (src, out, f"{app}.changelog"):
+        ensure_topic(kafka.client(), topic, 1)
+    produce_into(kafka, src, 200, partitions=1)
+    p = Producer(kafka.producer())
+    p.produce(f"{app}.changelog", pickle.dumps(Evil()), pickle.dumps((src, "\x00meta")), partition=0,
+              headers=list(epoch_headers(5001)))
+    p.flush(30)
+    (tmp_path / "evil_app.py").write_text(f"import helpers\npipeline = helpers.payment_pipeline({app!r}, {src!r}, {out!r})\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, "-m", "stream.cli", "run", "evil_app:pipeline", "--bootstrap",
+                           kafka.bootstrap, "--workers", "1", "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"cannot restore the state of {src}[0] from partition 0 of {app}.changelog" in done.stderr
+    assert "has a key in no known format: it is a pickle" in done.stderr and "stream reset" in done.stderr
+    assert done.stderr.count("error: ") == 1 and "Traceback" not in done.stderr  # not retried
+    assert not marker.exists()
+    assert read_windows(kafka, out, partitions=1) == []
