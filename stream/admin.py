@@ -21,23 +21,26 @@ def admin(config: dict[str, Any]) -> AdminClient:
                                       if not k.startswith(("fetch.", "session.", "heartbeat."))}))
 
 
-def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0) -> ClusterMetadata:
+def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0,
+                    refused_s: float | None = None) -> ClusterMetadata:
     """Metadata from the cluster, or BrokerUnavailable naming the address, the security
-    protocol and SASL mechanism, and the client's last error (secrets masked) after `timeout_s`."""
+    protocol and SASL mechanism, and the client's last error (secrets masked) after `timeout_s`,
+    or after `refused_s` already when every connection was refused (nothing listens there)."""
     address = config["bootstrap.servers"]
     security = {k: v for k, v in config.items() if k.startswith(("security.", "sasl.", "ssl."))}
     errors: list[str] = []  # the client's own error events: a TLS or SASL failure says why
     client = AdminClient(reveal_config({"bootstrap.servers": address, "log_level": 0, **security,
                                         "error_cb": lambda err: errors.append(err.str())}))
-    deadline = time.monotonic() + timeout_s
-    last = ""
+    start, last, try_s = time.monotonic(), "", 2.0 if refused_s is None else 0.5
     while True:
         try:
-            return client.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return client.list_topics(timeout=min(try_s, max(0.1, start + timeout_s - time.monotonic())))
         except KafkaException as exc:
             last = str(exc.args[0].str() if exc.args else exc)
         client.poll(0)  # serve the error events that say why
-        if time.monotonic() >= deadline:
+        waited = time.monotonic() - start
+        refused = refused_s is not None and errors and all("refused" in e or "down" in e for e in errors)
+        if waited >= timeout_s or (refused and waited >= refused_s):  # type: ignore[operator]
             secrets = [v for v in security.values() if isinstance(v, Secret)]
             cause = masked(_most_telling(errors) or last, secrets)
             if "sasl.mechanism" in security and _is_authentication(cause):
@@ -45,7 +48,7 @@ def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0) -> ClusterM
             protocol = security.get("security.protocol", "PLAINTEXT")
             how = protocol + (f", SASL mechanism {security['sasl.mechanism']}"
                               if "sasl.mechanism" in security else "")
-            raise BrokerUnavailable(address, timeout_s, f"over {how}: {cause}")
+            raise BrokerUnavailable(address, waited, f"over {how}: {cause}")
         time.sleep(0.2)
 
 

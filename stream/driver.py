@@ -113,7 +113,7 @@ class Driver(TaskLoop):
                           commit_interval_s=commit_interval_s, result_commit_s=result_commit_s,
                           advance_after_ms=advance_after_ms, task_timeout_s=task_timeout_s,
                           app_id=app_id, transactional_id=transactional_id, replica=replica,
-                          metrics=metrics)
+                          metrics=metrics, transactional=getattr(sink, "transactional", False))
         super().__init__(core, executor, sink, session.reader, limits)
         self.pipeline, self.session, self.changelog, self.metrics = pipeline, session, changelog, metrics
         self.failed = False            # set when the loop died: no further commits

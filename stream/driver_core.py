@@ -32,7 +32,7 @@ from stream.execution.task import RangeResult
 from stream.pipeline import Pipeline
 from stream.planning import PartitionPlan, Planned
 from stream.records import BEGINNING, Failure, Late
-from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, restore
+from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, open_marker, restore
 from stream.state_format import StateFormatError
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
@@ -215,7 +215,7 @@ class DriverCore:
                  advance_after_ms: int | None = None, task_timeout_s: float = 60.0,
                  app_id: str | None = None, transactional_id: str | None = None, replica: int = 0,
                  stamp: bool = True, keep: Callable[[WindowResult], bool] | None = None,
-                 output: str | None = None, metrics: Any = None) -> None:
+                 output: str | None = None, metrics: Any = None, transactional: bool = False) -> None:
         pipeline.validate()
         self.pipeline, self.topics = pipeline, topics
         self.sink_topic: str = output or pipeline.sink_spec.topic  # type: ignore[union-attr]
@@ -233,6 +233,8 @@ class DriverCore:
         self.app_id = app_id or pipeline.name
         self.transactional_id = transactional_id or self.app_id
         self.replica, self.stamp, self.keep, self.metrics = replica, stamp, keep, metrics
+        self.transactional = transactional  # epochs are transactions: count those found aborted
+        self._aborted: set[int] = set()  # aborted epochs found at restores, counted once each
         stage = pipeline.window_stage
         self._early_ms = stage.early_ms if stage is not None and stage.early_ms else None
         self.parts: dict[TP, PartitionState] = {}
@@ -278,7 +280,7 @@ class DriverCore:
     def _on_assigned(self, ev: Assigned) -> None:
         """Restore each partition's state as of its last committed epoch, then plan from there."""
         cl = self.topics.changelog
-        restored = 0
+        restored, found = 0, set()
         for tp in ev.tps:
             start = ev.committed.get(tp, BEGINNING)
             last = ev.committed.get((cl, tp[1]), BEGINNING) if cl is not None else BEGINNING
@@ -289,6 +291,7 @@ class DriverCore:
                     f"cannot restore the state of {tp[0]}[{tp[1]}] from partition {tp[1]} of {cl}: {exc}. "
                     "Nothing was processed. `stream reset` deletes the state and rebuilds it from the "
                     "input; find out first who wrote that entry (only this pipeline should)") from None
+            found |= r.aborted
             if r.offset is not None and r.offset != start:
                 # the state and its offset come from one meta entry; the group's offsets read
                 # stale (or were moved by hand: `stream reset` also deletes the state)
@@ -311,11 +314,24 @@ class DriverCore:
             self._committed[tp] = start
             restored += len(r.panes)
         self.stats.restored += restored
+        self._count_aborted(found)
         self._headers = ()
         if self.metrics:
             self.metrics.rebalanced("assigned")
         log.info("assigned %s: resuming at %s, %d window entries restored, epoch %d", ev.tps,
                  {tp: self.parts[tp].plan.merged for tp in ev.tps}, restored, self.epoch)
+
+    def _count_aborted(self, found: set[int]) -> None:
+        """Transactions a driver left open and the broker aborted (at the next
+        init_transactions, or at its timeout), found in the changelog at a restore."""
+        new = found - self._aborted if self.transactional else set()
+        self._aborted |= new
+        if new:
+            log.warning("%d epoch(s) found aborted at restore (%s): their outputs are invisible to "
+                        "read_committed readers and were recomputed", len(new), sorted(new))
+            if self.metrics:
+                for _ in new:
+                    self.metrics.aborted()
 
     def _on_revoked(self, ev: Revoked) -> None:
         """Commit the open epoch while the partitions are still ours, then drop their state."""
@@ -517,8 +533,17 @@ class DriverCore:
         if records:
             if not self._produced:
                 self._produced, self._first_output = True, self.now
+                self._mark_open()
             self._results = self._results or topic == self.sink_topic
             self._out.append(Produce(topic, records, headers, partition))
+
+    def _mark_open(self) -> None:
+        """The epoch's first output: mark it begun in each owned changelog partition."""
+        cl = self.topics.changelog
+        if cl is not None and self.transactional:
+            for tp in self.parts:
+                m = open_marker(tp[0], self.epoch)
+                self._out.append(Produce(cl, [(m.key, m.value)], m.headers, tp[1]))
 
     def headers(self) -> Headers:
         """Headers of every output record: the application, the epoch and the transaction."""

@@ -132,8 +132,8 @@ class Metrics:
         for why in ("failed", "short_read", "rejudged"):
             self._retries.labels(p, why)
         self._last_commit.labels(p).set(time.time())
-        self._restarts.labels(p).inc(_env_count(ENV_RESTARTS))
-        self._wd_exits.labels(p).inc(_env_count(ENV_WATCHDOG_EXITS))
+        self._restarts.labels(p).inc(env_count(ENV_RESTARTS))
+        self._wd_exits.labels(p).inc(env_count(ENV_WATCHDOG_EXITS))
 
     # -- hooks called by the driver -------------------------------------------------------
     def records_in(self, topic: str, n: int, nbytes: int = 0) -> None:
@@ -298,7 +298,7 @@ def _watermark_lag(watermark_ms: int) -> float:
     return 0.0 if watermark_ms < 0 else time.time() - watermark_ms / 1000.0
 
 
-def _env_count(name: str) -> int:
+def env_count(name: str) -> int:
     try:
         return max(0, int(os.environ.get(name, "0")))
     except ValueError:

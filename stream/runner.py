@@ -13,7 +13,7 @@ from stream.admin import check_topics, ensure_topic, wait_for_broker
 from stream.changelog import KafkaChangelog
 from stream.config import DEAD_LETTER_MAX_BYTES, RunConfig
 from stream.driver import Driver, DriverStats, Topics
-from stream.metrics import Metrics
+from stream.metrics import ENV_RESTARTS, Metrics, env_count
 from stream.pipeline import Pipeline
 from stream.records import Limits
 from stream.sinks.kafka import KafkaSink, TransactionalSink
@@ -21,6 +21,7 @@ from stream.sources.kafka import KafkaReader, KafkaSession
 from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+REFUSED_S = 1.5  # a first start reports a broker that refuses connections after this long
 
 
 def make_executor(config: RunConfig, local: bool = False) -> Any:
@@ -42,7 +43,10 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
 
     With `create_topics`, missing input and output topics are created with that many partitions.
     """
-    md = wait_for_broker(config.kafka.client(), config.connect_timeout_s)
+    # at a first start, a refused connection (nothing listens) is reported at once; a driver
+    # the supervisor restarted gives a broker that is coming back the whole wait
+    first = env_count(ENV_RESTARTS) == 0
+    md = wait_for_broker(config.kafka.client(), config.connect_timeout_s, REFUSED_S if first else None)
     inputs, output = list(pipeline.source_spec.topics), pipeline.sink_spec.topic  # type: ignore[union-attr]
     if create_topics:
         for topic in [*inputs, output]:

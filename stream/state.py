@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from stream.records import RawMessage
-from stream.state_format import VERSION, StateFormatError, decode, encode
+from stream.state_format import VERSION, StateFormatError, decode, encode, is_pickle
 from stream.windows.eventtime import NEVER
 
 EPOCH_HEADER = "stream.epoch"
 REPLICAS = 1000  # epoch numbers of replica r are r modulo this
 _META = "meta"
+_OPEN = "open"  # an epoch began writing: one whose commit never comes was aborted
 
 
 def next_epoch(after: int, replica: int, now_ms: int) -> int:
@@ -69,6 +70,16 @@ def meta_key(topic: str) -> bytes:
     return _key(topic, _META)
 
 
+def open_marker(topic: str, epoch: int) -> RawMessage:
+    """The entry an epoch writes with its first output: should the epoch never commit, the
+    next restore sees an epoch that began and was aborted (`Restored.aborted`).
+
+    >>> open_marker("in", 6001).key
+    b'[1,"in","open"]'
+    """
+    return RawMessage(0, _key(topic, _OPEN), b"", 0, epoch_headers(epoch))
+
+
 def _key(*slot: Any) -> bytes:
     return json.dumps([VERSION, *slot], separators=(",", ":")).encode()
 
@@ -76,15 +87,17 @@ def _key(*slot: Any) -> bytes:
 def _slot(m: RawMessage) -> tuple[Any, ...]:
     """The (topic, "meta") or (topic, pane, epoch, chunk) a changelog entry's key names."""
     try:
-        key = decode(m.key) if m.key is not None else None
-    except StateFormatError as exc:
-        raise StateFormatError(f"the changelog entry at offset {m.offset} has a key in no known format: {exc}") from None
+        key = json.loads(m.key) if m.key is not None else None
+    except ValueError:
+        found = "a pickle, the format before state format 1, which is not loaded" if is_pickle(m.key) else "not JSON"
+        raise StateFormatError(f"the changelog entry at offset {m.offset} has a key in no known format: "
+                               f"it is {found}") from None
     if not isinstance(key, list) or not key or key[0] != VERSION:
         version = key[0] if isinstance(key, list) and key else "unknown"
         raise StateFormatError(f"the changelog entry at offset {m.offset} is in state format {version}; "
                                f"this version reads format {VERSION} only")
     slot = tuple(key[1:])
-    if not (isinstance(slot[0], str) and (slot[1:] == (_META,) or (
+    if not (isinstance(slot[0], str) and (slot[1:] in ((_META,), (_OPEN,)) or (
             len(slot) == 4 and all(type(n) is int for n in slot[1:])))):
         raise StateFormatError(f"the changelog entry at offset {m.offset} has a key that names no state: {m.key!r}")
     return slot
@@ -209,6 +222,7 @@ class Restored:
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas
     epoch: int = 0             # the epoch restored (restore_point)
     offset: int | None = None  # the input offset its state reflects (its meta entry)
+    aborted: set[int] = field(default_factory=set)  # epochs that wrote here after it, never committed
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
@@ -223,6 +237,8 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
         if epoch is None or m.key is None:
             continue
         out.max_epoch = max(out.max_epoch, epoch)
+        if epoch > point and epoch not in ok:
+            out.aborted.add(epoch)
         live[m.key] = m
         if epoch in ok and epoch >= latest.get(m.key, (0, m))[0]:
             latest[m.key] = (epoch, m)
@@ -231,11 +247,13 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
         slot = _slot(m)
         if slot[0] != topic:
             continue
+        if slot[1:] == (_OPEN,):
+            continue
         if slot[1:] == (_META,):
             meta = _meta(m) if m.value is not None else {}
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
-            if epoch == point and meta.get("offset", -1) >= 0:
+            if epoch == point and meta.get("offset", -1) != -1:  # BEGINNING (-2) too: nothing merged yet
                 out.offset = meta["offset"]
         elif m.value is not None:
             chunks.append((slot[2], slot[1], _value(m)))

@@ -286,3 +286,40 @@ def test_generate_produces_keyed_payments_into_a_topic_it_creates(kafka, topic_n
             assert t0 - 3 <= record["ts"] / 1000 <= t1
             seen += 1
     assert seen == 3000
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("supervised", [True, False])
+def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(kafka, topic_name, supervised):
+    """Ctrl-C to the terminal's process group while the Dask workers start: the run stops, by
+    itself, cleanly (no traceback, nothing left running), not after a second Ctrl-C."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*STREAM, "run", "examples.user_spend:pipeline", "--bootstrap", kafka.bootstrap,
+                             "--create-topics", "2", "--metrics-port", "0", "--workers", "2",
+                             "--app-id", topic_name("app")[-40:], *([] if supervised else ["--no-supervise"])],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, kids = time.monotonic() + 90, []
+        while time.monotonic() < deadline and proc.poll() is None:  # the first worker process
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            if any(w in " ".join(_cmdline(k)) for k in kids for w in ("spawn_main", "forkserver")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode in (0, 130), output[-3000:]
+    assert "Traceback" not in output and "killing" not in output, output[-3000:]
+    _, alive = psutil.wait_procs(kids, timeout=15)
+    assert not alive, f"left running: {alive}"
+
+
+def _cmdline(p):
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []

@@ -55,7 +55,7 @@ class World:
         committed offsets while another transaction is open on a shared partition)."""
         self.core = DriverCore(self.p, TOPICS, range_records=self.range_records,
                                max_inflight=self.inflight, commit_interval_s=0.0,
-                               task_timeout_s=TIMEOUT_MS / 1000)
+                               task_timeout_s=TIMEOUT_MS / 1000, **getattr(self, "core_kw", {}))
         self.tasks: dict[int, Submit] = {}  # submitted, not reported back (expired ones too)
         self.open: list[Produce] = []
         self.assigned = set(self.tps)
@@ -171,6 +171,41 @@ def test_the_core_alone_gives_the_sequential_sessions_under_any_schedule(**kw):
 def test_a_restart_that_reads_the_groups_offsets_stale_never_counts_a_record_twice(**kw):
     """State and offset restored from one epoch: a window may come again, never different."""
     run(**kw)
+
+
+def test_an_epoch_a_crash_left_open_is_counted_aborted_once_at_the_next_restore():
+    """init_transactions aborts what a dead driver left open, silently: the epoch's first
+    output marks it begun in the changelog, so the next restore finds it and counts it."""
+    class Aborts:
+        n = 0
+
+        def aborted(self):
+            self.n += 1
+
+        def __getattr__(self, name):  # every other metric: ignored
+            return lambda *a, **k: None
+
+    p = pipeline(*SPECS["tumbling"])
+    topic, _ = payments_topic(p, [(0, 1_000, 1), (0, 20_000, 2)])  # the second closes the first's window
+    metrics = Aborts()
+    World.core_kw = {"transactional": True, "metrics": metrics}
+    try:
+        w = World(p, topic, random.Random(3), 10, 4)
+        while not any(pr.topic == "out" for pr in w.open):  # a window result, not committed yet
+            if w.tasks:
+                w.finish_one(0.0)
+            else:
+                w.send(Tick())
+            assert not w.out["out"], "committed before the test could crash it"
+        w.crash()
+        assert metrics.n == 1
+        committed = len(w.seen_offsets)
+        while len(w.seen_offsets) == committed:  # the restarted driver commits an epoch
+            w.finish_one(0.0) if w.tasks else w.send(Tick())
+        w.crash()  # the aborted epoch is still in the log, below the restored one: not again
+        assert metrics.n == 1
+    finally:
+        del World.core_kw
 
 
 def test_a_read_that_reports_back_after_its_task_timeout_is_ignored():

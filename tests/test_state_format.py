@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -85,7 +86,10 @@ def test_an_entry_of_another_format_version_is_rejected_by_name():
         restore([_entry(newer, b'{"committed": []}')], "in", last_committed=7)
 
 
-@pytest.mark.parametrize("value", [b"not json", b'{"u1": [1]}', b'{"x": ["os.system", "AA=="]}'])
+@pytest.mark.parametrize("value", [
+    b"not msgpack at all", msgpack.packb({"u1": [1]}), msgpack.packb({"x": ["os.system", b""]}),
+    msgpack.packb({"x": ["datasketches.hll", b"junk"]}), msgpack.packb(msgpack.ExtType(5, b"x")),
+    msgpack.packb({"tbl": [["u1", "u2"], [[1]]]})])
 def test_garbage_and_unknown_tags_are_errors_not_guesses(value):
     key = deltas("in", 0, 7, {"u1": [1]})[0].key
     with pytest.raises(StateFormatError, match="offset 3 cannot be read"):

@@ -72,3 +72,13 @@ def test_restore_takes_state_and_offset_from_one_committed_epoch_even_when_the_g
     r = restore(log, "in", last_committed=30)  # epoch 30 committed too: its own offset
     assert (r.panes, r.offset, r.epoch) == ({("u1", 0): [3]}, 300, 30)
     assert restore(log[:1], "in", last_committed=-2).panes == {}  # nothing known committed
+
+
+def test_an_epoch_restored_before_its_partition_merged_anything_resumes_at_the_beginning():
+    """Found by the core's property test: the stale group offsets named an epoch whose meta
+    entry says nothing was merged yet (offset BEGINNING), while the group's input offset came
+    from an even older epoch. Resuming there with that epoch's (empty) state lost a record."""
+    log = [encode_meta(Meta("in", 10, (), offset=-2))]
+    log += deltas("in", 0, 20, {"u1": [1]}) + [encode_meta(Meta("in", 20, (10,), offset=1))]
+    r = restore(log, "in", last_committed=10)  # stale: epoch 20 is named by no meta entry
+    assert (r.panes, r.offset, r.epoch) == ({}, -2, 10)

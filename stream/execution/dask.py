@@ -30,26 +30,49 @@ dask.config.set({"logging.distributed": "warning"})
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes at start
 
 
-def _start_local_cluster(workers: int) -> LocalCluster:
-    """A LocalCluster whose worker processes ignore SIGINT.
+def _start_forkserver() -> None:
+    """Start multiprocessing's fork server with SIGINT ignored: the workers forked from it
+    restore that disposition, so they ignore SIGINT from their first instruction on (a Ctrl-C
+    in the few milliseconds this takes is lost)."""
+    import multiprocessing.forkserver
 
-    Ctrl-C reaches every process of the terminal's process group; the driver stops cleanly on
-    it, but workers that die from it would leave in-flight tasks pending forever. A process
-    started while SIGINT is ignored inherits that.
-    """
-    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if previous is not None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        # Workers sample their stacks every 10 ms for the dashboard (not served here) and keep
-        # an hour of it: CPU taken from the tasks, and memory that grows for that hour.
-        with dask.config.set({"distributed.worker.profile.enabled": False}):
-            # secrets reach the workers through their environment, never inside a task
-            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                dashboard_address=None, silence_logs=False, env=worker_environment())
+        multiprocessing.forkserver.ensure_running()
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _start_local_cluster(workers: int) -> LocalCluster:
+    """A LocalCluster whose worker processes ignore SIGINT, started without losing a Ctrl-C.
+
+    Ctrl-C reaches every process of the terminal's process group (without the supervisor); the
+    driver stops cleanly on it, but workers that died from it would leave in-flight tasks
+    pending forever. Workers are forked from a fork server that ignores SIGINT, so they never
+    see it, while the driver keeps its own handler: a Ctrl-C during the start is held until
+    the cluster is up, then handed to that handler (a clean stop).
+    """
+    _start_forkserver()
+    main = threading.current_thread() is threading.main_thread()
+    held: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if main else None
+    try:
+        # Workers sample their stacks every 10 ms for the dashboard (not served here) and keep
+        # an hour of it: CPU taken from the tasks, and memory that grows for that hour.
+        with dask.config.set({"distributed.worker.profile.enabled": False,
+                              "distributed.worker.multiprocessing-method": "forkserver"}):
+            # secrets reach the workers through their environment, never inside a task; the
+            # scheduler's HTTP routes take a free loopback port (by default 8787, with a
+            # warning when another cluster has it)
+            return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                dashboard_address="127.0.0.1:0", silence_logs=False, env=worker_environment())
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+            if held and callable(handler):
+                handler(signal.SIGINT, None)  # the driver's own: a clean stop, or KeyboardInterrupt
 
 
 class DaskExecutor:
