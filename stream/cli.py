@@ -143,7 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP "
                           "(`stream broker` starts an embedded one)")
     config = cluster_config(args, pipeline, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
-                            guarantee=args.guarantee, replica=args.replica,
+                            guarantee=args.guarantee, replica=args.replica, takeover=args.takeover,
                             commit_interval_s=args.commit_interval, step_timeout_s=args.step_timeout,
                             advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000),
                             max_future_ms=int(args.max_future * 1000))
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exactly_once (default): one Kafka transaction per epoch")
     run.add_argument("--replica", type=number(int, 0, 999), default=0,
                      help="replica number; the transactional id is <app-id>.<replica> (default 0)")
+    run.add_argument("--takeover", action="store_true",
+                     help="start even if this app id and replica is running: the running driver is "
+                          "fenced (its open transaction aborted) and exits (default: refuse)")
     run.add_argument("--commit-interval", type=POSITIVE, default=1.0, metavar="SECONDS",
                      help="epoch length: how often results and offsets are committed (default 1)")
     run.add_argument("--advance-after", type=POSITIVE, metavar="SECONDS",

@@ -273,6 +273,7 @@ class RunConfig:
     connect_timeout_s: float = 10.0
     guarantee: str = "exactly_once"
     replica: int = 0
+    takeover: bool = False  # start even if this app id and replica runs elsewhere (it is fenced)
     max_future_ms: int = 300_000  # event times further ahead of their Kafka timestamp: dead-lettered
     step_timeout_s: float = 30.0
 

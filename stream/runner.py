@@ -9,13 +9,14 @@ import logging
 from contextlib import ExitStack
 from typing import Any, Callable
 
-from stream.admin import check_topics, ensure_topic, wait_for_broker
+from stream.admin import admin, check_topics, ensure_topic, wait_for_broker
 from stream.changelog import KafkaChangelog
-from stream.config import DEAD_LETTER_MAX_BYTES, RunConfig
+from stream.config import CONSUMER_DEFAULTS, DEAD_LETTER_MAX_BYTES, RunConfig
 from stream.driver import Driver, DriverStats, Topics
 from stream.metrics import ENV_RESTARTS, Metrics, env_count
 from stream.pipeline import Pipeline
 from stream.records import Limits
+from stream.replicas import Lease, check_replica_free, client_id
 from stream.sinks.kafka import KafkaSink, TransactionalSink
 from stream.sources.kafka import KafkaReader, KafkaSession
 from stream.watchdog import Watchdog
@@ -77,6 +78,12 @@ class PipelineRun:
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
         try:
+            if not config.takeover:
+                lease = Lease(config.kafka.bootstrap, config.app_id, config.replica)
+                lease.acquire()
+                self._stack.callback(lease.release)
+                session_s = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
+                check_replica_free(admin(config.kafka.client()), config.app_id, config.replica, session_s + 3)
             self.metrics = metrics or Metrics(pipeline.name)
             self.metrics_port: int | None = None
             if config.metrics_port is not None:
@@ -91,7 +98,8 @@ class PipelineRun:
                      f"on http://{config.metrics_addr}:{self.metrics_port}/metrics")
             kafka = config.kafka
             reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
-            self.session = KafkaSession(kafka.consumer({"group.id": config.app_id}),
+            self.session = KafkaSession(kafka.consumer({"group.id": config.app_id,
+                                                        "client.id": client_id(config.replica)}),
                                         list(pipeline.source_spec.topics), reader)  # type: ignore[union-attr]
             self._stack.callback(self._close_session, leave_group_on_failure)
             watchdog = watchdog or Watchdog()

@@ -1,6 +1,7 @@
 """The command line as a user runs it: real processes, real broker."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,11 +27,16 @@ def run_cli(*args, timeout=240, **kw):
 
 @pytest.mark.slow
 @pytest.mark.kafka
-def test_demo_runs_and_verifies_every_window():
-    out = run_cli("demo", "--records", "20000", "--workers", "2", "--metrics-port", "0")
+def test_demo_runs_and_verifies_every_window_with_no_library_noise():
+    """`make demo`'s command as it is: a verified result, and a stderr with no librdkafka line
+    (`%3|...`), no Dask or Python warning and nothing but the run's own log lines."""
+    out = run_cli("demo")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "verified: all" in out.stdout and "windows match an independent recomputation" in out.stdout
     assert "sample results" in out.stdout
+    noise = [line for line in out.stderr.splitlines()
+             if re.match(r"%\d\|", line) or "Warning" in line or " WARNING " in line or "distributed." in line]
+    assert noise == [], out.stderr[-3000:]
 
 
 def test_run_against_missing_broker_names_the_address():
@@ -323,3 +329,34 @@ def _cmdline(p):
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+@pytest.mark.kafka
+def test_a_second_run_of_the_same_app_and_replica_refuses_naming_the_first(kafka, topic_name):
+    """Two `stream run` of one application id and replica would fence each other in a loop:
+    the second refuses at once (exit 2, not retried) and the first runs on untouched; with
+    another --replica, or --takeover, it starts."""
+    app = topic_name("app")[-40:]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [*STREAM, "run", "examples.user_spend:pipeline", "--bootstrap", kafka.bootstrap, "--create-topics", "2",
+            "--metrics-port", "0", "--workers", "1", "--local", "--app-id", app]
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _lease_held(app):
+            time.sleep(0.2)
+        second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first run stopped"
+    finally:
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=60)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert f"error: application {app!r} replica 0 is already running (pid " in second.stderr
+    assert "--takeover" in second.stderr and second.stderr.count("error:") == 1
+    assert first.returncode == 0 and "fenced" not in output, output[-3000:]
+
+
+def _lease_held(app):
+    import tempfile
+
+    return any(Path(tempfile.gettempdir()).glob(f"stream-leases-{os.getuid()}/{app}.0.*.json"))

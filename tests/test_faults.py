@@ -85,7 +85,8 @@ def test_second_driver_with_the_same_transactional_id_fences_the_first(kafka, to
     second = None
     try:
         wait_for(lambda: "first epoch committed" in first.log(), 60, "the first driver to commit")
-        second = StreamProcess(kafka, app, src, out, tmp_path, supervise=False, name="second")
+        second = StreamProcess(kafka, app, src, out, tmp_path, supervise=False, name="second",
+                               extra=["--takeover"])  # as a zombie's successor on another host
         t0 = time.monotonic()
         code = first.proc.wait(90)
         fenced_after = time.monotonic() - t0
