@@ -39,6 +39,7 @@ demo: $(CORE)
 # registry codec's tests run against Apicurio Registry too (fetched once, see `make registry`).
 test: $(STAMP)
 	@.ci/ensure-prometheus
+	@.ci/ensure-chromium
 	@$(BIN)/python -m stream.registry_server
 	$(BIN)/python -m pytest -q $(ARGS)
 	@$(BIN)/python -m stream.kafka_broker

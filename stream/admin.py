@@ -39,8 +39,8 @@ def wait_for_broker(config: dict[str, Any], timeout_s: float = 10.0,
             last = str(exc.args[0].str() if exc.args else exc)
         client.poll(0)  # serve the error events that say why
         waited = time.monotonic() - start
-        refused = refused_s is not None and errors and all("refused" in e or "down" in e for e in errors)
-        if waited >= timeout_s or (refused and waited >= refused_s):  # type: ignore[operator]
+        refused = bool(errors) and all("refused" in e or "down" in e for e in errors)
+        if waited >= timeout_s or (refused_s is not None and refused and waited >= refused_s):
             secrets = [v for v in security.values() if isinstance(v, Secret)]
             cause = masked(_most_telling(errors) or last, secrets)
             if "sasl.mechanism" in security and _is_authentication(cause):

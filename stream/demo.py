@@ -122,7 +122,8 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
 
         try:
             with PipelineRun(pipeline, config, executor) as run:
-                print(f"{executor.describe()}; metrics at http://{metrics_addr}:{run.metrics_port}/metrics"
+                print(f"{executor.describe()}; status page at http://{metrics_addr}:{run.metrics_port}/ "
+                      f"(metrics at /metrics)"
                       if metrics_port is not None else executor.describe(), flush=True)
                 print(f"generating {'payments for %.0f s' % duration_s if duration_s else f'{records:,} payments'} "
                       f"into {INPUT!r} ({PARTITIONS} partitions); pipeline {pipeline.name!r} -> {OUTPUT!r}", flush=True)

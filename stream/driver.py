@@ -24,6 +24,7 @@ from stream.errors import FatalError
 from stream.execution.task import RangeTask, run_range
 from stream.pipeline import Pipeline
 from stream.records import Limits
+from stream.status import driver_status
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -125,6 +126,8 @@ class Driver(TaskLoop):
             metrics.probes.state_bytes = core.state_bytes
             metrics.probes.partitions = lambda: len(core.parts)
             metrics.probes.ready = lambda: bool(core.parts) and not self.failed
+            workers = getattr(executor, "connected_workers", lambda: 0)
+            metrics.probes.status = lambda: driver_status(core, workers())
             metrics.topics(list(pipeline.source_spec.topics), pipeline.sink_spec.topic)  # type: ignore[union-attr]
 
     # views the tools and tests use

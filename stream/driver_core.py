@@ -506,7 +506,7 @@ class DriverCore:
             return
         self.stats.late += len(late)
         if self.metrics:
-            self.metrics.late(len(late))
+            self.metrics.late(len(late), [(tp[0], tp[1], r.offset, r.event_time) for r in late[-10:]])
         if self.topics.late is None:
             return
         for rec in late:
@@ -518,7 +518,7 @@ class DriverCore:
         if self.topics.dead_letter is not None:
             self._produce(self.topics.dead_letter, [(f.key, f.value)], f.dead_letter_headers(*tp) + self.headers())
         if self.metrics:
-            self.metrics.failed(f.reason)
+            self.metrics.failed(f.reason, (tp[0], tp[1], f.offset), f"{f.error_type}: {f.message}")
         if self.stats.failed <= 100 or self.stats.failed % 1000 == 0:
             log.warning("record %s[%d]@%d failed (%s): %s: %s (%d failed so far)", tp[0], tp[1],
                         f.offset, f.reason, f.error_type, f.message, self.stats.failed)

@@ -14,17 +14,20 @@ restored and partitions assigned) on one port.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.errors import ConfigError
+from stream.status import StatusBoard
 
 # Restarts of the driver, counted by the supervisor and handed to each new driver process, so
 # the counters below continue across restarts instead of starting again at zero.
@@ -32,6 +35,7 @@ ENV_RESTARTS = "STREAM_DRIVER_RESTARTS"
 ENV_WATCHDOG_EXITS = "STREAM_WATCHDOG_EXITS"
 
 STAGES = ("read_decode", "merge", "produce", "commit")
+STATUS_PAGE = Path(__file__).with_name("status.html")  # the page at `/`: static, polls /status.json
 _FAST = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 _SLOW = (.05, .1, .25, .5, 1, 2, 5, 10, 30, 60, 300)
 
@@ -46,6 +50,7 @@ class Probes:
     partitions: Callable[[], int] = lambda: 0
     workers: Callable[[], int] = lambda: 0
     ready: Callable[[], bool] = lambda: False
+    status: Callable[[], dict] = lambda: {}  # the driver's part of /status.json
 
 
 class Metrics:
@@ -54,6 +59,7 @@ class Metrics:
         self.pipeline = pipeline
         self.registry = registry if registry is not None else CollectorRegistry()
         self.probes = Probes()
+        self.board = StatusBoard()
         self.health_timeout_s = health_timeout_s
         self._alive = time.monotonic()
         r, base, p = self.registry, ["pipeline"], pipeline
@@ -139,6 +145,7 @@ class Metrics:
     def records_in(self, topic: str, n: int, nbytes: int = 0) -> None:
         self._in.labels(self.pipeline, topic).inc(n)
         self._bytes.labels(self.pipeline, topic).inc(nbytes)
+        self.board.count("records_in", n)
 
     def topics(self, inputs: list[str], output: str) -> None:
         """Create the per-topic series at zero, so a quiet topic shows 0, not nothing."""
@@ -149,6 +156,7 @@ class Metrics:
 
     def records_out(self, topic: str, n: int) -> None:
         self._out.labels(self.pipeline, topic).inc(n)
+        self.board.count("records_out", n)
 
     def scored(self, counts: dict[tuple[str, str], int]) -> None:
         """Records scored per (model, version); the latest version per model becomes the info series."""
@@ -161,23 +169,33 @@ class Metrics:
                 self._model.labels(self.pipeline, model, version).set(1)
                 self._versions[model] = version
 
-    def failed(self, reason: str) -> None:
+    def failed(self, reason: str, where: tuple[str, int, int] | None = None, message: str = "") -> None:
+        """A dead letter; `where` (topic, partition, offset) and `message` feed the status page."""
         self._dlq.labels(self.pipeline, reason).inc()
+        self.board.failed(reason, where, message)
 
-    def late(self, n: int) -> None:
+    def late(self, n: int, latest: Iterable[tuple[str, int, int, int]] = ()) -> None:
+        """`n` late records; `latest` (topic, partition, offset, event time) feed the status page."""
         self._late.labels(self.pipeline).inc(n)
+        self.board.count("late", n)
+        for topic, partition, offset, ts in latest:
+            self.board.late((topic, partition, offset), ts)
 
     def skipped(self, why: str, n: int) -> None:
         self._skipped.labels(self.pipeline, why).inc(n)
+        self.board.count("skipped", n)
 
     def filtered(self, n: int) -> None:
         self._filtered.labels(self.pipeline).inc(n)
+        self.board.count("filtered", n)
 
     def windowed(self, n: int) -> None:
         self._windowed.labels(self.pipeline).inc(n)
+        self.board.count("windowed", n)
 
     def windows(self, n: int) -> None:
         self._windows.labels(self.pipeline).inc(n)
+        self.board.count("windows", n)
 
     def task_failed(self) -> None:
         self._task_fail.labels(self.pipeline).inc()
@@ -187,6 +205,7 @@ class Metrics:
 
     def stage(self, stage: str, seconds: float) -> None:
         self._stage.labels(self.pipeline, stage).observe(seconds)
+        self.board.stage(stage, seconds)
 
     def committed(self, seconds: float, transactional: bool = False) -> None:
         self._commits.labels(self.pipeline).inc()
@@ -194,9 +213,11 @@ class Metrics:
             self._txn_ok.labels(self.pipeline).inc()
         self._last_commit.labels(self.pipeline).set(time.time())
         self.stage("commit", seconds)
+        self.board.committed(seconds)
 
     def aborted(self) -> None:
         self._txn_abort.labels(self.pipeline).inc()
+        self.board.count("aborted")
 
     def results_acknowledged(self, closed_at: list[tuple[int, int]]) -> None:
         """Observe, per batch of results, (wall clock ms when closed, latest window end in ms)."""
@@ -219,6 +240,19 @@ class Metrics:
                 g.remove(self.pipeline, topic, str(partition))
             except KeyError:
                 pass
+
+    def status(self) -> dict[str, Any]:
+        """`/status.json`: the board's history, the driver's state, health and readiness."""
+        driver = {}
+        for _ in range(3):  # the driver thread may change its dicts under the read: read again
+            try:
+                driver = self.probes.status()
+                break
+            except RuntimeError:
+                continue
+        return {"pipeline": self.pipeline, **self.board.snapshot(), **driver,
+                "workers": _safe(self.probes.workers)(), "ready": bool(self.probes.ready()),
+                "healthy": self.healthy()[0], "restarts": env_count(ENV_RESTARTS)}
 
     def alive(self) -> None:
         """The driver loop turned; `/healthz` fails when it has not for `health_timeout_s`."""
@@ -264,13 +298,17 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             body, ok, ctype = generate_latest(self.metrics.registry), True, CONTENT_TYPE_LATEST
+        elif path == "/status.json":
+            body, ok, ctype = json.dumps(self.metrics.status()).encode(), True, "application/json"
+        elif path in ("/", "/index.html"):
+            body, ok, ctype = STATUS_PAGE.read_bytes(), True, "text/html; charset=utf-8"
         elif path in ("/healthz", "/readyz"):
             ok, text = self.metrics.healthy() if path == "/healthz" else self.metrics.ready()
             body, ctype = text.encode(), "text/plain; charset=utf-8"
         else:
-            body, ok, ctype = b"not found: try /metrics, /healthz or /readyz\n", False, "text/plain"
+            body, ok, ctype = b"not found: try /, /status.json, /metrics, /healthz or /readyz\n", False, "text/plain"
             self.send_response(404)
-        if path in ("/metrics", "/healthz", "/readyz"):
+        if path in ("/metrics", "/healthz", "/readyz", "/status.json", "/", "/index.html"):
             self.send_response(200 if ok else 503)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

@@ -95,7 +95,8 @@ class PipelineRun:
             log.info("running %s on %s, %s; metrics %s", pipeline.name, config.kafka.bootstrap,
                      self.executor.describe(),
                      "off" if self.metrics_port is None else
-                     f"on http://{config.metrics_addr}:{self.metrics_port}/metrics")
+                     f"on http://{config.metrics_addr}:{self.metrics_port}/metrics, status page on "
+                     f"http://{config.metrics_addr}:{self.metrics_port}/")
             kafka = config.kafka
             reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
             self.session = KafkaSession(kafka.consumer({"group.id": config.app_id,

@@ -32,7 +32,6 @@ import msgpack
 from stream.errors import StreamError
 
 VERSION = 1
-FORMAT_HEADER = "stream.state-format"
 _PICKLE_PREFIX = b"\x80"  # every pickle of protocol 2 or later starts with the PROTO opcode
 
 
