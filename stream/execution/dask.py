@@ -6,11 +6,16 @@ core); with `scheduler="tcp://host:8786"` it uses an existing cluster.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import multiprocessing
 import os
+import shlex
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import dask
@@ -30,19 +35,27 @@ dask.config.set({"logging.distributed": "warning"})
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes at start
 
 
-def _start_forkserver() -> None:
-    """Start multiprocessing's fork server with SIGINT ignored: the workers forked from it
-    restore that disposition, so they ignore SIGINT from their first instruction on (a Ctrl-C
-    in the few milliseconds this takes is lost)."""
-    import multiprocessing.forkserver
+_IGNORE_SIGINT = """#!/bin/sh
+# Written by stream.execution.dask: a Dask worker process ignores SIGINT from its start on.
+trap '' INT
+exec {python} "$@"
+"""
 
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+
+def _worker_executable() -> str:
+    """A wrapper that starts Python with SIGINT ignored (an ignored signal stays ignored across
+    exec, and Python keeps it so): the program multiprocessing spawns Dask workers with."""
+    text = _IGNORE_SIGINT.format(python=shlex.quote(sys.executable))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stream"  # not /tmp: may be noexec
+    path = cache / f"worker-{digest}.sh"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def _start_local_cluster(workers: int) -> LocalCluster:
@@ -50,19 +63,18 @@ def _start_local_cluster(workers: int) -> LocalCluster:
 
     Ctrl-C reaches every process of the terminal's process group (without the supervisor); the
     driver stops cleanly on it, but workers that died from it would leave in-flight tasks
-    pending forever. Workers are forked from a fork server that ignores SIGINT, so they never
+    pending forever. Workers are spawned through a wrapper that ignores SIGINT, so they never
     see it, while the driver keeps its own handler: a Ctrl-C during the start is held until
     the cluster is up, then handed to that handler (a clean stop).
     """
-    _start_forkserver()
+    multiprocessing.get_context("spawn").set_executable(_worker_executable())
     main = threading.current_thread() is threading.main_thread()
     held: list[int] = []
     handler = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if main else None
     try:
         # Workers sample their stacks every 10 ms for the dashboard (not served here) and keep
         # an hour of it: CPU taken from the tasks, and memory that grows for that hour.
-        with dask.config.set({"distributed.worker.profile.enabled": False,
-                              "distributed.worker.multiprocessing-method": "forkserver"}):
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
             # secrets reach the workers through their environment, never inside a task; the
             # scheduler's HTTP routes take a free loopback port (by default 8787, with a
             # warning when another cluster has it)
