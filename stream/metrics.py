@@ -243,16 +243,15 @@ class Metrics:
 
     def status(self) -> dict[str, Any]:
         """`/status.json`: the board's history, the driver's state, health and readiness."""
-        driver = {}
-        for _ in range(3):  # the driver thread may change its dicts under the read: read again
+        for attempt in range(3):  # the driver thread may change what is read under the read
             try:
-                driver = self.probes.status()
-                break
+                return {"pipeline": self.pipeline, **self.board.snapshot(), **self.probes.status(),
+                        "workers": _safe(self.probes.workers)(), "ready": bool(self.probes.ready()),
+                        "healthy": self.healthy()[0], "restarts": env_count(ENV_RESTARTS)}
             except RuntimeError:
-                continue
-        return {"pipeline": self.pipeline, **self.board.snapshot(), **driver,
-                "workers": _safe(self.probes.workers)(), "ready": bool(self.probes.ready()),
-                "healthy": self.healthy()[0], "restarts": env_count(ENV_RESTARTS)}
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def alive(self) -> None:
         """The driver loop turned; `/healthz` fails when it has not for `health_timeout_s`."""

@@ -173,3 +173,33 @@ def _scrape(text: str) -> dict[str, float]:
             name, value = line.split("{")[0].split(" ")[0], float(line.rsplit(" ", 1)[1])
             total[name] = total.get(name, 0.0) + value
     return total
+
+
+def test_status_json_reports_partitions_epochs_and_the_pipeline_graph():
+    import json
+
+    topic, records = make_topic(n=2_000)
+    topic.append(1, b"\x00garbage", b"k", 0)
+    pipeline = payment_pipeline("mem", "payments", "out")
+    m = Metrics(pipeline.name, CollectorRegistry())
+    ex = LocalExecutor()
+    port = m.serve(0)
+    try:
+        d, _ = run(pipeline, MemorySession([topic]), ex, metrics=m)
+        d.run(until=lambda d: d.caught_up())
+        code, body = get(f"http://127.0.0.1:{port}/status.json")
+        page_code, page = get(f"http://127.0.0.1:{port}/")
+    finally:
+        ex.close()
+        m.close()
+    s = json.loads(body)
+    assert code == 200 and page_code == 200 and "status.json" in page
+    assert [(p["topic"], p["partition"]) for p in s["partitions"]] == [("payments", i) for i in range(3)]
+    assert sum(p["merged"] for p in s["partitions"]) == s["totals"]["records_in"] == len(records) + 1
+    assert all(p["lag_records"] == 0 and p["event_time_ms"] > 0 for p in s["partitions"])
+    assert s["graph"] == {"sources": ["payments"], "steps": ["filter", "key_by(user_id)"], "after": [], "sink": "out",
+                          "window": s["graph"]["window"]} and s["graph"]["window"].startswith("Tumbling(10 s)")
+    assert s["epochs"] and sum(e["records_in"] for e in s["epochs"]) <= len(records) + 1
+    assert s["dead_letters"]["by_reason"] == {"decode_failed": 1}
+    assert s["dead_letters"]["latest"][0]["partition"] == 1 and s["ready"] is True
+    assert set(s["stages"]) >= {"read_decode", "merge", "commit"}
