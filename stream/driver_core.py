@@ -164,6 +164,11 @@ class PartitionState:
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
     state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
+    # the newest committed epoch of this partition's own line: the epoch restored, then each
+    # epoch committed while it was owned here; its next meta entry names it. Never another
+    # partition's: a partition restored from an older point must not name an epoch whose
+    # deltas of it its state does not include (they would be counted twice)
+    named: set[int] = field(default_factory=set)
     last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
 
 
@@ -244,7 +249,6 @@ class DriverCore:
         self.epoch = 0                 # the epoch being built (numbered at the first event)
         self._next_task = 1
         self._turn = 0                 # where round-robin planning starts next
-        self._known_committed: set[int] = set()  # epochs to name in the next meta entries
         self._produced = False         # anything produced in this epoch
         self._results = False          # results (to the sink topic) among it
         self._first_output = 0         # when this epoch produced its first output
@@ -303,14 +307,13 @@ class DriverCore:
             if store is not None:
                 store.load(r.panes, r.emitted_through)
             self.epoch = max(self.epoch, next_epoch(max(r.max_epoch, last), self.replica, 0))
-            if r.epoch > 0:
-                self._known_committed.add(r.epoch)
             pin = sorted(set(self.parts) | set(ev.tps)).index(tp)
             plan = PartitionPlan(start, start, stop=ev.stops[tp] if ev.stops else None,
                                  clock=PartitionClock(NEVER if r.max_ts is None else r.max_ts),
                                  data_ms=self.now)
             self.parts[tp] = PartitionState(plan, pin, store, written=r.written, state_bytes=r.sizes,
-                                            live_committed=r.live_committed)
+                                            live_committed=r.live_committed,
+                                            named={r.epoch} if r.epoch > 0 else set())
             self._committed[tp] = start
             restored += len(r.panes)
         self.stats.restored += restored
@@ -625,7 +628,7 @@ class DriverCore:
         return results
 
     # -- epochs -------------------------------------------------------------------------
-    def _write_changelog(self, tp: TP, st: PartitionState, known: tuple[int, ...]) -> bool:
+    def _write_changelog(self, tp: TP, st: PartitionState) -> bool:
         """Write a partition's deltas, tombstones and meta entry; True if state changed."""
         cl, topic = self.topics.changelog, tp[0]
         assert cl is not None
@@ -642,7 +645,7 @@ class DriverCore:
             for m in delta_tombstones(topic, pane, st.written.pop(pane, []), self.epoch):
                 self._out.append(Produce(cl, [(m.key, None)], m.headers, tp[1]))
         st.live_committed &= {e for entries in st.written.values() for e, _ in entries}
-        known = tuple(sorted(set(known) | st.live_committed))  # this entry alone survives compaction
+        known = tuple(sorted(st.named | st.live_committed))  # this entry alone survives compaction
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
                                 None if st.plan.clock.now == NEVER else st.plan.clock.now, st.plan.merged))
@@ -664,9 +667,8 @@ class DriverCore:
         self._out.append(BeginCommit(self.epoch, tuple(self.parts)))
         if self._results:
             self._out.append(Mark("after_produce"))  # an epoch that wrote results, none committed yet
-        known = tuple(sorted(self._known_committed))
         for tp, st in self.parts.items():
-            self._write_changelog(tp, st, known)
+            self._write_changelog(tp, st)
         for p in {tp[1] for tp in self.parts}:
             offsets[(self.topics.changelog, p)] = self.epoch
         closed, self._closed = self._closed, []
@@ -674,7 +676,7 @@ class DriverCore:
         for st in self.parts.values():  # this epoch's deltas are committed now
             if any(entries and entries[-1][0] == self.epoch for entries in st.written.values()):
                 st.live_committed.add(self.epoch)
-        self._known_committed = {self.epoch}
+            st.named = {self.epoch}
         self._committed.update({tp: o for tp, o in offsets.items() if tp in self.parts})
         self.epoch = next_epoch(self.epoch, self.replica, self.now)
         self._headers = ()

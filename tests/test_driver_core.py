@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,18 @@ def test_the_core_alone_gives_the_sequential_sessions_under_any_schedule(**kw):
 def test_a_restart_that_reads_the_groups_offsets_stale_never_counts_a_record_twice(**kw):
     """State and offset restored from one epoch: a window may come again, never different."""
     run(**kw)
+
+
+@pytest.mark.parametrize("kw", [
+    # a meta entry named an epoch of another partition's line: a record counted twice
+    dict(raw=[(1, 0, 1), (1, 0, 1), (1, 0, 1), (3, 0, 1)], seed=2_260_752_215, range_records=7, inflight=3,
+         steps=86, fail_p=0.3, stalls=2, crashes=2, revokes=2),
+    # the epoch restored had merged nothing yet (offset BEGINNING): resumed at an older offset, a record lost
+    dict(raw=[(0, 0, 1)], seed=465602059, range_records=1, inflight=2, steps=139, fail_p=0.0, stalls=0,
+         crashes=2, revokes=2),
+])
+def test_stale_restarts_found_by_the_property_test(kw):
+    run(kind="tumbling", stale=2, **kw)
 
 
 def test_an_epoch_a_crash_left_open_is_counted_aborted_once_at_the_next_restore():
