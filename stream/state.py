@@ -7,9 +7,11 @@ in epoch order rebuild it (a later full value replaces an earlier one). When a p
 its deltas are tombstoned, so a compacted changelog holds only open panes. One message per
 changed pane, not per key, keeps the driver's cost per epoch small. Every epoch also writes one meta entry per owned
 input partition: how far windows were emitted, the partition's max event time, and the
-epochs its writer knew to be committed: the previous epoch, and every committed epoch whose
-deltas are still live in that changelog partition (a compacted changelog keeps only the latest
-meta entry, so that one alone must name them all). The group's committed offset on changelog
+epochs of the partition's own line known to be committed: the previous one (the epoch its
+state was restored from, or the last one committed while the writer owned it), and every
+committed epoch whose deltas of it are still live (a compacted changelog keeps only the latest
+meta entry, so that one alone must name them all). Never an epoch outside that line: a
+partition restored from an older point than another driver's last commit must not name it. The group's committed offset on changelog
 partition p names the last committed epoch, in the same transaction as the input offsets; meta
 entries name the earlier ones. Restore (`restore_point`) takes the newest epoch known to be
 committed, and of the other epochs only those its own meta entry names; it resumes at the input
