@@ -170,8 +170,11 @@ class KafkaConfig:
         return any(isinstance(v, Secret) for v in self.client().values())
 
     def client(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A fresh librdkafka config dict: bootstrap, passthrough, then `settings`."""
-        return {"bootstrap.servers": self.bootstrap, **self.security.settings(), **self.extra,
+        """A fresh librdkafka config dict: bootstrap, passthrough, then `settings`. librdkafka
+        logs warnings and errors only (`log_level` 4; its info lines, such as a producer's
+        "Purging 1 unserved events from background queue" when it is closed, are not news);
+        `--kafka-config log_level=7` brings them back."""
+        return {"bootstrap.servers": self.bootstrap, "log_level": 4, **self.security.settings(), **self.extra,
                 **(settings or {})}
 
     def consumer(self, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
