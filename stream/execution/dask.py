@@ -50,11 +50,15 @@ def _worker_executable() -> str:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stream"  # not /tmp: may be noexec
     path = cache / f"worker-{digest}.sh"
     if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.replace(tmp, path)
+        except OSError as exc:  # no writable cache: workers start as usual, SIGINT not ignored
+            log.warning("cannot write %s (%s): a terminal's Ctrl-C also reaches the Dask workers", path, exc)
+            return sys.executable
     return str(path)
 
 
