@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CORE   := $(VENV)/.installed-core
 ML     := $(VENV)/.installed-ml
 
-.PHONY: demo test test-quick bench install clean kafka registry
+.PHONY: demo test test-quick lint bench install clean kafka registry
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -37,13 +37,19 @@ demo: $(CORE)
 # The whole suite on the embedded broker, then the kafka-marked tests (the fault tests among
 # them) again on Apache Kafka (Java 17+; its jars are fetched once, see `make kafka`). The
 # registry codec's tests run against Apicurio Registry too (fetched once, see `make registry`).
-test: $(STAMP)
+test: lint
 	@.ci/ensure-prometheus
 	@.ci/ensure-chromium
-	@$(BIN)/python -m stream.registry_server
+	@$(BIN)/python -m stream.app.registry_server
 	$(BIN)/python -m pytest -q $(ARGS)
-	@$(BIN)/python -m stream.kafka_broker
+	@$(BIN)/python -m stream.app.kafka_broker
 	STREAM_TEST_BROKER=kafka $(BIN)/python -m pytest -q -m kafka $(ARGS)
+
+# ruff (pyflakes, bugbear, import order, docstrings on public names, no unexplained broad
+# except) and mypy (strict on the pure core), both configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
@@ -57,9 +63,9 @@ clean:
 # Apache Kafka's broker jars from Maven Central (for `stream broker --engine kafka` and
 # STREAM_TEST_BROKER=kafka), pinned and checked: deploy/kafka/.
 kafka: $(STAMP)
-	$(BIN)/python -m stream.kafka_broker
+	$(BIN)/python -m stream.app.kafka_broker
 
 # Apicurio Registry from Maven Central (a real schema registry for the registry codec's
 # tests), pinned and checked: deploy/registry/.
 registry: $(STAMP)
-	$(BIN)/python -m stream.registry_server
+	$(BIN)/python -m stream.app.registry_server

@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stream.codecs.avro_block import _zigzag_long  # noqa: E402
+from stream.codecs.avro_block import _zigzag_long
 
 POOL = 200_000  # distinct payments, cycled with their event times shifted
 # The embedded broker's cost to serve a fetch grows with the number of record batches stored in
@@ -55,9 +55,9 @@ def payment_pool(users: int, seed: int, step_ms: float, partitions: int, size: i
                  ) -> tuple[list[tuple[bytes, bytes, int, int]], int]:
     """(value without its event time, key, partition, event time offset) per payment, and the
     event time span of the pool."""
+    from stream.app.generator import PaymentGenerator, partition_of
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
-    from stream.generator import PaymentGenerator, partition_of
 
     schema = load_schema(ROOT / "schemas" / "payment.avsc")
     assert schema["fields"][-1]["name"] == "ts", "the feeder appends ts: it must be the last field"

@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 import psutil
 
+from stream.app.progress import Progress, Status
+from stream.app.run import PipelineRun
 from stream.config import RunConfig
 from stream.execution.dask import DaskExecutor
-from stream.progress import Progress, Status
-from stream.runner import PipelineRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ class CpuMeter:
 def rss_mib(proc: psutil.Process | None = None) -> tuple[float, float]:
     """(this process, its children but the broker) resident memory in MiB.
 
-    The embedded broker is a child too, but it keeps every record in memory (DESIGN.md), so
+    The embedded broker is a child too, but it keeps every record in memory (docs/brokers.md), so
     it is left out, as is the feeder: what is measured is the driver and the Dask processes.
     """
     me = proc or psutil.Process()
@@ -134,7 +134,8 @@ def closing_times(crossings: dict[Any, list[list[float]]]) -> Callable[[int], fl
 
     def at(t: int) -> float | None:
         walls = [r.get(t) for r in reached]
-        return None if None in walls else max(walls)  # type: ignore[type-var]
+        known = [w for w in walls if w is not None]
+        return max(known) if len(known) == len(walls) else None
     return at
 
 
@@ -180,7 +181,7 @@ def latency(kafka: Any, pipeline: Any, src: str, out: str, executor: DaskExecuto
                "seconds": fed["seconds"], "results": len(lat)}
     if not lat:
         return summary
-    pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3)  # noqa: E731
+    pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3)
     return {**summary, "p50_s": pick(0.50), "p99_s": pick(0.99), "max_s": round(lat[-1], 3)}
 
 

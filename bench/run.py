@@ -30,16 +30,14 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import baseline, measure, workloads  # noqa: E402
-from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT  # noqa: E402
-
+from bench import baseline, measure, workloads
+from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT
 
 SOAK_RECORDS = 10_000_000  # bounded data volume: see the soak step in main()
 STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "curves", "soak")
@@ -63,12 +61,12 @@ class Bench:
         from stream.config import KafkaConfig
         from stream.execution.dask import DaskExecutor
 
-        self.args, self.kafka = args, KafkaConfig(broker.bootstrap)  # type: ignore[attr-defined]
+        self.args, self.kafka = args, KafkaConfig(broker.bootstrap)
         self.executor = DaskExecutor(workers=args.workers)
         self.n = 0
 
     def topic(self, name: str) -> str:
-        from stream.admin import ensure_topic
+        from stream.app.admin import ensure_topic
 
         self.n += 1
         topic = f"{name}-{self.n}"
@@ -147,8 +145,8 @@ class Bench:
         from examples.fraud.generator import FraudGenerator
         from examples.fraud.pipelines import payment_scores
         from examples.fraud.train import train
+        from stream.app.generator import produce_payments
         from stream.codecs.schemas import load_schema
-        from stream.generator import produce_payments
 
         n = self.args.scoring_records
         say("training the fraud models for the scoring benchmark ...")
@@ -205,7 +203,7 @@ class Bench:
             out["keys"].append([keys, self.pipeline(workloads.windowed, src, n, f"{keys} keys")["rps"]])
             if keys == 10_000:
                 for k in (1, 5, 20):
-                    fn = lambda i, o, k=k: workloads.windowed(i, o, slide_ms=10_000 // k)  # noqa: E731
+                    fn = lambda i, o, k=k: workloads.windowed(i, o, slide_ms=10_000 // k)
                     r = self.pipeline(fn, src, n, f"size/slide {k}")
                     out["overlap"].append([k, r["rps"]])
                     # results grow with size/slide: each key's pane is in k windows
@@ -221,7 +219,7 @@ class Bench:
             src = self.topic(f"events{pad}")
             codec = Pipeline("x").source(src, schema=workloads.EVENT).source_spec.codec
             size = workloads.fill_events(self.kafka, src, n, 10_000, pad, codec)
-            fn = lambda i, o: workloads.windowed(i, o, schema=workloads.EVENT)  # noqa: E731
+            fn = lambda i, o: workloads.windowed(i, o, schema=workloads.EVENT)
             out["record_bytes"].append([size, self.pipeline(fn, src, n, f"{size} B records")["rps"]])
         return out
 
@@ -229,8 +227,8 @@ class Bench:
     def soak(self, rate: float) -> dict:
         import psutil
 
+        from stream.app.run import PipelineRun
         from stream.config import RunConfig
-        from stream.runner import PipelineRun
 
         minutes = self.args.soak_minutes
         src, out = self.topic("soak-in"), self.topic("soak-out")
@@ -299,7 +297,7 @@ def main() -> int:
         steps -= {"scoring"} if args.scoring_records <= 0 else set()
         steps -= {"soak"} if args.soak_minutes <= 0 else set()
 
-    from stream.broker import EmbeddedBroker
+    from stream.app.broker import EmbeddedBroker
     from stream.sources.kafka import close_pool
 
     result: dict = {"machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0]},

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from operators import Count, Max, Sum, col
-from stream.generator import PaymentGenerator, partition_of, produce_payments
+from stream.app.generator import PaymentGenerator, partition_of, produce_payments
 from stream.pipeline import Pipeline
 from stream.windows.specs import Hopping
 

@@ -33,8 +33,8 @@ class Aggregation:
       that cannot hold them fails when the pipeline is defined (default: unknown, unchecked).
 
     Accumulators travel from workers to the driver by pickle, and into the changelog in its
-    typed state format (`stream.state_format`): plain numbers, strings, bytes, None, lists,
-    tuples and dicts, or a class registered with `stream.state_format.register(cls, name,
+    typed state format (`stream.codecs.state`): plain numbers, strings, bytes, None, lists,
+    tuples and dicts, or a class registered with `stream.codecs.state.register(cls, name,
     to_bytes, from_bytes)` (as the sketches are). `window()` refuses an aggregation whose
     `create()` the format cannot hold.
     `extract(record, ts)` picks what `add` receives for one record (default: the field).
@@ -42,6 +42,7 @@ class Aggregation:
     """
 
     field: str | None = None
+    returns: ClassVar[str] = ""  # the Avro kind `result` returns; "field": the field's own; "": unknown
 
     @property
     def name(self) -> str:
@@ -70,17 +71,12 @@ class Aggregation:
         >>> sorted(Count().result_kinds(frozenset())), sorted(Sum("x").result_kinds(frozenset({"int"})))
         (['long'], ['long'])
         """
-        return frozenset()
+        if self.returns == "field":
+            return field_kinds
+        return frozenset({self.returns}) if self.returns else frozenset()
 
 
 INTEGERS, NUMBERS = frozenset({"int", "long"}), frozenset({"int", "long", "float", "double"})
-
-
-def kinds_returned(kind: str) -> Callable[[Aggregation, frozenset[str]], frozenset[str]]:
-    """A `result_kinds` method: always `kind`, or the field's own kinds for "field"."""
-    def result_kinds(self: Aggregation, field_kinds: frozenset[str]) -> frozenset[str]:
-        return field_kinds if kind == "field" else frozenset({kind})
-    return result_kinds
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,7 @@ class Count(Aggregation):
     def merge(self, a: int, b: int) -> int:
         return a + b
 
-    result_kinds = kinds_returned("long")
+    returns: ClassVar[str] = "long"
 
 
 def _present(values: Iterable[Any]) -> list[Any]:
@@ -153,7 +149,7 @@ class _Extreme(Aggregation):
     def merge(self, a: Any, b: Any) -> Any:
         return _pick(a, b, self.better)
 
-    result_kinds = kinds_returned("field")
+    returns: ClassVar[str] = "field"
 
 
 @dataclass(frozen=True)
@@ -191,7 +187,7 @@ class Mean(Aggregation):
     def result(self, acc: tuple[float, int]) -> float | None:
         return acc[0] / acc[1] if acc[1] else None
 
-    result_kinds = kinds_returned("double")
+    returns: ClassVar[str] = "double"
 
 
 @dataclass(frozen=True)
@@ -225,7 +221,7 @@ class Last(Aggregation):
     def result(self, acc: Any) -> Any:
         return None if acc is None else acc[1]
 
-    result_kinds = kinds_returned("field")
+    returns: ClassVar[str] = "field"
 
 
 @dataclass(frozen=True)
@@ -260,7 +256,7 @@ class Collect(Aggregation):
     def result(self, acc: tuple[Any, ...]) -> list[Any]:
         return list(acc)
 
-    result_kinds = kinds_returned("array")
+    returns: ClassVar[str] = "array"
 
 
 @dataclass(frozen=True)
@@ -296,4 +292,4 @@ class TopK(Aggregation):
     def result(self, acc: dict[Any, int]) -> list[Any]:
         return [v for v, _ in sorted(acc.items(), key=lambda item: (-item[1], item[0]))[:self.k]]
 
-    result_kinds = kinds_returned("array")
+    returns: ClassVar[str] = "array"

@@ -49,10 +49,10 @@ class Expr:
         other = other if isinstance(other, Expr) else Lit(other)
         return Binary(op, other, self) if swap else Binary(op, self, other)
 
-    def __eq__(self, other: Any) -> "Expr":  # type: ignore[override]
+    def __eq__(self, other: Any) -> "Expr":  # type: ignore[override]  # builds an expression, as polars does
         return self._op("==", other)
 
-    def __ne__(self, other: Any) -> "Expr":  # type: ignore[override]
+    def __ne__(self, other: Any) -> "Expr":  # type: ignore[override]  # builds an expression, as polars does
         return self._op("!=", other)
 
     def __lt__(self, other: Any) -> "Expr":
@@ -104,6 +104,8 @@ class Expr:
 
 @dataclass(frozen=True, eq=False)
 class Col(Expr):
+    """A record's field by name: `col("amount")`."""
+
     name: str
 
     def __call__(self, record: dict[str, Any]) -> Any:
@@ -123,6 +125,8 @@ class Col(Expr):
 
 @dataclass(frozen=True, eq=False)
 class Lit(Expr):
+    """A constant in an expression: `col("amount") > 0` holds `Lit(0)`."""
+
     value: Any
 
     def __call__(self, record: dict[str, Any]) -> Any:
@@ -142,6 +146,8 @@ class Lit(Expr):
 
 @dataclass(frozen=True, eq=False)
 class Binary(Expr):
+    """Two expressions joined by an operator (`>`, `&`, `+`, ...)."""
+
     op: str
     left: Expr
     right: Expr
@@ -163,6 +169,8 @@ class Binary(Expr):
 
 @dataclass(frozen=True, eq=False)
 class Not(Expr):
+    """The negation of an expression: `~(col("amount") > 0)`."""
+
     inner: Expr
 
     def __call__(self, record: dict[str, Any]) -> Any:
@@ -181,6 +189,8 @@ class Not(Expr):
 
 @dataclass(frozen=True, eq=False)
 class IsIn(Expr):
+    """True where an expression's value is one of `values`: `col("currency").is_in(["EUR"])`."""
+
     inner: Expr
     values: tuple[Any, ...]
 

@@ -156,7 +156,7 @@ class ModelCache:
                     model = load_bytes(path, data, method)
             except OperatorUnavailable:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a bad new file must not stop scoring
+            except Exception as exc:
                 if entry is None:
                     raise OperatorUnavailable(f"model file {path} does not load: {type(exc).__name__}: {exc}") from exc
                 log.warning("model file %s changed but does not load (%s: %s); still using version %s",

@@ -91,7 +91,7 @@ class Score(BatchOperator):
         probe = np.zeros((1, len(self.features.names)))
         try:
             model.predict(probe)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a model can raise anything: say which model fails on the probe
             raise ValueError(f"model {self.model_name} ({model.kind}) fails on {len(self.features.names)} "
                              f"features {self.features.names}: {type(exc).__name__}: {exc}") from None
 

@@ -2,7 +2,7 @@
 
 Sketches are accumulators like any other: workers `add` into them, the driver `merge`s them,
 and the changelog stores them as their own serialized bytes (registered with
-`stream.state_format`; to the driver they pickle as the same bytes). `merge` never
+`stream.codecs.state`; to the driver they pickle as the same bytes). `merge` never
 changes its arguments, so a pane's sketch can be combined into several hopping windows.
 
 >>> d = ApproxDistinct("user")
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copyreg
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import datasketches as ds
 
-from operators.aggregate import Aggregation, kinds_returned
-from stream.state_format import register
+from operators.aggregate import Aggregation
+from stream.codecs.state import register
 
 
 def _load_hll(data: bytes) -> Any:
@@ -35,11 +35,11 @@ def _load_kll(data: bytes) -> Any:
 
 
 def _hll_bytes(s: Any) -> bytes:
-    return s.serialize_compact()
+    return bytes(s.serialize_compact())
 
 
 def _kll_bytes(s: Any) -> bytes:
-    return s.serialize()
+    return bytes(s.serialize())
 
 
 # pickled to the driver, and stored in the changelog, as their serialized bytes
@@ -79,7 +79,7 @@ class ApproxDistinct(Aggregation):
     def result(self, acc: Any) -> int:
         return int(round(acc.get_estimate()))
 
-    result_kinds = kinds_returned("long")
+    returns: ClassVar[str] = "long"
 
 
 @dataclass(frozen=True)
@@ -116,4 +116,4 @@ class ApproxQuantile(Aggregation):
     def result(self, acc: Any) -> float | None:
         return None if acc.is_empty() else float(acc.get_quantile(self.q))
 
-    result_kinds = kinds_returned("double")
+    returns: ClassVar[str] = "double"

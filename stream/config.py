@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses validated at construction, naming the bad setting.
 
 librdkafka settings pass through in one mapping (`KafkaConfig.extra`); the defaults here
-suit both real Kafka and the embedded broker (see DESIGN.md for why each is set).
+suit both real Kafka and the embedded broker (docs/architecture.md and docs/brokers.md say why each is set).
 
 >>> KafkaConfig("127.0.0.1:9092").client({"group.id": "g"})["group.id"]
 'g'
@@ -27,8 +27,8 @@ from stream.secrets import Secret, mask_secrets
 GUARANTEES = ("exactly_once", "at_least_once")
 DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
 # Input is read read_committed: an upstream transactional producer's aborted records are never
-# input. The changelog restore alone reads read_uncommitted (stream/changelog.py).
-CONSUMER_DEFAULTS = {
+# input. The changelog restore alone reads read_uncommitted (stream/sources/changelog.py).
+CONSUMER_DEFAULTS: dict[str, Any] = {
     "isolation.level": "read_committed",
     "fetch.queue.backoff.ms": 10,
     "session.timeout.ms": 6000,

@@ -45,8 +45,8 @@ def point(name: str, before: Callable[[], object] | None = None) -> None:
     if _reached[name] < int(where.partition(":")[2] or 1):
         return
     # replace the file in one step: a test polling it must never see it empty mid-write
-    # (loaded run 2 of 2026-12-07: the kill test read the truncated file as "every fault
-    # fired", stopped feeding, and two faults never fired)
+    # (a kill test that read a truncated file as "every fault fired" stopped feeding, and
+    # the remaining faults never fired)
     partial = f"{path}.{os.getpid()}"
     with open(partial, "w") as f:
         f.write("".join(f"{line}\n" for line in lines[1:]))

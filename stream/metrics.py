@@ -54,6 +54,8 @@ class Probes:
 
 
 class Metrics:
+    """Every metric of a pipeline, in one registry; the runtime calls its hook methods."""
+
     def __init__(self, pipeline: str, registry: CollectorRegistry | None = None,
                  health_timeout_s: float = 60.0) -> None:
         self.pipeline = pipeline
@@ -279,7 +281,7 @@ class Metrics:
                               "pick another --metrics-port (0 takes any free port)") from exc
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="stream-metrics", daemon=True).start()
-        self._server = server
+        self._server: ThreadingHTTPServer | None = server
         return server.server_port
 
     def close(self) -> None:
@@ -293,7 +295,7 @@ class Metrics:
 class _Handler(BaseHTTPRequestHandler):
     metrics: Metrics
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             body, ok, ctype = generate_latest(self.metrics.registry), True, CONTENT_TYPE_LATEST
@@ -336,6 +338,7 @@ def _watermark_lag(watermark_ms: int) -> float:
 
 
 def env_count(name: str) -> int:
+    """A non-negative count from an environment variable (0 when unset or not a number)."""
     try:
         return max(0, int(os.environ.get(name, "0")))
     except ValueError:

@@ -22,9 +22,15 @@ from operators.aggregate import Aggregation
 from operators.base import Operator
 from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
 from stream.codecs.avro import AvroCodec
-from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
+from stream.codecs.schemas import (
+    field_kinds,
+    field_names,
+    fits,
+    load_schema,
+    required_fields,
+)
+from stream.codecs.state import StateFormatError, check_storable
 from stream.errors import PipelineError
-from stream.state_format import StateFormatError, check_storable
 from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, to_ms
 
 __all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
@@ -81,7 +87,17 @@ class WindowStage:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """A pipeline checked to run (`Pipeline.validate()`): its source and its sink, both set."""
+
+    source: SourceSpec
+    sink: SinkSpec
+
+
+@dataclass(frozen=True)
 class SinkSpec:
+    """Where a pipeline writes: the output topic and the codec of its values."""
+
     topic: str
     codec: Codec
 
@@ -107,7 +123,10 @@ def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
     if parsed is None:
         raise PipelineError("give a schema (an .avsc path or dict) or a codec")
     if registry_url:
-        from stream.codecs.registry import RegistryAvroCodec, RegistrySecurity  # confluent_kafka lazily
+        from stream.codecs.registry import (  # confluent_kafka lazily
+            RegistryAvroCodec,
+            RegistrySecurity,
+        )
         security = registry_security if registry_security is not None else RegistrySecurity.from_env()
         return RegistryAvroCodec(registry_url, parsed, settings=security.settings())
     return AvroCodec(parsed)
@@ -132,7 +151,7 @@ class Pipeline:
                                 "letters, digits, '-', '_' or '.' (it names topics and groups)")
 
     # -- source ---------------------------------------------------------------------------
-    def source(self, topics: str | Iterable[str], schema: str | Path | dict | None = None, *,
+    def source(self, topics: str | Iterable[str], schema: str | Path | dict[str, Any] | None = None, *,
                codec: Codec | None = None, timestamp: str | None = None,
                out_of_order: int | timedelta = 0, registry_url: str | None = None,
                registry_security: Any = None, format: str = "avro") -> Pipeline:
@@ -166,13 +185,13 @@ class Pipeline:
             return replace(self, result_steps=self.result_steps + (op,), _fields=fields, _kinds=kinds)
         return replace(self, steps=self.steps + (op,), _fields=fields, _kinds=kinds)
 
-    def map(self, fn: Callable[[dict], dict]) -> Pipeline:
+    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Pipeline:
         return self._then(MapOp(fn), None)
 
-    def filter(self, predicate: Callable[[dict], bool]) -> Pipeline:
+    def filter(self, predicate: Callable[[dict[str, Any]], bool]) -> Pipeline:
         return self._then(FilterOp(predicate), self._fields)
 
-    def flat_map(self, fn: Callable[[dict], Iterable[dict]]) -> Pipeline:
+    def flat_map(self, fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> Pipeline:
         return self._then(FlatMapOp(fn), None)
 
     def project(self, fields: Iterable[str]) -> Pipeline:
@@ -180,7 +199,7 @@ class Pipeline:
         self._check_fields(wanted, "project()")
         return self._then(Project(wanted), wanted)
 
-    def key_by(self, by: str | Callable[[dict], Any]) -> Pipeline:
+    def key_by(self, by: str | Callable[[dict[str, Any]], Any]) -> Pipeline:
         if isinstance(by, str):
             self._check_fields((by,), "key_by()")
         return self._then(KeyBy(by), self._fields)
@@ -264,7 +283,7 @@ class Pipeline:
         return list(self._fields or ())
 
     # -- sink -----------------------------------------------------------------------------
-    def sink(self, topic: str, schema: str | Path | dict | None = None, *,
+    def sink(self, topic: str, schema: str | Path | dict[str, Any] | None = None, *,
              codec: Codec | None = None, registry_url: str | None = None,
              registry_security: Any = None, format: str = "avro") -> Pipeline:
         """Write results to `topic` as Avro (the schema must hold every output field) or as
@@ -296,9 +315,21 @@ class Pipeline:
         if wrong:
             raise PipelineError(f"sink schema for {topic!r} does not fit the results' types: {'; '.join(wrong)}")
 
-    def validate(self) -> None:
-        """Raise PipelineError if the pipeline cannot run (no source or no sink)."""
-        if self.source_spec is None:
-            raise PipelineError(f"pipeline {self.name!r} has no source()")
+    def validate(self) -> Plan:
+        """The pipeline's source and sink, checked: PipelineError if it has no source or no sink.
+
+        >>> Pipeline("p").validate()
+        Traceback (most recent call last):
+        ...
+        stream.errors.PipelineError: pipeline 'p' has no source()
+        """
+        source = self.checked_source()
         if self.sink_spec is None:
             raise PipelineError(f"pipeline {self.name!r} has no sink()")
+        return Plan(source, self.sink_spec)
+
+    def checked_source(self) -> SourceSpec:
+        """The source alone (what a worker reads with): PipelineError if it has no source()."""
+        if self.source_spec is None:
+            raise PipelineError(f"pipeline {self.name!r} has no source()")
+        return self.source_spec

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
+TP = tuple[str, int]  # a topic partition: (topic, partition)
 BEGINNING = -2  # a range may start here before the partition's first offset is known (librdkafka's OFFSET_BEGINNING)
 
 
@@ -21,6 +22,16 @@ class RawMessage:
     value: bytes | None
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """What a reader returns: messages in ``[start, next_offset)``, the end offset it saw."""
+
+    messages: Sequence[RawMessage]
+    next_offset: int
+    high: int | None
+    eof: bool
 
 
 def column(messages: Any, name: str) -> list[Any]:

@@ -34,8 +34,10 @@ class Secret:
     (with `prefix` in front, which is not secret: e.g. ``user:`` of ``user:password``)."""
 
     __slots__ = ("_value", "env", "prefix")
+    env: str | None
+    prefix: str
 
-    def __init__(self, value: str | None, env: str | None = None, prefix: str = "") -> None:
+    def __init__(self, value: str | Secret | None, env: str | None = None, prefix: str = "") -> None:
         if isinstance(value, Secret):
             env, prefix, value = env or value.env, prefix or value.prefix, value.reveal()
         self._value = None if value is None else str(value)

@@ -101,7 +101,8 @@ def _step_name(op: Any) -> str:
 
 def _describe_spec(spec: Any) -> str:
     text = repr(spec)
-    size, slide = getattr(spec, "size_ms", None), getattr(spec, "slide_ms", None)
+    size: Any = getattr(spec, "size_ms", None)
+    slide: Any = getattr(spec, "slide_ms", None)
     if type(spec).__name__ == "Tumbling" or (size is not None and size == slide and type(spec).__name__ == "Hopping"):
         return f"Tumbling({size / 1000:g} s)"
     if type(spec).__name__ == "Hopping":

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from stream.compute import _finder, aggregate_records, result_records
 from stream.pipeline import Pipeline
 from stream.records import Failure, RawMessage
 from stream.windows.eventtime import NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
+from stream.windows.store import WindowResult
+from stream.worker.rows import _finder, aggregate_records, result_records
 
 
 class TestDriver:
@@ -72,7 +73,7 @@ class TestDriver:
         records = list(records)
         field = self.pipeline.source_spec.timestamp if self.pipeline.source_spec else None
         stamps = list(kafka_timestamps) if kafka_timestamps is not None else [
-            r.get(field) if field and type(r.get(field)) is int else 0 for r in records]
+            r[field] if field and type(r.get(field)) is int else 0 for r in records]
         first = self._offsets.get(partition, 0)
         rows = [(first + i, r, ts) for i, (r, ts) in enumerate(zip(records, stamps))]
         self._offsets[partition] = first + len(rows)
@@ -111,14 +112,14 @@ class TestDriver:
         results = [w for store in self.stores.values() for w in store.early_results()]
         return self._rows(results)
 
-    def _rows(self, results: list) -> list[dict[str, Any]]:
+    def _rows(self, results: list[WindowResult]) -> list[dict[str, Any]]:
         """Window results as output records, after the operators that follow window()."""
         def failed(w: Any, exc: BaseException) -> None:
             self.failures.append(Failure(w.start, "operator_error", type(exc).__name__, str(exc)[:500]))
         items = result_records(self.pipeline, sorted(results, key=lambda w: w.start), failed, self.scored)
         return [record for _, _, record in items]
 
-    def _closed(self, results: list) -> list[dict[str, Any]]:
+    def _closed(self, results: list[WindowResult]) -> list[dict[str, Any]]:
         out = self._rows(results)
         for store in self.stores.values():
             store.check_invariants()

@@ -29,11 +29,11 @@ def broker_class():
     embedded one) or kafka (Apache Kafka from `make kafka`)."""
     engine = os.environ.get("STREAM_TEST_BROKER", "tansu")
     if engine == "kafka":
-        from stream.kafka_broker import KafkaBroker
+        from stream.app.kafka_broker import KafkaBroker
         return KafkaBroker
     if engine != "tansu":
         raise pytest.UsageError(f"STREAM_TEST_BROKER must be tansu or kafka, got {engine!r}")
-    from stream.broker import EmbeddedBroker
+    from stream.app.broker import EmbeddedBroker
     return EmbeddedBroker
 
 
@@ -48,7 +48,7 @@ def broker_name() -> str:
     if os.environ.get("STREAM_TEST_BOOTSTRAP"):
         return f"the broker at {os.environ['STREAM_TEST_BOOTSTRAP']}"
     if os.environ.get("STREAM_TEST_BROKER", "tansu") == "kafka":
-        from stream.kafka_broker import VERSION
+        from stream.app.kafka_broker import VERSION
         return f"Apache Kafka {VERSION}"
     return "the embedded broker (Tansu)"
 

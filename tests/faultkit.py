@@ -13,6 +13,8 @@ with what the feeder sent there. Aborted copies are only counted.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -21,17 +23,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import io
-import json
 from typing import NamedTuple
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-
-from stream.generator import PaymentGenerator, partition_of
-
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from helpers import OUT_SCHEMA, PAYMENT, diff_windows, payment_pipeline, recompute
+
+from stream.app.generator import PaymentGenerator, partition_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = "sentinel"
@@ -46,7 +51,7 @@ class StreamProcess:
         self.faults = workdir / f"{name}.faults"
         self.faults.write_text("".join(f"{f}\n" for f in faults))
         self.log_path = workdir / f"{name}.log"
-        args = [sys.executable, "-m", "stream.cli", "run", "fault_app:pipeline", "--bootstrap",
+        args = [sys.executable, "-m", "stream", "run", "fault_app:pipeline", "--bootstrap",
                 kafka.bootstrap, "--app-id", app, "--metrics-port", "0", "--commit-interval", "0.2",
                 "--step-timeout", "8", "--replica", str(replica), "--max-restarts", "8", *extra]
         if range_records is not None:
@@ -145,7 +150,7 @@ class Feeder(threading.Thread):
                          ts=last + 60_000, amount=1.0)
                 p.produce(self.topic, codec.encode(s), s["user_id"].encode(), partition=part)
             assert p.flush(30) == 0
-        except BaseException as exc:  # reported by the test
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
 
 
@@ -174,7 +179,7 @@ def _header(m, name):
 # The verifier reads everything and keeps what committed epochs wrote (their headers say
 # which). A read_committed reader would stop at the first record of a transaction left open
 # by a killed driver whose transactional id never comes back: on the embedded broker such a
-# transaction never times out (DESIGN.md), so all later output would look missing.
+# transaction never times out (docs/brokers.md), so all later output would look missing.
 class Msg(NamedTuple):
     key: bytes | None
     value: bytes | None

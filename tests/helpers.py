@@ -31,7 +31,7 @@ def payment_pipeline(name: str, source: str, sink: str, size_ms: int = 10_000,
                      map_fn: Any = None, last: bool = True) -> Pipeline:
     """Payments per user and window. With `last` (the default) the `Last` aggregation sends
     every batch down the record path; without it, batches of 200 records or more take the
-    columnar path (stream.columnar), as the README's example does."""
+    columnar path (stream.worker.columnar), as the README's example does."""
     spec = Tumbling(size_ms) if slide_ms is None else Hopping(size_ms, slide=slide_ms)
     p = Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")
     if map_fn is not None:

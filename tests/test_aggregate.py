@@ -49,13 +49,13 @@ def test_names_are_stable():
 
 
 # -- the user-defined aggregation protocol, checked on random inputs (property-based) ---------
-import pickle  # noqa: E402
+import pickle
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from examples.custom_aggregation import Spread  # noqa: E402
-from operators import ApproxDistinct, ApproxQuantile, Collect, TopK  # noqa: E402
+from examples.custom_aggregation import Spread
+from operators import ApproxDistinct, ApproxQuantile, Collect, TopK
 
 PROTOCOL = [Count(), Sum("x"), Min("x"), Max("x"), Mean("x"), Last("x"), Collect("x", limit=7),
             TopK("x", k=3), ApproxDistinct("x"), ApproxQuantile("x", 0.5), ApproxQuantile("x", 0.9),

@@ -7,19 +7,18 @@ import struct
 
 import pytest
 from confluent_kafka import Producer
+from test_registry_codec import apicurio, registry  # noqa: F401  (the registry fixtures)
 
 from operators import Count, Sum
-from stream.admin import ensure_topic
+from stream.app.admin import ensure_topic
+from stream.app.run import run_pipeline
 from stream.codecs.avro import AvroCodec
 from stream.codecs.registry import RegistryAvroCodec
 from stream.codecs.schemas import load_schema
 from stream.config import RunConfig
 from stream.pipeline import Pipeline
-from stream.runner import run_pipeline
 from stream.sources.kafka import read_all
 from stream.windows.specs import Tumbling
-
-from test_registry_codec import apicurio, registry  # noqa: F401  (the registry fixtures)
 
 pytestmark = pytest.mark.kafka
 
@@ -54,7 +53,7 @@ def pipeline(name, src, out, url):
 
 
 def test_bad_records_go_to_the_dead_letter_topic_and_good_ones_are_all_processed(
-        kafka, topic_name, registry, executor):  # noqa: F811
+        kafka, topic_name, registry, executor):  # noqa: F811 - the registry fixture, imported above
     url, _ = registry
     src, out, app = topic_name("in"), topic_name("out"), topic_name("app")
     # Apache Kafka refuses records above the topic's max.message.bytes (1 MiB by default)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.feeder import payment_pool, zigzag_long  # noqa: E402
-from bench.measure import closing_times  # noqa: E402
-from stream.codecs.avro import AvroCodec  # noqa: E402
-from stream.codecs.schemas import load_schema  # noqa: E402
+from bench.feeder import payment_pool, zigzag_long
+from bench.measure import closing_times
+from stream.codecs.avro import AvroCodec
+from stream.codecs.schemas import load_schema
 
 
 def test_the_feeder_writes_payments_with_the_event_time_it_appends():

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream.admin import ensure_topic
-from stream.changelog import KafkaChangelog
-from stream.state import Meta, deltas, encode_meta, epoch_headers, restore
+from stream.app.admin import ensure_topic
+from stream.driver.checkpoint import Meta, deltas, encode_meta, epoch_headers, restore
+from stream.sources.changelog import KafkaChangelog
 
 pytestmark = pytest.mark.kafka
 INPUT = "payments"

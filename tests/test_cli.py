@@ -11,13 +11,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from stream.admin import ensure_topic
-from stream.broker import free_port
-
 from helpers import diff_windows, recompute
 
-STREAM = [sys.executable, "-m", "stream.cli"]
+from stream.app.admin import ensure_topic
+from stream.app.broker import free_port
+
+STREAM = [sys.executable, "-m", "stream"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +69,7 @@ def test_a_bad_option_fails_at_once_naming_the_option(option, value, problem):
 @pytest.mark.parametrize("argv", [["-v", "status", "--app", "a"], ["status", "--app", "a", "-v"],
                                   ["run", "m:p", "--verbose", "--local"]])
 def test_global_options_are_accepted_before_or_after_the_command(argv):
-    from stream.cli import build_parser
+    from stream.app.cli import build_parser
 
     assert build_parser().parse_args(argv).verbose is True
     assert build_parser().parse_args([a for a in argv if a not in ("-v", "--verbose")]).verbose is False
@@ -183,8 +182,8 @@ def test_apache_kafka_broker_command_serves_transactions_and_keeps_its_log_acros
     commits; after Ctrl-C and a restart on the same --data-dir the records are still there."""
     from confluent_kafka import Producer
 
-    from stream.admin import ensure_topic
-    from stream.kafka_broker import jars_ok, kafka_home
+    from stream.app.admin import ensure_topic
+    from stream.app.kafka_broker import jars_ok, kafka_home
     from stream.sources.kafka import read_all
 
     if not jars_ok(kafka_home()):
@@ -269,9 +268,9 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly():
 
 @pytest.mark.kafka
 def test_generate_produces_keyed_payments_into_a_topic_it_creates(kafka, topic_name):
+    from stream.app.generator import partition_of
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
-    from stream.generator import partition_of
     from stream.sources.kafka import read_all
 
     topic = topic_name("gen")

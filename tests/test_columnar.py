@@ -9,10 +9,15 @@ import pytest
 
 from operators import Count, Max, Mean, Min, Sum, col
 from stream.codecs.avro_block import BlockDecoder
-from stream.columnar import aggregate_batch, plan_for
-from stream.compute import _finder, aggregate_records, decode_messages, process_messages
 from stream.pipeline import Hopping, Pipeline, Tumbling
 from stream.records import Limits, Partial, RawMessage
+from stream.worker.columnar import aggregate_batch, plan_for
+from stream.worker.rows import (
+    _finder,
+    aggregate_records,
+    decode_messages,
+    process_messages,
+)
 
 SCHEMA = {"type": "record", "name": "E", "fields": [
     {"name": "user", "type": "string"}, {"name": "amount", "type": "double"},
@@ -156,7 +161,7 @@ def test_block_decoder_never_accepts_a_corrupted_batch_it_decodes_wrongly():
             assert buf.tell() == len(value)
         # A boolean byte other than 0 or 1 is invalid Avro that neither decoder detects:
         # fastavro reads it as True, polars as False. Everything else must be equal.
-        strip = lambda rows: [{k: v for k, v in r.items() if k != "flag"} for r in rows]  # noqa: E731
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "flag"} for r in rows]
         assert strip(df.to_dicts()) == strip(expected)
 
 

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from stream.cli import build_parser, load_pipeline
-
 from monitoring import GRAFANA_DIR, PROMETHEUS_DIR, ROOT, promtool
+
+from stream.app.cli import build_parser, load_pipeline
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict = COMPOSE["services"]
@@ -35,7 +34,7 @@ def option(command: list[str], name: str) -> str:
 
 
 def test_the_compose_kafka_is_the_version_the_suite_runs_on():
-    from stream.kafka_broker import VERSION
+    from stream.app.kafka_broker import VERSION
 
     assert SERVICES["kafka"]["image"] == f"apache/kafka:{VERSION}"
 

@@ -3,14 +3,13 @@
 import math
 
 import pytest
+from helpers import OUT_SCHEMA, count_pipeline, count_windows
+from test_executors import make_topic, run_with_restart
 
 from stream.codecs.avro import AvroCodec
 from stream.errors import PipelineError
 from stream.testing import TestDriver
 from stream.windows.specs import CountWindow
-
-from helpers import OUT_SCHEMA, count_pipeline, count_windows
-from test_executors import make_topic, run_with_restart
 
 
 def pay(user, ts, amount):

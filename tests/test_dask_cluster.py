@@ -7,15 +7,14 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from stream.admin import ensure_topic
-from stream.broker import free_port
-from stream.config import RunConfig
-from stream.runner import make_executor
-
 from daskkit import start_scheduler, start_worker, stop_all
 from helpers import diff_windows, payment_pipeline, recompute
 from tests_payments import produce_into, read_windows, run_to_end
+
+from stream.app.admin import ensure_topic
+from stream.app.broker import free_port
+from stream.app.run import make_executor
+from stream.config import RunConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -18,16 +18,37 @@ from collections import defaultdict
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_schedules import (
+    PARTITIONS,
+    SPECS,
+    ShortReader,
+    assert_sequential,
+    payments_topic,
+    pipeline,
+    records_st,
+)
 
-from stream.driver_core import (Assigned, BeginCommit, Cancel, Commit, DriverCore, EndEpoch, Finish,
-                                Mark, Produce, RangeDone, RangeFailed, Revoked, Submit, Tick, Topics)
 from stream.codecs.avro import AvroCodec
-from stream.execution.task import RangeTask, run_range
+from stream.driver.core import (
+    Assigned,
+    BeginCommit,
+    Cancel,
+    Commit,
+    DriverCore,
+    EndEpoch,
+    Finish,
+    Mark,
+    Produce,
+    RangeDone,
+    RangeFailed,
+    Revoked,
+    Submit,
+    Tick,
+    Topics,
+)
 from stream.records import RawMessage
 from stream.sources.memory import MemoryTopic
-
-from test_schedules import (PARTITIONS, SPECS, ShortReader, assert_sequential, payments_topic,
-                            pipeline, records_st)
+from stream.worker.task import RangeTask, run_range
 
 TOPICS = Topics("core.changelog", "core.dlq", "core.late")
 TIMEOUT_MS = 1_000
@@ -241,12 +262,12 @@ def test_a_bounded_run_as_replay_runs_it_dead_letters_a_failing_result_and_retri
     """Replay's configuration (no changelog, no epoch headers, a window filter, an output
     topic of its own): an operator after the window that fails for one key dead-letters that
     result; a range that fails seven times in a row is still read (the eighth read works)."""
+    from helpers import PAYMENT
+    from test_schedules import OUT
+
     from operators import Count, Sum
     from stream.pipeline import Pipeline
     from stream.windows.specs import Tumbling
-
-    from helpers import PAYMENT
-    from test_schedules import OUT
 
     def boom(r):
         if r["user_id"] == "a":

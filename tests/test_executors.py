@@ -2,17 +2,15 @@
 
 
 import pytest
+from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
 
+from stream.app.generator import PaymentGenerator, partition_of
 from stream.codecs.avro import AvroCodec
 from stream.codecs.schemas import load_schema
-from stream.driver import Driver, Topics
-from stream.execution.task import ReadBatch
-from stream.generator import PaymentGenerator, partition_of
-from stream.records import RawMessage
+from stream.driver.loop import Driver, Topics
+from stream.records import RawMessage, ReadBatch
 from stream.sinks.memory import MemoryChangelog, MemorySink
 from stream.sources.memory import MemoryReader, MemorySession, MemoryTopic
-
-from helpers import OUT_SCHEMA, diff_windows, payment_pipeline, recompute
 
 
 def make_topic(n=6_000, partitions=3, seed=5):
@@ -147,9 +145,9 @@ def test_undecodable_records_are_counted_and_the_rest_processed(bad):
 
 
 def test_operator_errors_go_to_the_dead_letter_topic_with_original_bytes():
+    from operators import Count
     from stream.execution.local import LocalExecutor
     from stream.pipeline import Pipeline
-    from operators import Count
     from stream.windows.specs import Tumbling
 
     topic, records = make_topic(n=500, partitions=1)
@@ -268,7 +266,7 @@ def _compacted(log):
 def test_a_compacted_changelog_restores_the_same_state(executor):
     """A compacted changelog keeps one meta entry per partition (the latest); it alone must
     name every committed epoch whose deltas are still live, or their state is lost."""
-    from stream.state import restore
+    from stream.driver.checkpoint import restore
 
     topic, records = make_topic(n=6_000)
     pipeline = payment_pipeline("compact", "payments", "out", size_ms=20_000, slide_ms=2_000)

@@ -12,10 +12,9 @@ import time
 from datetime import datetime
 
 import pytest
-
-from stream.admin import ensure_topic
-
 from faultkit import STRICT, Feeder, StreamProcess, verify, wait_for, wait_verified
+
+from stream.app.admin import ensure_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -31,7 +30,7 @@ def recovery_times(log: str) -> list[float]:
     """Seconds from each injected kill until the restarted driver had restored its state and
     resumed (its partitions assigned)."""
     kills = [float(t) for t in re.findall(r"SIGKILL at \w+ at ([\d.]+)", log)]
-    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO stream.driver_core: assigned"
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO stream.driver.core: assigned"
     resumed = [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp()
                for t in re.findall(stamp, log, re.M)]
     return [round(min(r for r in resumed if r > k) - k, 1) for k in kills if any(r > k for r in resumed)]
@@ -160,11 +159,11 @@ def verified_through_a_broker_outage(kafka, topic_name, tmp_path, outage):
 
 
 def test_broker_unreachable_for_ten_seconds(tmp_path, topic_name):
-    from stream.broker import free_port
-    from stream.config import KafkaConfig
-
     from conftest import broker_class
     from faultkit import TcpProxy
+
+    from stream.app.broker import free_port
+    from stream.config import KafkaConfig
 
     proxy_port = free_port()
     broker = broker_class()(advertised_port=proxy_port)
@@ -193,8 +192,8 @@ def test_apache_kafka_broker_killed_and_restarted_loses_nothing(tmp_path, topic_
     import os
     import signal
 
+    from stream.app.kafka_broker import KafkaBroker
     from stream.config import KafkaConfig
-    from stream.kafka_broker import KafkaBroker
 
     broker = KafkaBroker(data_dir=tmp_path / "kafka").start()
     back_in = []
@@ -218,7 +217,7 @@ def test_apache_kafka_broker_killed_and_restarted_loses_nothing(tmp_path, topic_
 
 def owned(proc):
     """Partitions the latest 'assigned' line of a process names (its current share)."""
-    lines = [line for line in proc.log().splitlines() if "stream.driver_core: assigned" in line]
+    lines = [line for line in proc.log().splitlines() if "stream.driver.core: assigned" in line]
     return lines[-1].partition("assigned [")[2].partition("]:")[0].count("', ") if lines else 0
 
 
@@ -325,14 +324,12 @@ class SlowSink:
 
 def test_slow_sink_and_slow_tasks_pause_consumption_with_bounded_memory(kafka, topic_name):
     import psutil
-
-    from stream.config import RunConfig
-    from stream.execution.local import LocalExecutor
-    from stream.runner import PipelineRun
-
-    from faultkit import verify
     from helpers import payment_pipeline
     from tests_payments import produce_into
+
+    from stream.app.run import PipelineRun
+    from stream.config import RunConfig
+    from stream.execution.local import LocalExecutor
 
     src, out, app = topics(kafka, topic_name)
     records = produce_into(kafka, src, 12_000)
@@ -377,7 +374,7 @@ def test_a_replica_dead_with_results_in_an_open_transaction_is_taken_over(kafka,
     dead replica's transaction after `transaction.timeout.ms`, and a read_committed reader then
     sees every window exactly once. On the embedded broker that transaction never times out,
     and holds back the group's transactional offset commits (and read_committed readers) until
-    its transactional id comes back (DESIGN.md); so there, as an orchestrator would, replica 0
+    its transactional id comes back (docs/brokers.md); so there, as an orchestrator would, replica 0
     is started again, which fences and aborts it."""
     src, out, app = topics(kafka, topic_name)
     feeder = Feeder(kafka, src, 6_000, rate=400)

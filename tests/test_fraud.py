@@ -14,19 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Producer
+from scoring import save_joblib
 
 from examples.fraud.demo import PARTITIONS, run_fraud_app
 from examples.fraud.generator import FraudGenerator
 from examples.fraud.pipelines import PAYMENT_FEATURES, payment_scores
 from examples.fraud.train import train
 from operators import Features
-from stream.admin import ensure_topic
+from stream.app.admin import ensure_topic
+from stream.app.generator import partition_of
+from stream.app.run import PipelineRun
 from stream.config import RunConfig
-from stream.generator import partition_of
-from stream.runner import PipelineRun
 from stream.sources.kafka import read_all
-
-from scoring import save_joblib
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +71,7 @@ def test_the_fraud_app_scores_every_payment_once_and_its_alerts_beat_the_floors(
 
 def test_stream_demo_app_fraud_runs_the_application_and_prints_precision_and_recall(models):
     model_dir, _ = models
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "demo", "--app", "fraud", "--records", "12000",
+    out = subprocess.run([sys.executable, "-m", "stream", "demo", "--app", "fraud", "--records", "12000",
                           "--metrics-port", "0"], capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "FRAUD_MODEL_DIR": str(model_dir)})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from stream.admin import ensure_topic
-from stream.config import RunConfig
-
 from helpers import payment_pipeline, session_pipeline
 from tests_payments import produce_into, read_windows, run_to_end
+
+from stream.app.admin import ensure_topic
+from stream.config import RunConfig
 
 duckdb = pytest.importorskip("duckdb")
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -61,7 +60,7 @@ def produce_very_late(kafka, topic, records: list[dict], every: int = 500) -> li
     partition: late on that partition whatever else it holds."""
     from confluent_kafka import Producer
 
-    from stream.generator import partition_of
+    from stream.app.generator import partition_of
 
     codec = payment_pipeline("x", topic, "o").source_spec.codec
     late = [dict(r, payment_id=f"late-{r['payment_id']}", ts=r["ts"] - 3_600_000) for r in records[::every]]

@@ -5,19 +5,18 @@ import pickle
 
 import pytest
 from confluent_kafka import Producer
+from helpers import PAYMENT, diff_windows, recompute
 
 from operators import Count, Sum
-from stream.admin import ensure_topic
+from stream.app.admin import ensure_topic
+from stream.app.generator import PaymentGenerator
 from stream.codecs.json import JsonCodec
 from stream.codecs.schemas import load_schema
 from stream.config import RunConfig
 from stream.errors import DecodeError, EncodeError, PipelineError
-from stream.generator import PaymentGenerator
 from stream.pipeline import Pipeline
 from stream.sources.kafka import read_all
 from stream.windows.specs import Tumbling
-
-from helpers import PAYMENT, diff_windows, recompute
 
 SCHEMA = load_schema(PAYMENT)
 GOOD = {"payment_id": "p1", "user_id": "u1", "merchant_id": "m1", "amount": 2.5, "currency": "EUR",
@@ -79,8 +78,8 @@ def test_json_in_json_out_windows_equal_the_recomputation_and_bad_json_is_dead_l
                 .filter(lambda r: r["amount"] > 0).key_by("user_id")
                 .window(Tumbling(seconds=10), aggregate={"n": Count(), "total": Sum("amount")})
                 .sink(out, schema=OUT, format="json"))
+    from stream.app.run import run_pipeline
     from stream.execution.local import LocalExecutor
-    from stream.runner import run_pipeline
 
     stats = run_pipeline(pipeline, RunConfig(app_id=app, kafka=kafka, commit_interval_s=0.2), executor=LocalExecutor(),
                          drain=True, until=lambda d: d.stats.records_in >= len(records) + 1 and d.caught_up())

@@ -3,16 +3,16 @@
 import time
 
 import pytest
+from helpers import diff_windows, payment_pipeline, recompute
+from tests_payments import produce_into as produce
+from tests_payments import read_windows
 
-from stream.admin import ensure_topic
+from stream.app.admin import ensure_topic
+from stream.app.run import PipelineRun, run_pipeline
 from stream.codecs.avro import AvroCodec
 from stream.config import KafkaConfig, RunConfig
 from stream.errors import BrokerUnavailable, TopicMissing
-from stream.runner import PipelineRun, run_pipeline
 from stream.sources.kafka import read_all
-
-from tests_payments import produce_into as produce, read_windows
-from helpers import diff_windows, payment_pipeline, recompute
 
 pytestmark = pytest.mark.kafka
 
@@ -58,6 +58,7 @@ def test_stop_mid_stream_and_restart_loses_no_window(kafka, topic_name, dask_exe
 
 def test_undecodable_records_are_counted_and_good_ones_processed(kafka, topic_name):
     from confluent_kafka import Producer
+
     from stream.execution.local import LocalExecutor
 
     src, out = setup_topics(kafka, topic_name, partitions=1)
@@ -90,7 +91,7 @@ def test_missing_input_topic_names_it_and_the_existing_ones(kafka, topic_name):
 
 
 def test_unreachable_broker_is_reported_with_the_address():
-    from stream.broker import free_port
+    from stream.app.broker import free_port
 
     address = f"127.0.0.1:{free_port()}"
     pipeline = payment_pipeline("app", "in", "out")
@@ -100,7 +101,7 @@ def test_unreachable_broker_is_reported_with_the_address():
 
 
 def test_unreachable_scheduler_is_reported_with_the_address():
-    from stream.broker import free_port
+    from stream.app.broker import free_port
     from stream.errors import SchedulerUnavailable
     from stream.execution.dask import DaskExecutor
 
@@ -156,6 +157,7 @@ def test_metrics_endpoint_reports_what_the_run_did(kafka, topic_name):
     from urllib.request import urlopen
 
     from prometheus_client.parser import text_string_to_metric_families
+
     from stream.execution.local import LocalExecutor
 
     src, out = setup_topics(kafka, topic_name, partitions=2)
@@ -237,7 +239,7 @@ def test_a_reader_idle_for_long_is_closed_so_it_stops_fetching(kafka, topic_name
     produce(kafka, src, 200, partitions=2)
     reader = source.KafkaReader.from_config(kafka.consumer({"group.id": topic_name("r")}))
     me = threading.get_ident()
-    mine = lambda: {k[2] for k in source._POOL if k[1] == me and k[0] == reader.config}  # noqa: E731
+    mine = lambda: {k[2] for k in source._POOL if k[1] == me and k[0] == reader.config}
     reader.read(src, 0, 0, 10, 100)
     reader.read(src, 1, 0, 10, 100)
     assert mine() == {(src, 0), (src, 1)}

@@ -6,14 +6,13 @@ from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import pytest
+from helpers import payment_pipeline
 from prometheus_client import CollectorRegistry
+from test_executors import make_topic, run
 
 from stream.execution.local import LocalExecutor
 from stream.metrics import ENV_RESTARTS, ENV_WATCHDOG_EXITS, Metrics
 from stream.sources.memory import MemorySession
-
-from helpers import payment_pipeline
-from test_executors import make_topic, run
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
@@ -109,6 +108,7 @@ def test_a_revoked_partition_stops_reporting_lag():
 
 def _stateless(name: str, source: str, sink: str):
     from helpers import PAYMENT
+
     from stream.pipeline import Pipeline
 
     return (Pipeline(name).source(source, schema=PAYMENT, timestamp="ts")

@@ -6,12 +6,20 @@ import json
 import re
 
 import yaml
+from monitoring import (
+    DASHBOARD,
+    GRAFANA_DIR,
+    PROMETHEUS_DIR,
+    alert_rules,
+    dashboard_queries,
+    generated_dashboard,
+    promtool,
+    split_alert,
+    with_threshold,
+)
 from prometheus_client import CollectorRegistry
 
 from stream.metrics import Metrics
-
-from monitoring import (DASHBOARD, GRAFANA_DIR, PROMETHEUS_DIR, ROOT, alert_rules, dashboard_queries,
-                        generated_dashboard, promtool, split_alert, with_threshold)
 
 _SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 

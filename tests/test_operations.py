@@ -14,21 +14,20 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-
-from stream.admin import ensure_topic
-from stream.config import RunConfig
-from stream.operations import plan_reset
-from stream.runner import PipelineRun
-
 from helpers import diff_windows, payment_pipeline, recompute
 from tests_payments import produce_into, read_windows, run_to_end
+
+from stream.app.admin import ensure_topic
+from stream.app.manage import plan_reset
+from stream.app.run import PipelineRun
+from stream.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.kafka
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "stream", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

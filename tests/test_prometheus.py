@@ -18,15 +18,21 @@ from urllib.request import urlopen
 
 import pytest
 from confluent_kafka import Producer
-
-from stream.admin import ensure_topic
-from stream.config import KafkaConfig, RunConfig
-from stream.generator import PaymentGenerator, partition_of
-from stream.runner import PipelineRun
-
 from helpers import payment_pipeline
-from monitoring import (PROMETHEUS_DIR, alert_rules, concrete, dashboard_queries, need_prometheus,
-                        split_alert, with_threshold)
+from monitoring import (
+    PROMETHEUS_DIR,
+    alert_rules,
+    concrete,
+    dashboard_queries,
+    need_prometheus,
+    split_alert,
+    with_threshold,
+)
+
+from stream.app.admin import ensure_topic
+from stream.app.generator import PaymentGenerator, partition_of
+from stream.app.run import PipelineRun
+from stream.config import KafkaConfig, RunConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 PARTITIONS = 2
@@ -87,13 +93,13 @@ class Monitored:
                 p.poll(0)
                 time.sleep(0.1)
             p.flush(10)
-        except BaseException as exc:  # pragma: no cover - reported by the tests
+        except BaseException as exc:  # noqa: BLE001 - pragma: no cover; reported by the tests
             self.errors.append(exc)
 
     def _drive(self) -> None:
         try:
             self.run.driver.run(should_stop=self.pipeline_stopped.is_set)
-        except BaseException as exc:  # pragma: no cover - reported by the tests
+        except BaseException as exc:  # noqa: BLE001 - pragma: no cover; reported by the tests
             self.errors.append(exc)
 
     def _start_prometheus(self, tmp: Path) -> subprocess.Popen:

@@ -86,8 +86,8 @@ def serve_registry(tls=None, basic_auth: str | None = None):
 @pytest.fixture(scope="session")
 def apicurio():
     """Apicurio Registry for the session; skipped when not fetched (required in CI)."""
-    from stream.broker import BrokerNotFound
-    from stream.registry_server import ApicurioRegistry
+    from stream.app.broker import BrokerNotFound
+    from stream.app.registry_server import ApicurioRegistry
 
     try:
         server = ApicurioRegistry().start()

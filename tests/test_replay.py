@@ -10,14 +10,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from stream.admin import ensure_topic
-from stream.config import RunConfig
-from stream.generator import PaymentGenerator
-from stream.replay import parse_time
-
 from helpers import payment_pipeline
 from tests_payments import produce_into, read_windows, run_to_end
+
+from stream.app.admin import ensure_topic
+from stream.app.generator import PaymentGenerator
+from stream.app.replay import parse_time
+from stream.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 START = PaymentGenerator().start_ms  # event time of the first generated payment
@@ -40,7 +39,7 @@ def test_replay_writes_exactly_the_live_windows_inside_the_range(kafka, dask_exe
         pipeline = payment_pipeline("replay-{live[-8:]}", {src!r}, {live!r})
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "stream.cli", "replay", "replayed:pipeline", "--bootstrap", kafka.bootstrap,
+    cli = [sys.executable, "-m", "stream", "replay", "replayed:pipeline", "--bootstrap", kafka.bootstrap,
            "--workers", "2"]
     wrong = subprocess.run([*cli, "--from", "0", "--to", "1", "--output", live], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)

@@ -11,12 +11,18 @@ import signal
 import time
 
 import pytest
-
-from stream.admin import ensure_topic
-
-from faultkit import (Feeder, StreamProcess, _committed_records, committed_epoch_set, decoder, wait_for,
-                      wait_verified)
+from faultkit import (
+    Feeder,
+    StreamProcess,
+    _committed_records,
+    committed_epoch_set,
+    decoder,
+    wait_for,
+    wait_verified,
+)
 from helpers import OUT_SCHEMA, diff_windows
+
+from stream.app.admin import ensure_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -15,18 +15,17 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from helpers import PAYMENT
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from operators import Count, Sum
 from stream.codecs.avro import AvroCodec
-from stream.driver import Driver, Topics
+from stream.driver.loop import Driver, Topics
 from stream.pipeline import Pipeline
 from stream.sinks.memory import MemoryChangelog, MemorySink
 from stream.sources.memory import MemorySession, MemoryTopic
 from stream.windows.specs import Hopping, Session, Tumbling
-
-from helpers import PAYMENT
 
 OUT = {"type": "record", "name": "O", "fields": [
     {"name": "user_id", "type": "string"}, {"name": "window_start", "type": "long"},

@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+from scoring import FEATURES, fit, save_joblib, save_onnx
 
 from operators import Count, Features, OneHot, OperatorUnavailable, Ratio, Score, Sum
 from operators.models import ModelCache
@@ -16,8 +17,6 @@ from stream.errors import PipelineError
 from stream.pipeline import Pipeline
 from stream.testing import TestDriver
 from stream.windows.specs import Tumbling
-
-from scoring import FEATURES, fit, save_joblib, save_onnx
 
 RECORDS = [{"id": i, "amount": float(a), "n": n} for i, (a, n) in
            enumerate([(5, 1), (95, 2), (40, 9), (70, 0), (10, 3), (61, 8)])]

@@ -12,16 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from stream.admin import ensure_topic
-from stream.config import KafkaConfig, KafkaSecurity, RunConfig
-from stream.errors import BrokerUnavailable, ConfigError
-from stream.runner import PipelineRun, run_pipeline
-from stream.secrets import Secret
-from stream.sources.kafka import read_all
-
 from helpers import diff_windows, payment_pipeline, recompute
 from tests_payments import produce_into, read_windows, run_to_end
+
+from stream.app.admin import ensure_topic
+from stream.app.run import PipelineRun, run_pipeline
+from stream.config import KafkaConfig, KafkaSecurity, RunConfig
+from stream.errors import BrokerUnavailable, ConfigError
+from stream.secrets import Secret
+from stream.sources.kafka import read_all
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55-7f1d"
@@ -37,11 +36,10 @@ def ca():
 def tls_broker(ca, tmp_path_factory):
     """The embedded broker behind a TLS proxy; yields (bootstrap, CA file, wrong CA file)."""
     import trustme
-
-    from stream.broker import EmbeddedBroker, free_port
-    from stream.sources.kafka import close_pool
-
     from faultkit import TcpProxy
+
+    from stream.app.broker import EmbeddedBroker, free_port
+    from stream.sources.kafka import close_pool
 
     d = tmp_path_factory.mktemp("tls")
     ca_file, wrong_file = d / "ca.pem", d / "wrong-ca.pem"
@@ -110,7 +108,7 @@ def _spy(monkeypatch, seen):
     import confluent_kafka
     from confluent_kafka.admin import AdminClient
 
-    import stream.admin
+    import stream.app.admin
     import stream.sinks.kafka
     import stream.sources.kafka
 
@@ -123,7 +121,7 @@ def _spy(monkeypatch, seen):
 
     monkeypatch.setattr(stream.sources.kafka, "Consumer", wrap("consumer", confluent_kafka.Consumer))
     monkeypatch.setattr(stream.sinks.kafka, "Producer", wrap("producer", confluent_kafka.Producer))
-    monkeypatch.setattr(stream.admin, "AdminClient", wrap("admin", AdminClient))
+    monkeypatch.setattr(stream.app.admin, "AdminClient", wrap("admin", AdminClient))
 
 
 @pytest.mark.kafka
@@ -169,7 +167,7 @@ def test_a_failed_sasl_handshake_names_mechanism_and_address_and_shows_no_secret
     """The embedded broker speaks no SASL: the handshake fails like a wrong password would."""
     env = {**os.environ, "STREAM_SASL_PASSWORD": SECRET, "STREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
            "STREAM_SASL_MECHANISM": "SCRAM-SHA-256", "STREAM_SASL_USERNAME": "app-user"}
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "-v", "run", "examples.user_spend:pipeline",
+    out = subprocess.run([sys.executable, "-m", "stream", "-v", "run", "examples.user_spend:pipeline",
                           "--bootstrap", broker.bootstrap, "--metrics-port", "0", "--local"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
@@ -229,9 +227,9 @@ def test_security_settings_are_checked_at_start_naming_the_setting(tmp_path):
 @pytest.fixture(scope="module")
 def tls_dask(ca, tmp_path_factory):
     """A real `dask scheduler` and `dask worker` started with certificates from a test CA."""
-    from stream.broker import free_port
-
     from daskkit import start_scheduler, start_worker, stop_all
+
+    from stream.app.broker import free_port
 
     d = tmp_path_factory.mktemp("dask-tls")
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -253,8 +251,8 @@ def tls_dask(ca, tmp_path_factory):
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_a_pipeline_runs_on_a_tls_dask_scheduler(tls_dask, kafka, topic_name):
+    from stream.app.run import make_executor
     from stream.config import DaskTLS
-    from stream.runner import make_executor
 
     address, files, logs = tls_dask
     src, out = topic_name("in"), topic_name("out")
@@ -298,9 +296,9 @@ def test_a_tls_scheduler_needs_certificates_and_plain_addresses_refuse_them(tmp_
 def test_a_tls_scheduler_with_another_ca_is_reported_with_its_address(tls_dask, tmp_path):
     import trustme
 
+    from stream.app.run import make_executor
     from stream.config import DaskTLS
     from stream.errors import SchedulerUnavailable
-    from stream.runner import make_executor
 
     address, files, _ = tls_dask
     other = trustme.CA()
@@ -330,7 +328,7 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.mark.kafka
 def test_safe_defaults_bind_to_loopback(broker):
-    from stream.cli import build_parser
+    from stream.app.cli import build_parser
 
     if not hasattr(broker, "port"):
         pytest.skip("a broker someone else runs (STREAM_TEST_BOOTSTRAP)")
@@ -342,7 +340,7 @@ def test_safe_defaults_bind_to_loopback(broker):
 
 
 def test_kafka_config_options_reach_every_client_with_secret_values_masked():
-    from stream.cli import build_parser, kafka_config
+    from stream.app.cli import build_parser, kafka_config
     from stream.secrets import reveal_config
 
     args = build_parser().parse_args(["status", "--app", "a", "--bootstrap", "h:1", "--kafka-config",
@@ -362,7 +360,7 @@ def test_a_mistyped_secret_option_is_refused_without_echoing_its_value(argv):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "stream.cli", *argv], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "stream", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "error:" in out.stderr
     assert "Hunter2-pw" not in out.stderr + out.stdout
 
@@ -382,7 +380,7 @@ def test_a_planted_password_is_in_no_task_no_worker_log_and_no_command_line(kafk
 
     import psutil
 
-    from stream.runner import make_executor
+    from stream.app.run import make_executor
 
     planted = f"Pl4nted-{uuid.uuid4().hex[:12]}"
     src, out = topic_name("in"), topic_name("out")
@@ -412,9 +410,9 @@ def test_a_planted_password_is_in_no_task_no_worker_log_and_no_command_line(kafk
 
 
 def test_credentials_with_a_plain_tcp_scheduler_are_warned_about_once(caplog):
-    from stream.broker import free_port
+    from stream.app.broker import free_port
+    from stream.app.run import make_executor
     from stream.errors import SchedulerUnavailable
-    from stream.runner import make_executor
 
     config = RunConfig(app_id="a", scheduler=f"tcp://127.0.0.1:{free_port()}", connect_timeout_s=0.5,
                        kafka=KafkaConfig("h:1", security=KafkaSecurity("SASL_SSL", "PLAIN", "u", SECRET)))
@@ -438,7 +436,7 @@ def test_a_malicious_pickle_in_the_changelog_stops_the_restore_without_running_i
 
     from confluent_kafka import Producer
 
-    from stream.state import epoch_headers
+    from stream.driver.checkpoint import epoch_headers
 
     marker = tmp_path / "pwned"
 
@@ -456,7 +454,7 @@ def test_a_malicious_pickle_in_the_changelog_stops_the_restore_without_running_i
     p.flush(30)
     (tmp_path / "evil_app.py").write_text(f"import helpers\npipeline = helpers.payment_pipeline({app!r}, {src!r}, {out!r})\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    done = subprocess.run([sys.executable, "-m", "stream.cli", "run", "evil_app:pipeline", "--bootstrap",
+    done = subprocess.run([sys.executable, "-m", "stream", "run", "evil_app:pipeline", "--bootstrap",
                            kafka.bootstrap, "--workers", "1", "--metrics-port", "0"],
                           capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-3000:]

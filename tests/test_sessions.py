@@ -2,14 +2,13 @@
 ranges and workers, restart from the changelog, against an obvious recomputation."""
 
 
+from helpers import OUT_SCHEMA, diff_windows, session_pipeline, sessions
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_executors import make_topic, run_with_restart
 
 from stream.codecs.avro import AvroCodec
 from stream.testing import TestDriver
-
-from helpers import OUT_SCHEMA, diff_windows, session_pipeline, sessions
-from test_executors import make_topic, run_with_restart
 
 
 def pay(user, ts, amount=1.0):

@@ -11,12 +11,29 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators import Aggregation, ApproxDistinct, ApproxQuantile, Collect, Count, Last, Mean, Sum, TopK
+from operators import (
+    Aggregation,
+    ApproxDistinct,
+    ApproxQuantile,
+    Collect,
+    Count,
+    Last,
+    Mean,
+    Sum,
+    TopK,
+)
+from stream.codecs.state import StateFormatError, decode, encode
+from stream.driver.checkpoint import (
+    Meta,
+    deltas,
+    encode_meta,
+    epoch_headers,
+    meta_key,
+    restore,
+)
 from stream.errors import PipelineError
 from stream.pipeline import Pipeline
 from stream.records import RawMessage
-from stream.state import Meta, deltas, encode_meta, epoch_headers, meta_key, restore
-from stream.state_format import StateFormatError, decode, encode
 from stream.windows.specs import Tumbling
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()

@@ -16,11 +16,10 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
-
-from stream.admin import ensure_topic
-from stream.broker import free_port
-
 from tests_payments import produce_into
+
+from stream.app.admin import ensure_topic
+from stream.app.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,7 +37,7 @@ def _need_browser():
 
 def _has_playwright() -> bool:
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only whether it is installed
     except ImportError:
         return False
     return True
@@ -65,7 +64,7 @@ def test_the_status_page_renders_a_running_pipeline_in_a_browser(kafka, topic_na
     """))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", "page_app:pipeline", "--bootstrap",
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "page_app:pipeline", "--bootstrap",
                              kafka.bootstrap, "--workers", "1", "--metrics-port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stop = threading.Event()

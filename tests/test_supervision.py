@@ -4,13 +4,13 @@ import subprocess
 import sys
 import textwrap
 
-from stream.supervisor import Supervisor
+from stream.app.supervisor import Supervisor
 
 
 def test_watchdog_ends_a_step_past_its_deadline_with_one_clear_line():
     code = textwrap.dedent("""
         import logging, time
-        from stream.watchdog import Watchdog
+        from stream.app.watchdog import Watchdog
         logging.basicConfig(level=logging.INFO)
         w = Watchdog(enabled=True)
         with w.step("commit_transaction", 0.5):

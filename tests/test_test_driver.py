@@ -2,10 +2,10 @@
 
 import random
 
-from stream.generator import partition_of
-from stream.testing import TestDriver
-
 from helpers import diff_windows, payment_pipeline, recompute
+
+from stream.app.generator import partition_of
+from stream.testing import TestDriver
 
 
 def pay(user, ts, amount=1.0, merchant="m"):
@@ -48,8 +48,8 @@ def test_hopping_windows_match_recomputation_for_disordered_input():
 
 
 def test_operator_error_is_a_failure_and_the_batch_goes_on():
-    from stream.pipeline import Pipeline
     from operators import Count
+    from stream.pipeline import Pipeline
     from stream.windows.specs import Tumbling
 
     p = (Pipeline("t").source("in", schema="schemas/payment.avsc", timestamp="ts")
@@ -62,9 +62,9 @@ def test_operator_error_is_a_failure_and_the_batch_goes_on():
 
 
 def test_stateless_pipeline_passes_records_through_encoded():
-    from stream.pipeline import Pipeline
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
+    from stream.pipeline import Pipeline
 
     p = (Pipeline("t").source("in", schema="schemas/payment.avsc", timestamp="ts")
          .filter(lambda r: r["amount"] > 1).key_by("user_id").sink("out", schema="schemas/payment.avsc"))

@@ -4,10 +4,9 @@ however a partition's records are cut into ranges."""
 from itertools import combinations
 
 import pytest
+from helpers import payment_pipeline
 
 from stream.testing import TestDriver
-
-from helpers import payment_pipeline
 
 TIMELINE = [1_000, 4_000, 11_000, 3_000, 13_000, 9_000, 12_500, 25_000]
 

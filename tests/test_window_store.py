@@ -1,7 +1,13 @@
 from operators import Count, Sum
+from stream.driver.checkpoint import (
+    Meta,
+    delta_tombstones,
+    deltas,
+    encode_meta,
+    restore,
+)
 from stream.windows.specs import Hopping, Tumbling
 from stream.windows.store import WindowStore
-from stream.state import Meta, delta_tombstones, deltas, encode_meta, restore
 
 
 def test_changes_name_every_changed_entry_once_and_every_dropped_pane():

@@ -3,8 +3,8 @@ from datetime import timedelta
 import pytest
 
 from stream.errors import PipelineError
-from stream.windows.specs import Hopping, Tumbling, to_ms
 from stream.windows.eventtime import NEVER, PartitionClock, judge_for
+from stream.windows.specs import Hopping, Tumbling, to_ms
 
 
 def test_tumbling_assigns_half_open_range():

@@ -2,12 +2,12 @@
 reading its window results back: for end-to-end tests."""
 
 from confluent_kafka import Producer
-
-from stream.codecs.avro import AvroCodec
-from stream.generator import PaymentGenerator, partition_of
-from stream.runner import run_pipeline
-from stream.sources.kafka import read_all
 from helpers import OUT_SCHEMA, payment_pipeline
+
+from stream.app.generator import PaymentGenerator, partition_of
+from stream.app.run import run_pipeline
+from stream.codecs.avro import AvroCodec
+from stream.sources.kafka import read_all
 
 
 def produce_into(kafka, topic, n, seed=11, skip=0, partitions=4):

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from examples.fraud.generator import FraudGenerator
-from examples.fraud.pipelines import (ALERTS, INPUT, MODEL_DIR, SCORES, THRESHOLD, payment_scores,
-                                      window_alerts)
+from examples.fraud.pipelines import (
+    ALERTS,
+    INPUT,
+    MODEL_DIR,
+    SCORES,
+    THRESHOLD,
+    payment_scores,
+    window_alerts,
+)
 
 PARTITIONS = 4
 MINUTE = 60_000
@@ -101,9 +108,9 @@ def run_fraud_app(kafka: Any, executor: Any, payments: int, model_dir: Path | st
                   generator: FraudGenerator | None = None) -> FraudRun:
     """Produce labelled payments into `topics[0]` while the three fraud pipelines run side by
     side on `executor`; then read their scores and alerts back. The topics must exist."""
+    from stream.app.generator import produce_payments
+    from stream.app.run import PipelineRun
     from stream.config import RunConfig
-    from stream.generator import produce_payments
-    from stream.runner import PipelineRun
     from stream.sources.kafka import read_all
 
     source_topic, scores_topic, alerts_topic = topics
@@ -120,7 +127,7 @@ def run_fraud_app(kafka: Any, executor: Any, payments: int, model_dir: Path | st
     def generate() -> None:
         try:
             out.payments.extend(produce_payments(kafka.producer(), source_topic, payments, PARTITIONS,
-                                                 pipelines[0].source_spec.codec, generator=labelled,
+                                                 pipelines[0].validate().source.codec, generator=labelled,
                                                  rate=rate, should_stop=stop))
         finally:
             gen_done.set()
@@ -129,7 +136,7 @@ def run_fraud_app(kafka: Any, executor: Any, payments: int, model_dir: Path | st
         for p, config in zip(pipelines, configs):
             runs.append(PipelineRun(p, config, executor))
         print(f"{executor.describe()}; pipelines " + ", ".join(
-            f"{p.name} -> {p.sink_spec.topic}" for p in pipelines), flush=True)
+            f"{p.name} -> {p.validate().sink.topic}" for p in pipelines), flush=True)
         if metrics_port is not None:
             print("metrics at " + ", ".join(f"http://{metrics_addr}:{r.metrics_port}/metrics" for r in runs))
         print(f"generating {payments:,} labelled card payments into {source_topic!r}...", flush=True)
@@ -150,8 +157,8 @@ def run_fraud_app(kafka: Any, executor: Any, payments: int, model_dir: Path | st
     def read(topic: str, codec: Any) -> list[dict[str, Any]]:
         consumer = kafka.consumer({"group.id": f"{app_prefix}check-{topic}"})
         return [codec.decode(m.value) for p in range(PARTITIONS) for m in read_all(consumer, topic, p)]
-    out.scores = read(scores_topic, pipelines[0].sink_spec.codec)
-    out.alerts = read(alerts_topic, pipelines[1].sink_spec.codec)
+    out.scores = read(scores_topic, pipelines[0].validate().sink.codec)
+    out.alerts = read(alerts_topic, pipelines[1].validate().sink.codec)
     return out
 
 
@@ -159,11 +166,11 @@ def run_fraud_demo(payments: int = 60_000, workers: int = 2, local: bool = False
                    metrics_port: int | None = 9108, metrics_addr: str = "127.0.0.1",
                    rate: float | None = None, model_dir: Path | str = MODEL_DIR) -> int:
     """`stream demo --app fraud`; returns the exit code (0 unless a pipeline failed)."""
-    from stream.admin import ensure_topic
-    from stream.broker import EmbeddedBroker
-    from stream.cli import StopFlag
+    from stream.app.admin import ensure_topic
+    from stream.app.broker import EmbeddedBroker
+    from stream.app.cli import StopFlag
+    from stream.app.run import make_executor
     from stream.config import KafkaConfig, RunConfig
-    from stream.runner import make_executor
     from stream.sources.kafka import close_pool
 
     model_dir = Path(model_dir)

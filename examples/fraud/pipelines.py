@@ -21,22 +21,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+from examples.fraud.generator import CATEGORIES
 from operators import ApproxDistinct, Count, Max, OneHot, Ratio, Same, Score, Sum, col
+from operators.features import Feature
 from stream import Pipeline
 from stream.pipeline import Hopping, Tumbling
 from stream.windows.specs import seconds
-
-from examples.fraud.generator import CATEGORIES
 
 INPUT, SCORES, ALERTS = "card-payments", "payment-scores", "fraud-alerts"
 MODEL_DIR = Path(os.environ.get("FRAUD_MODEL_DIR", Path(__file__).parent / "models"))
 THRESHOLD = 0.5  # alert when the model's fraud probability is above this
 
 # What the per-payment model sees: the payment alone, with its profile enrichment.
-PAYMENT_FEATURES = ["amount", Ratio("amount", "avg_amount"), Same("country", "home_country"),
+PAYMENT_FEATURES: list[str | Feature] = ["amount", Ratio("amount", "avg_amount"), Same("country", "home_country"),
                     "device_seen", OneHot("category", CATEGORIES, other=False)]
 # What the window models see: one holder's activity in the window.
-WINDOW_FEATURES = ["n", "total", "largest", "merchants", "foreign", "new_devices", "peak_ratio",
+WINDOW_FEATURES: list[str | Feature] = ["n", "total", "largest", "merchants", "foreign", "new_devices", "peak_ratio",
                    Ratio("largest", "total")]
 WINDOW_AGGREGATIONS = {"n": Count(), "total": Sum("amount"), "largest": Max("amount"),
                        "merchants": ApproxDistinct("merchant_id"), "foreign": Sum("foreign"),

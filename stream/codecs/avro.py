@@ -35,7 +35,7 @@ class AvroCodec:
         return {"schema": self.schema, "reader_schema": self.reader_schema}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["schema"], state["reader_schema"])  # type: ignore[misc]
+        self.__init__(state["schema"], state["reader_schema"])  # type: ignore[misc]  # rebuilt from its picklable state
 
     def __repr__(self) -> str:
         return f"AvroCodec({self.schema.get('name', '?')})"
@@ -62,7 +62,9 @@ class AvroCodec:
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
         """Many records at once (`BatchEncoder`), or None: then encode them one by one."""
         if self._batch is False:
-            from stream.codecs.avro_batch import BatchEncoder  # NumPy and polars: loaded when used
+            from stream.codecs.avro_batch import (
+                BatchEncoder,  # NumPy and polars: loaded when used
+            )
 
             self._batch = BatchEncoder.for_schema(self.schema)
         return self._batch.encode(records) if self._batch is not None else None
@@ -122,10 +124,10 @@ def read_exact(data: bytes, writer: Any, reader: Any, skip: int = 0) -> dict[str
     buf = io.BytesIO(data)
     buf.seek(skip)
     try:
-        record = fastavro.schemaless_reader(buf, writer, reader)
+        record: Any = fastavro.schemaless_reader(buf, writer, reader)
     except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, SchemaResolutionError ...
         raise DecodeError("decode_failed", describe_failure(exc, buf.tell(), len(data)), data) from exc
     if buf.tell() != len(data):
         raise DecodeError("trailing_bytes",
                           f"{len(data) - buf.tell()} bytes left after the record", data)
-    return record  # type: ignore[return-value]
+    return record

@@ -83,7 +83,8 @@ def _field_type(t: Any) -> tuple[str, int | None] | None:
         kinds = [_primitive(b) for b in t]
         if len(t) == 2 and "null" in kinds and None not in kinds and kinds[0] != kinds[1]:
             i = 1 - kinds.index("null")
-            return kinds[i], i  # type: ignore[return-value]
+            kind = kinds[i]
+            return None if kind is None else (kind, i)
         return None
     kind = _primitive(t)
     return (kind, None) if kind is not None else None
@@ -140,8 +141,8 @@ class BlockDecoder:
             elif kind in _VARINT:
                 size = varint_sizes(zigzag(col.fill_null(0).cast(pl.Int64).to_numpy()))
             else:
-                n = (col.str.len_bytes() if kind == "string" else col.bin.size())
-                n = n.fill_null(0).cast(pl.Int64).to_numpy()
+                lengths = (col.str.len_bytes() if kind == "string" else col.bin.size())
+                n = lengths.fill_null(0).cast(pl.Int64).to_numpy()
                 size = n + varint_sizes(zigzag(n))
             if branch is not None:  # union index (one byte) plus the value unless null
                 size = 1 + np.where(col.is_null().to_numpy(), 0, size)

@@ -41,7 +41,7 @@ class JsonCodec:
         return {"schema": self.schema}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["schema"])  # type: ignore[misc]
+        self.__init__(state["schema"])  # type: ignore[misc]  # rebuilt from its picklable state
 
     def __repr__(self) -> str:
         return f"JsonCodec({(self.schema or {}).get('name', 'any object')})"
@@ -83,7 +83,7 @@ class JsonCodec:
         wrong = self._checked(record)
         if wrong is not None:
             raise DecodeError("schema_mismatch", f"the value does not fit schema "
-                              f"{self.schema.get('name', '?')} (field {wrong!r})", data)  # type: ignore[union-attr]
+                              f"{(self.schema or {}).get('name', '?')} (field {wrong!r})", data)
         return record
 
     def encode(self, record: dict[str, Any]) -> bytes:

@@ -97,7 +97,7 @@ class RegistryAvroCodec:
                 "settings": self.settings, "retry_s": self.retry_s}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["schema"], state["subject"], state["settings"],  # type: ignore[misc]
+        self.__init__(state["url"], state["schema"], state["subject"], state["settings"],  # type: ignore[misc]  # rebuilt from its picklable state
                       state.get("retry_s", 60.0))
 
     def __repr__(self) -> str:
@@ -126,7 +126,7 @@ class RegistryAvroCodec:
             writer = self._writers[schema_id] = fastavro.parse_schema(json.loads(found.schema_str))
         return writer
 
-    def _fetch(self, schema_id: int, data: bytes, registry_error: type) -> Any:
+    def _fetch(self, schema_id: int, data: bytes, registry_error: type[Exception]) -> Any:
         """Get a writer schema; an unreachable registry is retried with backoff, never
         dead-lettered (the record is fine, the registry is not)."""
         deadline, pause = time.monotonic() + self.retry_s, 0.25
@@ -134,15 +134,15 @@ class RegistryAvroCodec:
             try:
                 return self._registry().get_schema(schema_id)
             except registry_error as exc:
-                if exc.http_status_code == 404:
+                if getattr(exc, "http_status_code", None) == 404:
                     raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in {self.url}",
                                       data, schema_id) from exc
                 problem: Exception = exc
-            except Exception as exc:  # connection refused, timeouts: the registry is away
+            except Exception as exc:  # noqa: BLE001 - connection refused, timeouts: the registry is away
                 problem = exc
             if getattr(problem, "http_status_code", None) in (401, 403):
                 raise StreamError(f"schema registry {self.url} refused the credentials "
-                                  f"(HTTP {problem.http_status_code}); check $STREAM_REGISTRY_USER and "
+                                  f"(HTTP {getattr(problem, 'http_status_code', '?')}); check $STREAM_REGISTRY_USER and "
                                   "$STREAM_REGISTRY_PASSWORD") from None
             if time.monotonic() + pause > deadline:
                 raise StreamError(f"schema registry {self.url} unreachable for {self.retry_s:.0f} s "
@@ -186,7 +186,7 @@ class RegistryAvroCodec:
 
             try:
                 schema_id = self._registry().register_schema(self.subject, Schema(json.dumps(self.schema), "AVRO"))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any registry client error: name the subject and the URL
                 raise EncodeError(f"cannot register the schema under {self.subject!r} at {self.url}: "
                                   f"{self._masked(exc)}") from None
             self._encoder = (schema_id, AvroCodec(self.schema))

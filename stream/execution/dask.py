@@ -160,7 +160,7 @@ class DaskExecutor:
         if future.status in ("error", "cancelled"):
             try:
                 return None, future.exception(timeout=1) or RuntimeError(f"task {future.status}")
-            except Exception as exc:  # CancelledError, TimeoutError: the task is gone either way
+            except Exception as exc:  # noqa: BLE001 - CancelledError, TimeoutError: the task is gone either way
                 return None, exc
         return None
 

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream import faults
 from stream.errors import FatalError
+from stream.protocols import StepGuard
+from stream.records import TP
 from stream.secrets import reveal_config
-from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
-TP = tuple[str, int]
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+
+
+class _NoDeadline:
+    """Steps without a deadline (a run under `stream run` passes its watchdog)."""
+
+    def step(self, name: str, seconds: float) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class KafkaSink:
@@ -31,7 +39,7 @@ class KafkaSink:
     transactional = False
     on_abort: Callable[[], None] | None = None  # told of each aborted transaction (metrics)
 
-    def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
+    def __init__(self, config: dict[str, Any], watchdog: StepGuard | None = None,
                  step_timeout_s: float = 30.0) -> None:
         self._fatal_reason = ""  # librdkafka names the cause of a fatal error in its error event
         # Delivery reports only for failures: `_delivered` acts on nothing else, and a report
@@ -41,7 +49,7 @@ class KafkaSink:
         self._errors: list[str] = []
         self._fatal: KafkaError | None = None
         self.address = config.get("bootstrap.servers", "?")
-        self.watchdog = watchdog or Watchdog()
+        self.watchdog: StepGuard = watchdog or _NoDeadline()
         self.step_timeout_s = step_timeout_s
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
@@ -62,7 +70,7 @@ class KafkaSink:
         if err.code() in (KafkaError._FATAL, KafkaError._STATE) and not self._fatal_reason:
             try:
                 self._producer.poll(0.2)  # serve the error event that names the cause
-            except Exception:  # a fatal producer may raise here too: the cause is what matters
+            except Exception:  # noqa: BLE001 - a fatal producer may raise here too: the cause is what matters
                 pass
             if not self._fatal_reason:
                 self._fatal_reason = self._ask_fatal_reason()
@@ -92,8 +100,9 @@ class KafkaSink:
         """`produce` each (key, value) pair with the same headers, in one loop: what the driver
         does with a batch of window results, e.g. ``sink.produce_many("out", [(b"k", b"v")])``."""
         self._before_produce()
-        send, delivered, listed = self._producer.produce, self._delivered, list(headers) or None
-        extra = {} if partition is None else {"partition": partition}
+        send, delivered = self._producer.produce, self._delivered
+        listed: list[tuple[str, str | bytes | None]] | None = list(headers) or None
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         for key, value in records:
             while True:
                 if self._fatal is not None:
@@ -149,7 +158,7 @@ class KafkaSink:
         try:
             self._producer.flush(5)
             self._producer.close()
-        except Exception as exc:  # closing after a failure: report, do not mask the failure
+        except Exception as exc:  # noqa: BLE001 - closing after a failure: report, do not mask the failure
             log.warning("closing the producer: %s", exc)
 
 
@@ -158,7 +167,7 @@ class TransactionalSink(KafkaSink):
 
     transactional = True
 
-    def __init__(self, config: dict[str, Any], watchdog: Watchdog | None = None,
+    def __init__(self, config: dict[str, Any], watchdog: StepGuard | None = None,
                  step_timeout_s: float = 30.0) -> None:
         super().__init__(config, watchdog, step_timeout_s)
         self.transactional_id = config["transactional.id"]

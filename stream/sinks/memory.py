@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from stream.records import RawMessage
-
-TP = tuple[str, int]
+from stream.records import TP, RawMessage
 
 
 class MemorySink:
+    """Keeps produced records in lists per topic (and per partition, for the changelog)."""
+
     transactional = False
 
     def __init__(self) -> None:

@@ -15,14 +15,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
-from stream.execution.task import ReadBatch
-from stream.records import BEGINNING, RawMessage
+from stream.records import BEGINNING, TP, RawMessage, ReadBatch
 from stream.secrets import reveal_config
 
 log = logging.getLogger(__name__)
-TP = tuple[str, int]
 assert BEGINNING == OFFSET_BEGINNING
 
 
@@ -51,7 +55,7 @@ class KafkaSession:
         if self.on_revoke is not None:
             try:  # commit the open epoch before the partitions go
                 self.on_revoke(tps)
-            except BaseException as exc:  # raised from poll(): never out of a librdkafka callback
+            except BaseException as exc:  # noqa: BLE001 - raised from poll(): never out of a librdkafka callback
                 self._failure = self._failure or exc
         else:
             self._events.append(("revoked", tps))
@@ -97,7 +101,7 @@ class KafkaSession:
     def close(self) -> None:
         try:
             self._consumer.close()  # leaves the group; the revoke hook may commit first
-        except Exception as exc:  # closing after a failure: report, do not mask the failure
+        except Exception as exc:  # noqa: BLE001 - closing after a failure: report, do not mask the failure
             log.warning("closing the group consumer: %s", exc)
 
 
@@ -148,7 +152,7 @@ def _pooled(config: tuple, tp: TP) -> _PooledConsumer:
 def _close(entry: _PooledConsumer) -> None:
     try:
         entry.consumer.close()
-    except Exception:  # closing a reader: nothing useful to do with an error
+    except Exception:  # noqa: BLE001 - closing a reader: nothing useful to do with an error
         pass
 
 
@@ -260,7 +264,7 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
                     eof_at = m.offset()
                     continue
                 raise KafkaException(err)
-            off = m.offset()
+            off: int = m.offset()  # type: ignore[assignment]  # set on every message without an error
             if end is not None and off >= end:
                 past_end = True
                 break
@@ -271,7 +275,7 @@ def _read_loop(c: Consumer, tp: TP, start: int, end: int | None, max_records: in
             break
         if eof_at is None and nxt >= 0:
             # A consumer left at the end by the previous read gets no second EOF event: ask
-            # the end offset the last fetch saw (never ListOffsets, see DESIGN.md).
+            # the end offset the last fetch saw (never ListOffsets, see docs/brokers.md).
             high = c.get_watermark_offsets(TopicPartition(*tp), cached=True)
             if high and 0 <= high[1] <= nxt:
                 eof_at = high[1]
@@ -324,7 +328,7 @@ def read_partitions(config: dict[str, Any], topic: str, partitions: list[int],
             for m in c.consume(10_000, 0.1):
                 err = m.error()
                 if err is None:
-                    out[m.partition()].append(m)
+                    out[m.partition()].append(m)  # type: ignore[index]  # set on every message without an error
                 elif err.code() == KafkaError._PARTITION_EOF:
                     left.discard(m.partition())
                 else:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stream.execution.task import ReadBatch
-from stream.records import RawMessage
-
-TP = tuple[str, int]
+from stream.records import TP, RawMessage, ReadBatch
 
 
 @dataclass
 class MemoryTopic:
+    """A topic in memory: messages per partition, appended by tests."""
+
     name: str
     partitions: int = 1
     data: dict[int, list[RawMessage]] = field(default_factory=dict)

@@ -18,13 +18,15 @@ record arrives. Window bounds are the event times of its first and last record:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any, Mapping
 
-from operators.aggregate import Aggregation, Count as CountRecords
+from operators.aggregate import Aggregation
+from operators.aggregate import Count as CountRecords
+from stream.windows.eventtime import NEVER
 from stream.windows.sessions import FirstEventTime, LastEventTime
 from stream.windows.specs import CountWindow
 from stream.windows.store import PaneKey, WindowResult
-from stream.windows.eventtime import NEVER
 
 STATE = 0  # the one changelog bucket: every key's count state lives in it
 
@@ -36,6 +38,8 @@ def count_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggregat
 
 @dataclass
 class CountStore:
+    """Count windows of one partition: every `size` records of a key (sliding by `slide`)."""
+
     spec: CountWindow
     aggregations: Mapping[str, Aggregation]
     grace_ms: int
@@ -65,9 +69,7 @@ class CountStore:
                 st[2].append(st[1])
                 st[0], st[1] = 0, None
                 if len(st[2]) == self._panes:
-                    whole = None
-                    for pane in st[2]:
-                        whole = self._combine(whole, pane)
+                    whole = reduce(self._combine, st[2][1:], st[2][0])
                     self._ready.append(self._result(key, whole))
                     st[2].pop(0)
             self._dirty.add(key)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.protocols import WindowState
 from stream.records import Late, Partial
 from stream.windows.eventtime import PartitionClock
 from stream.windows.store import WindowResult
@@ -47,8 +48,9 @@ def merge_range(store: Any, clock: PartitionClock, partial: Partial,
     return results, late
 
 
-def advance(store: Any, clock: PartitionClock, event_time: int, out_of_order_ms: int) -> list[WindowResult]:
+def advance(store: WindowState, clock: PartitionClock, event_time: int, out_of_order_ms: int) -> list[WindowResult]:
     """Move a partition's event time on without records (the wall-clock advance, or the end of
     bounded input); returns the windows that closes."""
     clock.advance_to(event_time)
-    return store.advance(clock.now - out_of_order_ms)
+    closed: list[WindowResult] = store.advance(clock.now - out_of_order_ms)
+    return closed

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from operators.aggregate import Aggregation, Max, Min
+from stream.windows.eventtime import NEVER
 from stream.windows.specs import Session
 from stream.windows.store import PaneKey, WindowResult
-from stream.windows.eventtime import NEVER
-
 
 TAIL = "\x00tail"  # changelog entries (TAIL, key) hold a key's last emitted session
 
@@ -51,7 +50,7 @@ def session_accumulators(aggregations: Mapping[str, Aggregation]) -> list[Aggreg
 class FirstEventTime(Min):
     """The lowest event time of the records (Min over the event time, not a field)."""
 
-    field: str | None = None
+    field: str | None = None  # type: ignore[assignment]  # no field: it reads the event time
 
     def extract(self, record: dict[str, Any], ts: int) -> int:
         return ts
@@ -61,7 +60,7 @@ class FirstEventTime(Min):
 class LastEventTime(Max):
     """The highest event time of the records."""
 
-    field: str | None = None
+    field: str | None = None  # type: ignore[assignment]  # no field: it reads the event time
 
     def extract(self, record: dict[str, Any], ts: int) -> int:
         return ts
@@ -69,6 +68,8 @@ class LastEventTime(Max):
 
 @dataclass
 class SessionStore:
+    """Session windows of one partition: per key, records less than `gap` apart."""
+
     spec: Session
     aggregations: Mapping[str, Aggregation]
     grace_ms: int

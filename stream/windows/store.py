@@ -17,11 +17,11 @@ to the changelog.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from operators.aggregate import Aggregation
-from stream.windows.specs import Hopping
 from stream.windows.eventtime import NEVER
+from stream.windows.specs import Hopping
 
 PaneKey = tuple[Any, int]  # (key, pane start)
 
@@ -38,11 +38,13 @@ class WindowResult:
 
 @dataclass
 class WindowStore:
+    """Tumbling and hopping windows of one partition, kept as slide-sized panes per key."""
+
     spec: Hopping
     aggregations: Mapping[str, Aggregation]
     grace_ms: int
     emitted_through: int = NEVER
-    panes: dict[int, dict[Any, tuple[Any, ...]]] = field(default_factory=dict)
+    panes: dict[int, dict[Any, Sequence[Any]]] = field(default_factory=dict)  # pane: key: accumulators
     _dirty: dict[int, set[Any]] = field(default_factory=dict)   # pane: keys changed
     _dropped: set[int] = field(default_factory=set)              # panes dropped
     early: bool = False                                          # track changes for early results
@@ -56,7 +58,7 @@ class WindowStore:
         """True when every window containing the pane has been emitted."""
         return self.closes_at(pane) <= self.emitted_through
 
-    def _combine(self, old: list[Any] | None, accs: list[Any]) -> list[Any]:
+    def _combine(self, old: Sequence[Any] | None, accs: Sequence[Any]) -> Sequence[Any]:
         if old is None:
             return accs
         return [a.merge(x, y) for a, x, y in zip(self.aggregations.values(), old, accs)]
@@ -138,7 +140,7 @@ class WindowStore:
     def has_changes(self) -> bool:
         return bool(self._dropped) or any(self._dirty.values())
 
-    def take_changes(self) -> tuple[dict[int, dict[Any, list[Any]]], list[int]]:
+    def take_changes(self) -> tuple[dict[int, dict[Any, Sequence[Any]]], list[int]]:
         """({pane: {key: accumulators changed}}, panes dropped) since the last call."""
         changed = {}
         for pane, keys in self._dirty.items():
@@ -149,7 +151,7 @@ class WindowStore:
         self._dirty, self._dropped = {}, set()
         return changed, dropped
 
-    def load(self, entries: Mapping[PaneKey, list[Any]], emitted_through: int) -> None:
+    def load(self, entries: Mapping[PaneKey, Sequence[Any]], emitted_through: int) -> None:
         """Restore state: accumulators per (key, pane) and how far windows were emitted."""
         self.emitted_through = max(self.emitted_through, emitted_through)
         for (key, pane), accs in entries.items():

@@ -4,7 +4,7 @@ Planning, merging in offset order, event-time advance, closing, retries and the 
 bookkeeping live here. `DriverCore.handle(event, now_ms)` takes one event (a tick of the
 clock, partitions assigned or revoked, a range done or failed, the end of an epoch or of the
 run) and returns what to do, in order: submit or cancel a range task, produce records,
-commit. A thin loop (`stream.driver.Driver` for a live run, `stream.replay` for a bounded
+commit. A thin loop (`stream.driver.loop.Driver` for a live run, `stream.app.replay` for a bounded
 one) carries the instructions out against Dask and Kafka and feeds back what happened,
 as dask/distributed's worker state machine does (`handle_stimulus` -> instructions).
 
@@ -25,21 +25,28 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, Sequence, Union
 
-from stream.compute import encode_results, result_failure
-from stream.execution.task import RangeResult
+from stream.codecs.state import StateFormatError
+from stream.driver.checkpoint import (
+    Meta,
+    delta_tombstones,
+    deltas,
+    encode_meta,
+    next_epoch,
+    open_marker,
+    restore,
+)
+from stream.driver.scheduler import PartitionPlan, Planned
 from stream.pipeline import Pipeline
-from stream.planning import PartitionPlan, Planned
-from stream.records import BEGINNING, Failure, Late
-from stream.state import Meta, delta_tombstones, deltas, encode_meta, next_epoch, open_marker, restore
-from stream.state_format import StateFormatError
+from stream.records import BEGINNING, TP, Failure, Late
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowStore
+from stream.worker.rows import encode_results, result_failure
+from stream.worker.task import RangeResult
 
 log = logging.getLogger(__name__)
-TP = tuple[str, int]
 Headers = tuple[tuple[str, bytes], ...]
 
 
@@ -71,12 +78,16 @@ class Revoked:
 
 @dataclass(frozen=True)
 class RangeDone:
+    """Event: a range task finished with its result."""
+
     task_id: int
     result: RangeResult
 
 
 @dataclass(frozen=True)
 class RangeFailed:
+    """Event: a range task raised; the core retries it with the same bounds."""
+
     task_id: int
     error: BaseException
 
@@ -119,7 +130,7 @@ class Produce:
     """Write records, all with the same headers, to `topic` (`partition` None: by key)."""
 
     topic: str
-    records: list[tuple[bytes | None, bytes | None]]
+    records: Sequence[tuple[bytes | None, bytes | None]]
     headers: Headers
     partition: int | None = None
 
@@ -174,6 +185,8 @@ class PartitionState:
 
 @dataclass
 class DriverStats:
+    """Counts of a driver's run: records in and out, windows, commits, retries, ..."""
+
     records_in: int = 0
     records_out: int = 0
     windows: int = 0
@@ -201,6 +214,8 @@ class Topics:
 
 @dataclass(frozen=True)
 class Inflight:
+    """A planned range task the core waits for."""
+
     tp: TP
     planned: Planned
     state: PartitionState          # the partition state it was planned for (stale once revoked)
@@ -221,15 +236,15 @@ class DriverCore:
                  app_id: str | None = None, transactional_id: str | None = None, replica: int = 0,
                  stamp: bool = True, keep: Callable[[WindowResult], bool] | None = None,
                  output: str | None = None, metrics: Any = None, transactional: bool = False) -> None:
-        pipeline.validate()
+        plan = pipeline.validate()
         self.pipeline, self.topics = pipeline, topics
-        self.sink_topic: str = output or pipeline.sink_spec.topic  # type: ignore[union-attr]
+        self.sink_topic: str = output or plan.sink.topic
         self.range_records, self.max_inflight = range_records, max_inflight
         self.commit_interval_ms = int(commit_interval_s * 1000)
         # an epoch ends about this long after its first output, so read_committed readers see
         # results soon; an epoch that only moved offsets or state ends every commit interval
         self.result_commit_ms = int(min(result_commit_s, commit_interval_s) * 1000)
-        self.out_of_order_ms = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
+        self.out_of_order_ms = plan.source.out_of_order_ms
         self.advance_after_ms = advance_after_ms
         # a task in flight this long is read again (same bounds; the result is the same
         # whichever read it comes from): a future the cluster lost track of must not stall
@@ -531,7 +546,7 @@ class DriverCore:
         if self.metrics and n:
             self.metrics.records_out(self.sink_topic, n)
 
-    def _produce(self, topic: str, records: list[tuple[bytes | None, bytes | None]],
+    def _produce(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]],
                  headers: Headers, partition: int | None = None) -> None:
         if records:
             if not self._produced:

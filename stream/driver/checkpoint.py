@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
+from stream.codecs.state import VERSION, StateFormatError, decode, encode, is_pickle
 from stream.records import RawMessage
-from stream.state_format import VERSION, StateFormatError, decode, encode, is_pickle
 from stream.windows.eventtime import NEVER
 
 EPOCH_HEADER = "stream.epoch"
@@ -106,6 +106,7 @@ def _slot(m: RawMessage) -> tuple[Any, ...]:
 
 
 def epoch_headers(epoch: int) -> tuple[tuple[str, bytes], ...]:
+    """The headers that tag a changelog entry with its epoch."""
     return ((EPOCH_HEADER, str(epoch).encode()),)
 
 
@@ -113,7 +114,7 @@ def _delta_key(topic: str, pane: int, epoch: int, chunk: int) -> bytes:
     return _key(topic, pane, epoch, chunk)
 
 
-def deltas(topic: str, pane: int, epoch: int, changed: dict[Any, list[Any]],
+def deltas(topic: str, pane: int, epoch: int, changed: Mapping[Any, Sequence[Any]],
            chunk_keys: int = CHUNK_KEYS) -> list[RawMessage]:
     """The delta messages of one pane for one epoch: full accumulators of the changed keys."""
     items = list(changed.items())
@@ -144,6 +145,7 @@ class Meta:
 
 
 def encode_meta(meta: Meta) -> RawMessage:
+    """A partition's meta entry as a changelog record (JSON: epoch, epochs it builds on, offset)."""
     body = {"epoch": meta.epoch, "committed": list(meta.committed),
             "emitted_through": meta.emitted_through, "max_ts": meta.max_ts, "offset": meta.offset}
     return RawMessage(0, meta_key(meta.topic), json.dumps(body).encode(), 0, epoch_headers(meta.epoch))
@@ -244,8 +246,8 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
         live[m.key] = m
         if epoch in ok and epoch >= latest.get(m.key, (0, m))[0]:
             latest[m.key] = (epoch, m)
-    chunks: list[tuple[int, int, dict]] = []
-    for key, (epoch, m) in latest.items():
+    chunks: list[tuple[int, int, dict[Any, Any]]] = []
+    for epoch, m in latest.values():
         slot = _slot(m)
         if slot[0] != topic:
             continue
@@ -260,7 +262,7 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
         elif m.value is not None:
             chunks.append((slot[2], slot[1], _value(m)))
             out.sizes[slot[1]] = out.sizes.get(slot[1], 0) + len(m.value)
-    for epoch, pane, entries in sorted(chunks, key=lambda c: c[0]):
+    for _order, pane, entries in sorted(chunks, key=lambda c: c[0]):
         for k, accs in entries.items():
             out.panes[(k, pane)] = accs
     written: dict[tuple[int, int], int] = {}

@@ -26,6 +26,8 @@ EXIT_WATCHDOG = 70
 
 
 class Watchdog:
+    """Ends the process when a blocking step passes its deadline (disabled: times nothing)."""
+
     def __init__(self, enabled: bool = False, exit_code: int = EXIT_WATCHDOG) -> None:
         self.enabled = enabled
         self.exit_code = exit_code

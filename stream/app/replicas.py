@@ -53,10 +53,12 @@ class ReplicaRunning(StreamError):
 
 
 def client_id(replica: int, pid: int | None = None, host: str | None = None) -> str:
+    """The driver's group client id, `stream.<replica>.<pid>.<host>`, so a second driver can name the first."""
     return f"stream.{replica}.{os.getpid() if pid is None else pid}.{host or socket.gethostname()}"
 
 
 def parse_client_id(text: str) -> tuple[int, int, str] | None:
+    """(replica, pid, host) from a client id `client_id` made; None for any other client id."""
     parts = text.split(".", 3)
     if len(parts) != 4 or parts[0] != "stream" or not (parts[1].isdigit() and parts[2].isdigit()):
         return None
@@ -64,6 +66,7 @@ def parse_client_id(text: str) -> tuple[int, int, str] | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

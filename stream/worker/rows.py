@@ -15,7 +15,6 @@ raise becomes a Failure; the rest of the batch goes on.
 from __future__ import annotations
 
 import json
-
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Sequence
 
@@ -29,10 +28,7 @@ from stream.windows.eventtime import FOREVER, NEVER, Judge, judge_for
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 # Below these many records a batch takes the row path, as the columnar passes have a fixed
-# cost (windowed and stateless bench workloads, 2026-12-01): the columnar aggregation about
-# 2.7 ms (27 µs per record at 100 records against 12.5 on the row path, 11 against 18 at
-# 300), the block decode for row operators about 1.7 ms (13 against 9 at 500, 7.6 against
-# 8.9 at 2,000).
+# cost (docs/performance.md, "Batch-size thresholds", has the measurements).
 COLUMNAR_MIN_RECORDS = 200
 BLOCK_DECODE_MIN_RECORDS = 1_500
 
@@ -82,7 +78,7 @@ def encode_results(pipeline: Pipeline, results: Iterable[Any], failed: Callable[
     `failed(result, error, "encode_failed", record)`."""
     items = result_records(pipeline, results, failed, tallies)
     ready = []
-    for (w, key, record), value in zip(items, encode_all(pipeline.sink_spec.codec, [r for _, _, r in items])):  # type: ignore[union-attr]
+    for (w, key, record), value in zip(items, encode_all(pipeline.validate().sink.codec, [r for _, _, r in items])):
         if isinstance(value, Exception):
             if not isinstance(value, EncodeError):
                 raise value
@@ -102,7 +98,7 @@ def _failure(offset: int, reason: str, exc: BaseException, msg: RawMessage | Non
 def decode_messages(pipeline: Pipeline, messages: Iterable[RawMessage], out: Partial,
                     limits: Limits = Limits()) -> list[Row]:
     """Decode values with the source codec; failures and tombstones are recorded in `out`."""
-    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
+    codec = pipeline.checked_source().codec
     rows: list[Row] = []
     for m in messages:
         out.records_in += 1
@@ -152,7 +148,7 @@ def run_steps(steps: Iterable[Operator], items: list[Item],
                     out.extend((tag, key, r2) for r2 in op.process(record))
             except OperatorUnavailable:
                 raise
-            except Exception as exc:  # an operator raised: this record fails, the batch goes on
+            except Exception as exc:  # noqa: BLE001 - an operator raised: this record fails, the batch goes on
                 failed(tag, exc)
         items = out
     return items
@@ -178,7 +174,7 @@ def _batch_or_halves(op: BatchOperator, items: list[Item],
         return [(tag, key, r) for (tag, key, _), r in zip(items, outputs)]
     except OperatorUnavailable:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an operator raised on a batch: retried record by record
         if len(items) == 1:
             failed(items[0][0], exc)
             return []
@@ -187,7 +183,7 @@ def _batch_or_halves(op: BatchOperator, items: list[Item],
 
 
 def _event_time(pipeline: Pipeline, record: dict[str, Any], kafka_ts: int) -> int:
-    field = pipeline.source_spec.timestamp  # type: ignore[union-attr]
+    field = pipeline.checked_source().timestamp
     if field is None:
         return kafka_ts
     ts = record[field]
@@ -239,7 +235,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
             out.max_ts = max(ts for (_, ts), _, _ in items)
         _encode_passthrough(pipeline, items, out, raw)
     else:
-        ooo = pipeline.source_spec.out_of_order_ms  # type: ignore[union-attr]
+        ooo = pipeline.checked_source().out_of_order_ms
         _group(stage, _extract(stage, items, out, raw), out, raw, judge_for(stage.spec, stage.grace_ms, ooo))
     out.failures.sort(key=lambda f: f.offset)
     return out
@@ -256,7 +252,7 @@ def _extract(stage: Any, items: list[Item], out: Partial,
     for (offset, ts), key, record in items:
         try:
             rows.append((offset, ts, key, [a.extract(record, ts) for a in aggs]))
-        except Exception as exc:  # an aggregation cannot read the record: dead-letter it
+        except Exception as exc:  # noqa: BLE001 - an aggregation cannot read the record: dead-letter it
             out.failures.append(_failure(offset, "operator_error", exc, raw(offset)))
     return rows
 
@@ -318,20 +314,20 @@ def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Pa
     """Add each column into a fresh accumulator; if a batch add raises, isolate the records."""
     try:
         return [a.add(a.create(), col) for a, col in zip(aggs, columns)]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a batch-wise add raised: fall back to one record at a time
         pass
     accs = [a.create() for a in aggs]
     for i, offset in enumerate(offsets):
         try:
             accs = [a.add(acc, [col[i]]) for a, acc, col in zip(aggs, accs, columns)]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an aggregation raised on this record: dead-letter it
             out.failures.append(_failure(offset, "aggregation_error", exc, raw(offset)))
     return accs
 
 
 def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
                         raw: Callable[[int], RawMessage | None]) -> None:
-    values = encode_all(pipeline.sink_spec.codec, [record for _, _, record in items])  # type: ignore[union-attr]
+    values = encode_all(pipeline.validate().sink.codec, [record for _, _, record in items])
     for ((offset, _), key, _), value in zip(items, values):
         if isinstance(value, Exception):  # the result does not fit the sink schema
             out.failures.append(_failure(offset, "encode_failed", value, raw(offset)))
@@ -355,11 +351,14 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
                      limits: Limits = Limits(), carry: int = NEVER) -> Partial:
     """Decode and process one batch of raw messages (in offset order).
 
-    Batches of at least COLUMNAR_MIN_RECORDS take the columnar path (`stream.columnar`)
+    Batches of at least COLUMNAR_MIN_RECORDS take the columnar path (`stream.worker.columnar`)
     where the pipeline allows it; a batch it declines (bad input, an operator that raises)
     is processed here record by record, after one block decode if it is large enough.
     """
-    from stream.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
+    from stream.worker.columnar import (  # polars loads only where batches run
+        aggregate_batch,
+        decode_rows,
+    )
 
     if len(messages) >= COLUMNAR_MIN_RECORDS:
         fast = aggregate_batch(pipeline, messages, limits, carry)

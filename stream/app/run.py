@@ -9,17 +9,17 @@ import logging
 from contextlib import ExitStack
 from typing import Any, Callable
 
-from stream.admin import admin, check_topics, ensure_topic, wait_for_broker
-from stream.changelog import KafkaChangelog
+from stream.app.admin import admin, check_topics, ensure_topic, wait_for_broker
+from stream.app.replicas import Lease, check_replica_free, client_id
+from stream.app.watchdog import Watchdog
 from stream.config import CONSUMER_DEFAULTS, DEAD_LETTER_MAX_BYTES, RunConfig
-from stream.driver import Driver, DriverStats, Topics
+from stream.driver.loop import Driver, DriverStats, Topics
 from stream.metrics import ENV_RESTARTS, Metrics, env_count
 from stream.pipeline import Pipeline
 from stream.records import Limits
-from stream.replicas import Lease, check_replica_free, client_id
 from stream.sinks.kafka import KafkaSink, TransactionalSink
+from stream.sources.changelog import KafkaChangelog
 from stream.sources.kafka import KafkaReader, KafkaSession
-from stream.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 REFUSED_S = 1.5  # a first start reports a broker that refuses connections after this long
@@ -48,7 +48,8 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
     # the supervisor restarted gives a broker that is coming back the whole wait
     first = env_count(ENV_RESTARTS) == 0
     md = wait_for_broker(config.kafka.client(), config.connect_timeout_s, REFUSED_S if first else None)
-    inputs, output = list(pipeline.source_spec.topics), pipeline.sink_spec.topic  # type: ignore[union-attr]
+    plan = pipeline.validate()
+    inputs, output = list(plan.source.topics), plan.sink.topic
     if create_topics:
         for topic in [*inputs, output]:
             ensure_topic(config.kafka.client(), topic, create_topics)
@@ -74,7 +75,7 @@ class PipelineRun:
         """Check the pipeline, the broker, the topics and the metrics port first (seconds, a
         clear error each), then start what is heavy: the executor (without `executor`, one
         made from `config`, in-process with `local`), Kafka clients, the driver."""
-        pipeline.validate()
+        plan = pipeline.validate()
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
         try:
@@ -101,7 +102,7 @@ class PipelineRun:
             reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
             self.session = KafkaSession(kafka.consumer({"group.id": config.app_id,
                                                         "client.id": client_id(config.replica)}),
-                                        list(pipeline.source_spec.topics), reader)  # type: ignore[union-attr]
+                                        list(plan.source.topics), reader)
             self._stack.callback(self._close_session, leave_group_on_failure)
             watchdog = watchdog or Watchdog()
             if config.exactly_once:
@@ -113,7 +114,7 @@ class PipelineRun:
             self._stack.callback(self.sink.close)
             self.sink.on_abort = self.metrics.aborted
             self.metrics.probes.workers = getattr(self.executor, "connected_workers", lambda: 0)
-            # the restore reads read_uncommitted on purpose (stream/changelog.py says why)
+            # the restore reads read_uncommitted on purpose (stream/sources/changelog.py says why)
             changelog = KafkaChangelog(config.changelog_topic, kafka.consumer(
                 {"group.id": f"{config.app_id}.restore"}))
             topics = Topics(config.changelog_topic, config.dead_letter_topic, config.late_topic)

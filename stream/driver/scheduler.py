@@ -11,7 +11,7 @@ open-ended read per partition reads to the end of the partition (the tail). Boun
 (`stop`, for replay) is read up to `stop` and no further.
 
 >>> from stream.records import Partial
->>> from stream.execution.task import RangeResult
+>>> from stream.worker.task import RangeResult
 >>> p = PartitionPlan(merged=0, planned=0, stop=250)
 >>> [(r.start, r.end) for r in (p.next(100), p.next(100), p.next(100), p.next(100)) if r]
 [(0, 100), (100, 200), (200, 250)]
@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stream.errors import FatalError
-from stream.execution.task import RangeResult
 from stream.windows.eventtime import PartitionClock, holds
+from stream.worker.task import RangeResult
 
 MAX_ATTEMPTS = 8  # reads of one range before the run gives up
 

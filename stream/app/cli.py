@@ -18,8 +18,14 @@ import sys
 import time
 from typing import Any, NoReturn, Sequence
 
-from stream.errors import (BrokerUnavailable, ConfigError, FatalError, PipelineError, SchedulerUnavailable,
-                           StreamError)
+from stream.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    FatalError,
+    PipelineError,
+    SchedulerUnavailable,
+    StreamError,
+)
 
 log = logging.getLogger("stream")
 
@@ -134,9 +140,9 @@ def cluster_config(args: argparse.Namespace, pipeline: Any, **settings: Any) -> 
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from stream.progress import Progress, Status
-    from stream.runner import run_pipeline
-    from stream.watchdog import Watchdog
+    from stream.app.progress import Progress, Status
+    from stream.app.run import run_pipeline
+    from stream.app.watchdog import Watchdog
 
     pipeline = load_pipeline(args.pipeline)
     if not args.bootstrap:
@@ -148,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000),
                             max_future_ms=int(args.max_future * 1000))
     if not args.no_supervise:
-        from stream.supervisor import Supervisor, child_argv
+        from stream.app.supervisor import Supervisor, child_argv
 
         argv = sys.argv[1:] if args.argv is None else args.argv
         return Supervisor(child_argv(argv), max_restarts=args.max_restarts).run()
@@ -163,7 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    from stream.admin import check_topics, wait_for_broker
+    from stream.app.admin import check_topics, wait_for_broker
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
     from stream.sources.kafka import read_all
@@ -203,18 +209,18 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from stream.admin import ensure_topic, wait_for_broker
-    from stream.replay import parse_time, replay
-    from stream.runner import make_executor
+    from stream.app.admin import ensure_topic, wait_for_broker
+    from stream.app.replay import parse_time, replay
+    from stream.app.run import make_executor
 
     pipeline = load_pipeline(args.pipeline)
-    pipeline.validate()
+    plan = pipeline.validate()
     if not args.bootstrap:
         raise StreamError("no broker given: pass --bootstrap HOST:PORT or set STREAM_BOOTSTRAP")
     from_ms, to_ms = parse_time(args.from_time, "--from"), parse_time(args.to_time, "--to")
     if to_ms <= from_ms:
         raise ConfigError("--to", f"must be after --from ({args.to_time} is not after {args.from_time})")
-    if args.output == pipeline.sink_spec.topic:  # type: ignore[union-attr]
+    if args.output == plan.sink.topic:
         raise ConfigError("--output", f"{args.output!r} is the live pipeline's sink; replay into another topic")
     config = cluster_config(args, pipeline)
     kafka = config.kafka
@@ -242,15 +248,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from stream.operations import status
+    from stream.app.manage import status
 
     print(status(kafka_config(args), args.app).render())
     return 0
 
 
 def _cmd_reset(args: argparse.Namespace) -> int:
-    from stream.operations import apply_reset, plan_reset
-    from stream.replay import parse_time
+    from stream.app.manage import apply_reset, plan_reset
+    from stream.app.replay import parse_time
 
     kafka = kafka_config(args)
     to_ms = None if args.to_earliest else parse_time(args.to_time, "--to-time")
@@ -269,10 +275,10 @@ def _cmd_reset(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from stream.admin import check_topics, ensure_topic, wait_for_broker
+    from stream.app.admin import check_topics, ensure_topic, wait_for_broker
+    from stream.app.generator import PaymentGenerator, produce_payments
     from stream.codecs.avro import AvroCodec
     from stream.codecs.schemas import load_schema
-    from stream.generator import PaymentGenerator, produce_payments
 
     kafka = kafka_config(args)
     md = wait_for_broker(kafka.client(), 30)
@@ -300,8 +306,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from stream.broker import EmbeddedBroker
-    from stream.kafka_broker import KafkaBroker
+    from stream.app.broker import EmbeddedBroker
+    from stream.app.kafka_broker import KafkaBroker
 
     if args.engine == "kafka":
         broker: Any = KafkaBroker(args.port, data_dir=args.data_dir)
@@ -322,7 +328,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.app.demo import run_demo
 
     if args.app == "fraud":
         sys.path.insert(0, os.getcwd())
@@ -367,10 +373,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `stream` command's argument parser, every subcommand included."""
     p = Parser(prog="stream", description="Windowed Kafka stream processing on Dask.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     # global options are accepted after the command too (`stream run ... -v`)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log debug details")
     sub = p.add_subparsers(dest="command", required=True)
@@ -492,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `stream` command with `argv` (the process's arguments by default); the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -4,7 +4,7 @@ A windowed pipeline whose source is plain Avro with a flat schema, whose steps a
 projections and a key by field, and whose aggregations are the built-in count, sum, min,
 max and mean is computed on columns: the batch is decoded in one pass (`BlockDecoder`), a
 filter's predicate runs over the rows, and partial aggregates come from one group-by on
-(key, pane). The result is the same `Partial` the row path (`stream.compute`) builds.
+(key, pane). The result is the same `Partial` the row path (`stream.worker.rows`) builds.
 
 Anything unusual — a value that does not decode, a too-large record, an event time that is
 missing, negative or too far ahead of its Kafka timestamp, a NaN in a float field, a null key,
@@ -28,7 +28,7 @@ by one and decides what becomes of them. The fast path never decides what a fail
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import polars as pl
 
@@ -74,8 +74,10 @@ def _aggregation(i: int, agg: Any, kinds: dict[str, str]
     if type(agg) is Count:
         return [pl.len().alias(name)], values
     field = getattr(agg, "field", None)
-    col = pl.col(field) if field is not None else None
-    if col is not None and kinds.get(field) in _WIDE:
+    if field is None:
+        return None
+    col = pl.col(field)
+    if field in kinds and kinds[field] in _WIDE:
         col = col.cast(_WIDE[kinds[field]])
     if type(agg) in (Sum, Min, Max):  # nulls are skipped, as in add()
         e = col.sum() if type(agg) is Sum else col.min() if type(agg) is Min else col.max()
@@ -147,7 +149,7 @@ def aggregate_batch(pipeline: Pipeline, messages: Sequence[RawMessage],
         return None
     try:
         return _aggregate(plan, df, kafka_ts, limits, out)
-    except Exception:  # a predicate or aggregation raised: the row path finds the record
+    except Exception:  # noqa: BLE001 - a predicate or aggregation raised: the row path finds the record
         return None
 
 
@@ -168,7 +170,7 @@ def decode_rows(pipeline: Pipeline, messages: Sequence[RawMessage],
     >>> decode_rows(p, [RawMessage(7, None, p.source_spec.codec.encode({"k": "a"}), 5)])
     [(7, {'k': 'a'}, 5)]
     """
-    codec = pipeline.source_spec.codec  # type: ignore[union-attr]
+    codec = pipeline.checked_source().codec
     if type(codec) is not AvroCodec or codec.reader_schema:
         return None
     decoder = BlockDecoder.for_schema(codec.schema)
@@ -187,7 +189,7 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
     if plan.timestamp is None:
         df = df.with_columns(pl.col(_KTS).alias(_TS))
     ts = df.get_column(_TS if plan.timestamp is None else plan.timestamp)
-    if ts.dtype not in _INTEGER or ts.null_count() or ts.min() < 0:
+    if ts.dtype not in _INTEGER or ts.null_count() or cast(int, ts.min()) < 0:
         return None  # the row path dead-letters bad event times one by one
     df = df.with_columns(ts.cast(pl.Int64).alias(_TS))
     if (df.get_column(_TS) > df.get_column(_KTS) + limits.max_future_ms).any():
@@ -214,9 +216,9 @@ def _aggregate(plan: ColumnarPlan, df: pl.DataFrame, kafka_ts: list[int], limits
     on_time = df.get_column(_PANE) + plan.on_time_ms
     if (before >= on_time).any():
         return None  # late records: the row path judges and routes them
-    out.valid_below = int(on_time.min())
+    out.valid_below = cast(int, on_time.min())
     groups = df.group_by([plan.key, _PANE]).agg(*plan.exprs)
-    out.max_ts = int(ts.max())
+    out.max_ts = cast(int, ts.max())
     slots = zip(groups.get_column(plan.key).to_list(), groups.get_column(_PANE).to_list())
     columns = [build(groups) for build in plan.columns]
     out.partials = dict(zip(slots, map(list, zip(*columns))))

@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from stream.broker import BrokerNotFound, BrokerProcess, free_port
+from stream.app.broker import BrokerNotFound, BrokerProcess, free_port
 from stream.errors import StreamError
 
 VERSION = "4.1.1"
@@ -105,7 +105,7 @@ class KafkaBroker(BrokerProcess):
         self.controller_port = free_port()
         self.log_path = log_path
         self._tmp = None if data_dir is not None else tempfile.mkdtemp(prefix="stream-kafka-")
-        self.data_dir = Path(data_dir or self._tmp)  # type: ignore[arg-type]
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(str(self._tmp))
         self.process: subprocess.Popen | None = None
 
     @property
@@ -134,12 +134,12 @@ class KafkaBroker(BrokerProcess):
 
     def start(self, timeout_s: float = 90.0) -> "KafkaBroker":
         """Format the log directory (first start), start the broker, wait until it answers."""
-        from stream.admin import wait_for_broker
+        from stream.app.admin import wait_for_broker
 
         home, jvm = kafka_home(), java()
         if not jars_ok(home):
             raise BrokerNotFound(f"Apache Kafka {VERSION} is not fetched yet: run `make kafka` "
-                                 f"(or python -m stream.kafka_broker) to put its jars in {home}")
+                                 f"(or python -m stream.app.kafka_broker) to put its jars in {home}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self._properties()
         cp = ["-cp", f"{home}/*"]

@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Sequence
 
-from stream.broker import die_with_parent
+from stream.app.broker import die_with_parent
+from stream.app.watchdog import EXIT_WATCHDOG
 from stream.metrics import ENV_RESTARTS, ENV_WATCHDOG_EXITS
-from stream.watchdog import EXIT_WATCHDOG
 
-log = logging.getLogger("stream.supervisor")
+log = logging.getLogger("stream.app.supervisor")
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
@@ -36,12 +36,15 @@ _EXITS = {1: "an unexpected error", 3: "a fatal error (see its last log line)",
 
 
 def describe_exit(code: int) -> str:
+    """A driver's exit code in words: `killed by signal SIGKILL`, `watchdog deadline`, ..."""
     if code < 0:
         return f"killed by signal {signal.Signals(-code).name}"
     return _EXITS.get(code, f"exit code {code}")
 
 
 class Supervisor:
+    """Runs the driver as a child process and starts it again, with backoff, when it dies."""
+
     def __init__(self, argv: Sequence[str], max_restarts: int = 5, backoff_s: float = 0.5,
                  max_backoff_s: float = 10.0) -> None:
         self.argv = list(argv)
@@ -109,4 +112,4 @@ class Supervisor:
 
 def child_argv(argv: Sequence[str]) -> list[str]:
     """The same `stream` command, run as an unsupervised driver."""
-    return [sys.executable, "-m", "stream.cli", *argv, "--no-supervise"]
+    return [sys.executable, "-m", "stream", *argv, "--no-supervise"]

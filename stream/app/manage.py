@@ -5,7 +5,7 @@ An application (`--app-id`) is a consumer group that commits its input offsets, 
 group's input offsets and deletes the changelog, and refuses while any member is active.
 
 End offsets come from fetches, never from ListOffsets (the embedded broker answers it
-wrongly; see DESIGN.md), and the embedded broker does not list group members: status says
+wrongly; see docs/brokers.md), and the embedded broker does not list group members: status says
 so rather than printing none.
 
 >>> Offsets("payments", 0, committed=10, end=25).lag
@@ -26,6 +26,8 @@ ACTIVE = {"STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE"}
 
 @dataclass(frozen=True)
 class Offsets:
+    """One input partition as `stream status` shows it: committed and end offsets, lag."""
+
     topic: str
     partition: int
     committed: int | None   # None: nothing committed
@@ -40,6 +42,8 @@ class Offsets:
 
 @dataclass
 class Status:
+    """What `stream status` prints: the group's state, members and offsets."""
+
     app: str
     state: str
     members: list[tuple[str, str, list[str]]]   # (client id, host, "topic[p]" assigned)
@@ -93,8 +97,9 @@ def _committed(admin: Any, app: str) -> dict[tuple[str, int], int]:
 def status(kafka: Any, app: str) -> Status:
     """The group's state and members, each input partition's committed offset, end and lag,
     and the changelog's newest entry time and live size."""
-    from stream.admin import admin as make_admin, wait_for_broker
-    from stream.replay import partition_bounds
+    from stream.app.admin import admin as make_admin
+    from stream.app.admin import wait_for_broker
+    from stream.app.replay import partition_bounds
     from stream.sources.kafka import KafkaReader, read_all
 
     md = wait_for_broker(kafka.client(), 30)
@@ -126,6 +131,8 @@ def status(kafka: Any, app: str) -> Status:
 
 @dataclass
 class ResetPlan:
+    """What `stream reset` will do: the new input offsets, and the changelog it deletes."""
+
     app: str
     offsets: dict[tuple[str, int], int]   # the new committed offset of each input partition
     changelog: str | None                 # deleted, when it exists
@@ -134,8 +141,9 @@ class ResetPlan:
 def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan:
     """New offsets: each input partition's first offset, or (with `to_time_ms`) the first at or
     after that Kafka timestamp. Raises when the group is active or unknown."""
-    from stream.admin import admin as make_admin, wait_for_broker
-    from stream.replay import partition_bounds, start_offset, time_hints
+    from stream.app.admin import admin as make_admin
+    from stream.app.admin import wait_for_broker
+    from stream.app.replay import partition_bounds, start_offset, time_hints
     from stream.sources.kafka import KafkaReader
 
     md = wait_for_broker(kafka.client(), 30)
@@ -184,7 +192,7 @@ def apply_reset(kafka: Any, plan: ResetPlan, timeout_s: float = 30.0) -> None:
     """Commit the planned offsets for the group and delete the changelog (window state)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    from stream.admin import admin as make_admin
+    from stream.app.admin import admin as make_admin
 
     admin = make_admin(kafka.client())
     state, members = _group(admin, plan.app)

@@ -2,7 +2,7 @@
 
 Every decision (what to read next, in which order to merge, when windows close, what a
 failed or stuck task means, what an epoch commits) is taken by the I/O-free core in
-`stream.driver_core`. This module serves the consumer group, submits range tasks to the
+`stream.driver.core`. This module serves the consumer group, submits range tasks to the
 executor and collects them, produces records, and commits epochs, feeding each outcome
 back to the core as an event. Only offsets go to workers and only small results come back.
 
@@ -17,17 +17,34 @@ import time
 from typing import Any, Callable
 
 from stream import faults
-from stream.driver_core import (Assigned, BeginCommit, Cancel, Commit, DriverCore, DriverStats,
-                                EndEpoch, Event, Finish, Instruction, Mark, PartitionState,
-                                Produce, RangeDone, RangeFailed, Revoked, Submit, Tick, Topics)
+from stream.driver.core import (
+    Assigned,
+    BeginCommit,
+    Cancel,
+    Commit,
+    DriverCore,
+    DriverStats,
+    EndEpoch,
+    Event,
+    Finish,
+    Instruction,
+    Mark,
+    PartitionState,
+    Produce,
+    RangeDone,
+    RangeFailed,
+    Revoked,
+    Submit,
+    Tick,
+    Topics,
+)
 from stream.errors import FatalError
-from stream.execution.task import RangeTask, run_range
 from stream.pipeline import Pipeline
-from stream.records import Limits
+from stream.records import TP, Limits
 from stream.status import driver_status
+from stream.worker.task import RangeTask, run_range
 
 log = logging.getLogger(__name__)
-TP = tuple[str, int]
 __all__ = ["Driver", "DriverStats", "PartitionState", "TaskLoop", "Topics"]
 
 
@@ -128,7 +145,8 @@ class Driver(TaskLoop):
             metrics.probes.ready = lambda: bool(core.parts) and not self.failed
             workers = getattr(executor, "connected_workers", lambda: 0)
             metrics.probes.status = lambda: driver_status(core, workers())
-            metrics.topics(list(pipeline.source_spec.topics), pipeline.sink_spec.topic)  # type: ignore[union-attr]
+            plan = pipeline.validate()
+            metrics.topics(list(plan.source.topics), plan.sink.topic)
 
     # views the tools and tests use
     @property

@@ -1,6 +1,6 @@
 """`stream replay`: run a pipeline over a past time range of its input, as a bounded batch.
 
-The same pipeline, the same worker code and the same driver core (`stream.driver_core`,
+The same pipeline, the same worker code and the same driver core (`stream.driver.core`,
 with its retries, ordering and dead letters): every input partition is read from the offset
 where the range starts to its end offset when the replay began, in ranges spread over the
 Dask workers; records whose event time falls in ``[from, to)`` are processed. At the end
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from stream.driver import TaskLoop
-from stream.driver_core import Assigned, DriverCore, Finish, Tick, Topics
+from stream.driver.core import Assigned, DriverCore, Finish, Tick, Topics
+from stream.driver.loop import TaskLoop
 from stream.errors import ConfigError
 from stream.pipeline import Pipeline
 from stream.records import BEGINNING, Limits
@@ -109,7 +109,7 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
            dead_letter: str | None = None, range_records: int = 50_000, max_inflight: int = 8,
            progress: Callable[[ReplaySummary], None] | None = None) -> ReplaySummary:
     """Replay `pipeline` over event times ``[from_ms, to_ms)`` of its input into `output`."""
-    from stream.admin import check_topics, wait_for_broker
+    from stream.app.admin import check_topics, wait_for_broker
     from stream.sinks.kafka import KafkaSink
     from stream.sources.kafka import KafkaReader
 
@@ -117,7 +117,7 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: i
         raise ConfigError("--to", f"must be after --from ({to_ms} <= {from_ms})")
     t0 = time.monotonic()
     md = wait_for_broker(kafka.client(), 30)
-    topics = list(pipeline.source_spec.topics)  # type: ignore[union-attr]
+    topics = list(pipeline.validate().source.topics)
     counts = check_topics(md, topics, "input")
     check_topics(md, [output], "output")
     reader = KafkaReader.from_config(kafka.consumer({"group.id": "stream-replay"}))

@@ -20,7 +20,7 @@ True
 >>> encode(object())
 Traceback (most recent call last):
 ...
-stream.state_format.StateFormatError: a value of type object cannot be stored in the changelog: use numbers, strings, bytes, lists, tuples and dicts, or register the type with stream.state_format.register(object, name, to_bytes, from_bytes)
+stream.codecs.state.StateFormatError: a value of type object cannot be stored in the changelog: use numbers, strings, bytes, lists, tuples and dicts, or register the type with stream.codecs.state.register(object, name, to_bytes, from_bytes)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def plain(value: Any) -> Any:
     raise StateFormatError(
         f"a value of type {kind.__qualname__} cannot be stored in the changelog: use numbers, strings, bytes, "
         f"lists, tuples and dicts, or register the type with "
-        f"stream.state_format.register({kind.__qualname__}, name, to_bytes, from_bytes)")
+        f"stream.codecs.state.register({kind.__qualname__}, name, to_bytes, from_bytes)")
 
 
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
@@ -128,7 +128,7 @@ def _tagged(obj: dict[str, Any]) -> Any:
                                        "(import the module that defines its aggregation)")
             try:
                 return decoder(body[1])
-            except Exception as exc:  # the registered decoder refused its bytes
+            except Exception as exc:  # noqa: BLE001 - the registered decoder refused its bytes
                 raise StateFormatError(f"a stored {body[0]!r} value that its decoder refused: {exc}") from None
     raise StateFormatError(f"an untagged map {sorted(map(str, obj))} is not state format {VERSION}")
 
@@ -146,10 +146,10 @@ def encode(value: Any) -> bytes:
     table = _table(value) if type(value) is dict else None
     if table is not None:
         try:
-            return msgpack.packb(table, use_bin_type=True)
+            return bytes(msgpack.packb(table, use_bin_type=True))
         except OverflowError:  # an integer beyond 64 bits in a plain column: tag it
             pass
-    return msgpack.packb(plain(value), use_bin_type=True)
+    return bytes(msgpack.packb(plain(value), use_bin_type=True))
 
 
 def is_pickle(raw: bytes | None) -> bool:
@@ -175,7 +175,7 @@ def check_storable(value: Any, what: str) -> None:
     >>> check_storable({object()}, "distinct(x)")
     Traceback (most recent call last):
     ...
-    stream.state_format.StateFormatError: distinct(x): a value of type set cannot be stored in the changelog: use numbers, strings, bytes, lists, tuples and dicts, or register the type with stream.state_format.register(set, name, to_bytes, from_bytes)
+    stream.codecs.state.StateFormatError: distinct(x): a value of type set cannot be stored in the changelog: use numbers, strings, bytes, lists, tuples and dicts, or register the type with stream.codecs.state.register(set, name, to_bytes, from_bytes)
     """
     try:
         plain(value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "GB", "US", "IE"]
 
@@ -28,6 +28,8 @@ def partition_of(key: str, partitions: int) -> int:
 
 @dataclass
 class PaymentGenerator:
+    """Deterministic card payments for the demo and the tests: the same seed, the same records."""
+
     users: int = 1_000
     merchants: int = 200
     start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -53,8 +55,14 @@ class PaymentGenerator:
                    "country": home[u] if rng.random() < 0.97 else rng.choice(COUNTRIES), "ts": ts}
 
 
+class Records(Protocol):
+    """What `produce_payments` draws from: `PaymentGenerator`, or an example's own generator."""
+
+    def records(self, n: int) -> Iterator[dict[str, Any]]: ...
+
+
 def produce_payments(config: dict[str, Any], topic: str, n: int, partitions: int,
-                     codec: Any, generator: PaymentGenerator | None = None,
+                     codec: Any, generator: Records | None = None,
                      progress: Any = None, rate: float | None = None,
                      should_stop: Any = lambda: False, keep: bool = True) -> list[dict[str, Any]]:
     """Encode and produce up to `n` payments (at most `rate` per second); returns them

@@ -1,0 +1,1 @@
+"""The driver: the I/O-free decision core, range scheduling, checkpoints, and the loop."""
