@@ -31,7 +31,9 @@ from stream.codecs.schemas import (
 )
 from stream.codecs.state import StateFormatError, check_storable
 from stream.errors import PipelineError
-from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, to_ms
+from stream.protocols import WindowState
+from stream.windows.eventtime import Judge
+from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, WindowSpec, to_ms
 
 __all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
 
@@ -52,38 +54,28 @@ class SourceSpec:
 class WindowStage:
     """The window stage: spec, grace after the window end, and named aggregations."""
 
-    spec: Hopping | Session | CountWindow
+    spec: WindowSpec
     grace_ms: int
     aggregations: Mapping[str, Aggregation]
     early_ms: int | None = None  # emit partial results of open windows this often
 
     @property
     def worker_aggregations(self) -> list[Aggregation]:
-        """What workers fold per (key, pane): the user's aggregations (sessions add first and
-        last event time in front)."""
-        if isinstance(self.spec, Session):
-            from stream.windows.sessions import session_accumulators
-            return session_accumulators(self.aggregations)
-        if isinstance(self.spec, CountWindow):
-            from stream.windows.counts import count_accumulators
-            return count_accumulators(self.aggregations)
-        return list(self.aggregations.values())
+        """What workers fold per (key, pane) (sessions and count windows add their own in front)."""
+        return self.spec.worker_aggregations(self.aggregations)
 
     @property
     def by_count(self) -> bool:
         """Count windows: workers send one partial per input record, keyed by its offset."""
-        return isinstance(self.spec, CountWindow)
+        return self.spec.by_count
 
-    def new_store(self, early: bool = False) -> Any:
-        """Empty state for one input partition: a WindowStore, or a SessionStore for sessions."""
-        if isinstance(self.spec, Session):
-            from stream.windows.sessions import SessionStore
-            return SessionStore(self.spec, self.aggregations, self.grace_ms, early=early)
-        if isinstance(self.spec, CountWindow):
-            from stream.windows.counts import CountStore
-            return CountStore(self.spec, self.aggregations, self.grace_ms, early=early)
-        from stream.windows.store import WindowStore
-        return WindowStore(self.spec, self.aggregations, self.grace_ms, early=early)
+    def new_store(self, early: bool = False) -> WindowState:
+        """Empty window state for one input partition, built by the spec."""
+        return self.spec.build_state(self.aggregations, self.grace_ms, early=early)
+
+    def judge(self, out_of_order_ms: int) -> Judge:
+        """The per-record judge of this stage's windows."""
+        return self.spec.judge(self.grace_ms, out_of_order_ms)
 
 
 @dataclass(frozen=True)
@@ -251,7 +243,7 @@ class Pipeline:
             raise PipelineError("window() needs key_by() before it: windows are per key")
         if self.window_stage is not None:
             raise PipelineError("one window() per pipeline: chain a second pipeline through a topic")
-        if not isinstance(spec, (Hopping, Session, CountWindow)):
+        if not isinstance(spec, WindowSpec):
             raise PipelineError(f"window spec must be Tumbling, Hopping, Session or CountWindow, got {spec!r}")
         grace_ms = to_ms(grace, "grace")
         if grace_ms < 0:

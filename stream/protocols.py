@@ -111,6 +111,8 @@ class WindowState(Protocol):
     advances it with the partition's event time, and checkpoints what changed.
     """
 
+    emitted_through: int  # the watermark every window below has been emitted at
+
     def merge(self, partials: Mapping[Any, list[Any]]) -> None: ...
 
     def advance(self, watermark: int) -> list[Any]:

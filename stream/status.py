@@ -87,7 +87,7 @@ def pipeline_graph(pipeline: Any) -> dict[str, Any]:
     window = None
     if stage is not None:
         aggs = ", ".join(f"{name}={agg.name}" for name, agg in stage.aggregations.items())
-        window = f"{_describe_spec(stage.spec)}, grace {stage.grace_ms / 1000:g} s: {aggs}"
+        window = f"{stage.spec.describe()}, grace {stage.grace_ms / 1000:g} s: {aggs}"
     return {"sources": list(pipeline.source_spec.topics), "steps": [_step_name(op) for op in pipeline.steps],
             "window": window, "after": [_step_name(op) for op in pipeline.result_steps],
             "sink": pipeline.sink_spec.topic}
@@ -97,17 +97,6 @@ def _step_name(op: Any) -> str:
     name = getattr(op, "name", None) or type(op).__name__.lower()
     field = getattr(op, "field", None)
     return f"{name}({field})" if isinstance(field, str) and "(" not in name else str(name)
-
-
-def _describe_spec(spec: Any) -> str:
-    text = repr(spec)
-    size: Any = getattr(spec, "size_ms", None)
-    slide: Any = getattr(spec, "slide_ms", None)
-    if type(spec).__name__ == "Tumbling" or (size is not None and size == slide and type(spec).__name__ == "Hopping"):
-        return f"Tumbling({size / 1000:g} s)"
-    if type(spec).__name__ == "Hopping":
-        return f"Hopping({size / 1000:g} s, slide {slide / 1000:g} s)"
-    return text
 
 
 def driver_status(core: Any, workers: int, now_ms: int | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from stream.errors import PipelineError
-from stream.windows.eventtime import NEVER, PartitionClock, judge_for
+from stream.windows.eventtime import NEVER, PartitionClock
 from stream.windows.specs import Hopping, Tumbling, to_ms
 
 
@@ -48,7 +48,7 @@ def test_partition_clock_follows_the_highest_event_time_and_never_goes_back():
 
 
 def test_hopping_placement_names_closed_windows_oldest_first_and_when_it_would_change():
-    j = judge_for(Hopping(30_000, slide=10_000), grace_ms=1_000, out_of_order_ms=500)
+    j = Hopping(30_000, slide=10_000).judge(grace_ms=1_000, out_of_order_ms=500)
     p = j.place(before=10_000, ts=25_000)        # pane 20 s: windows from 0, 10 s, 20 s
     assert (p.pane, p.stage, p.closed, p.valid_below) == (20_000, NEVER, (), 31_500)
     p = j.place(before=41_500, ts=25_000)        # [0, 30 s) and [10 s, 40 s) closed

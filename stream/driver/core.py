@@ -39,10 +39,11 @@ from stream.driver.checkpoint import (
 )
 from stream.driver.scheduler import PartitionPlan, Planned
 from stream.pipeline import Pipeline
+from stream.protocols import WindowState
 from stream.records import BEGINNING, TP, Failure, Late
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
-from stream.windows.store import WindowResult, WindowStore
+from stream.windows.store import WindowResult
 from stream.worker.rows import encode_results, result_failure
 from stream.worker.task import RangeResult
 
@@ -171,7 +172,7 @@ class PartitionState:
 
     plan: PartitionPlan            # reading, merging and event time of the partition
     pin: int                       # worker index this partition prefers
-    store: WindowStore | None      # the partition's window state (None: no window stage)
+    store: WindowState | None      # the partition's window state (None: no window stage)
     written: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # changelog deltas per pane
     state_bytes: dict[int, int] = field(default_factory=dict)  # changelog bytes per live pane
     live_committed: set[int] = field(default_factory=set)  # committed epochs with live deltas here
@@ -400,7 +401,7 @@ class DriverCore:
         RangeFailed: _on_failed, EndEpoch: _on_end_epoch, Finish: _on_finish}
 
     # -- planning and tasks -------------------------------------------------------------
-    def _new_store(self) -> WindowStore | None:
+    def _new_store(self) -> WindowState | None:
         stage = self.pipeline.window_stage
         return stage.new_store(early=stage.early_ms is not None) if stage else None
 

@@ -15,7 +15,7 @@ knows the true event time at each range's start, and has a range judged again (s
 in the rare case its result does not hold (`holds`).
 
 >>> from stream.windows.specs import Tumbling
->>> j = judge_for(Tumbling(seconds=10), grace_ms=0, out_of_order_ms=0)
+>>> j = Tumbling(seconds=10).judge(grace_ms=0, out_of_order_ms=0)
 >>> j.place(before=NEVER, ts=12_000)          # all its windows open: on time, pane 10 s
 Placed(pane=10000, stage=-4611686018427387904, closed=(), valid_below=20000)
 >>> j.place(before=25_000, ts=12_000).closed  # event time 25 s closed [10 s, 20 s)
@@ -25,7 +25,7 @@ Placed(pane=10000, stage=-4611686018427387904, closed=(), valid_below=20000)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 NEVER = -(2**62)
 FOREVER = 2**62
@@ -102,17 +102,6 @@ class CountJudge:
 
 
 Judge = HoppingJudge | SessionJudge | CountJudge
-
-
-def judge_for(spec: Any, grace_ms: int, out_of_order_ms: int) -> Judge:
-    """The judge of a window spec (Hopping and Tumbling, Session, CountWindow)."""
-    from stream.windows.specs import Hopping, Session
-
-    if isinstance(spec, Hopping):
-        return HoppingJudge(spec.size_ms, spec.slide_ms, grace_ms, out_of_order_ms)
-    if isinstance(spec, Session):
-        return SessionJudge(spec.gap_ms, grace_ms, out_of_order_ms)
-    return CountJudge()
 
 
 @dataclass(slots=True)

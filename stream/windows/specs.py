@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 from stream.errors import PipelineError
+
+if TYPE_CHECKING:
+    from operators.aggregate import Aggregation
+    from stream.protocols import WindowState
+    from stream.windows.eventtime import Judge
 
 
 def to_ms(value: int | timedelta, what: str = "duration") -> int:
@@ -51,8 +57,41 @@ def _duration(size: int | timedelta | None, parts: dict[str, float], what: str) 
     return ms
 
 
+class WindowSpec:
+    """What a user passes to `window()`; each kind builds its own runtime parts from it.
+
+    The state of one partition's windows (`build_state`), the judge that decides record by
+    record where a record goes and whether it is late (`judge`), and what workers fold per
+    (key, pane) (`worker_aggregations`): no code elsewhere asks which kind a spec is.
+    """
+
+    __slots__ = ()
+    by_count: ClassVar[bool] = False  # workers send one partial per record, keyed by its offset
+
+    def build_state(self, aggregations: Mapping[str, Aggregation], grace_ms: int,
+                    early: bool = False) -> WindowState:
+        """Empty window state for one input partition."""
+        raise NotImplementedError
+
+    def judge(self, grace_ms: int, out_of_order_ms: int) -> Judge:
+        """The per-record judge of this kind of window."""
+        raise NotImplementedError
+
+    def worker_aggregations(self, aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
+        """What workers fold per (key, pane): the user's aggregations by default."""
+        return list(aggregations.values())
+
+    def columnar_pane_ms(self) -> int | None:
+        """The pane width when the columnar path can aggregate this window kind; else None."""
+        return None
+
+    def describe(self) -> str:
+        """A short human description (the status page shows it)."""
+        return repr(self)
+
+
 @dataclass(frozen=True, slots=True)
-class Hopping:
+class Hopping(WindowSpec):
     """Windows of `size_ms` starting every `slide_ms`; `size_ms` must be a multiple of `slide_ms`."""
 
     size_ms: int
@@ -92,6 +131,31 @@ class Hopping:
         """Every window ``[start, end)`` that event time `ts` falls in, oldest first."""
         return self.windows_of_pane(self.pane_of(ts))
 
+    def build_state(self, aggregations: Mapping[str, Aggregation], grace_ms: int,
+                    early: bool = False) -> WindowState:
+        """Empty window state for one input partition: slide-sized panes per key."""
+        from stream.windows.store import WindowStore
+        return WindowStore(self, aggregations, grace_ms, early=early)
+
+    def judge(self, grace_ms: int, out_of_order_ms: int) -> Judge:
+        """The hopping judge: a record goes into its pane, late once its oldest window closed."""
+        from stream.windows.eventtime import HoppingJudge
+        return HoppingJudge(self.size_ms, self.slide_ms, grace_ms, out_of_order_ms)
+
+    def columnar_pane_ms(self) -> int | None:
+        """The slide: the columnar path aggregates a batch into slide-sized panes."""
+        return self.slide_ms
+
+    def describe(self) -> str:
+        """``Tumbling(10 s)`` or ``Hopping(10 s, slide 5 s)``.
+
+        >>> Hopping(seconds=10, slide=timedelta(seconds=5)).describe(), Tumbling(seconds=10).describe()
+        ('Hopping(10 s, slide 5 s)', 'Tumbling(10 s)')
+        """
+        if self.size_ms == self.slide_ms:
+            return f"Tumbling({self.size_ms / 1000:g} s)"
+        return f"Hopping({self.size_ms / 1000:g} s, slide {self.slide_ms / 1000:g} s)"
+
 
 class Tumbling(Hopping):
     """Back-to-back windows of one size: a hopping window whose slide equals its size."""
@@ -109,7 +173,7 @@ class Tumbling(Hopping):
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
+class Session(WindowSpec):
     """Per-key sessions: records of a key less than `gap` apart in event time belong to one
     session, whose window is ``[first event time, last event time + gap)``.
 
@@ -135,9 +199,29 @@ class Session:
     def pane_of(self, ts: int) -> int:
         return ts - ts % self.gap_ms
 
+    def build_state(self, aggregations: Mapping[str, Aggregation], grace_ms: int,
+                    early: bool = False) -> WindowState:
+        """Empty session state for one input partition: gap-wide buckets per key."""
+        from stream.windows.sessions import SessionStore
+        return SessionStore(self, aggregations, grace_ms, early=early)
+
+    def judge(self, grace_ms: int, out_of_order_ms: int) -> Judge:
+        """The session judge: late once the session a record joins, or would start, has closed."""
+        from stream.windows.eventtime import SessionJudge
+        return SessionJudge(self.gap_ms, grace_ms, out_of_order_ms)
+
+    def worker_aggregations(self, aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
+        """First and last event time in front of the user's aggregations."""
+        from stream.windows.sessions import session_accumulators
+        return session_accumulators(aggregations)
+
+    def describe(self) -> str:
+        """``Session(gap 30 s)``."""
+        return f"Session(gap {self.gap_ms / 1000:g} s)"
+
 
 @dataclass(frozen=True, slots=True)
-class CountWindow:
+class CountWindow(WindowSpec):
     """Windows of `size` records per key, one every `slide` records (tumbling when equal).
 
     Records count in the order of their input partition (a key's records must all be in one
@@ -159,3 +243,25 @@ class CountWindow:
             raise PipelineError(f"count window size ({size}) must be a multiple of the slide ({slide})")
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "slide", slide)
+
+    by_count: ClassVar[bool] = True
+
+    def build_state(self, aggregations: Mapping[str, Aggregation], grace_ms: int,
+                    early: bool = False) -> WindowState:
+        """Empty count-window state for one input partition: records counted per key."""
+        from stream.windows.counts import CountStore
+        return CountStore(self, aggregations, grace_ms, early=early)
+
+    def judge(self, grace_ms: int, out_of_order_ms: int) -> Judge:
+        """Count windows have no event-time lateness: every record counts."""
+        from stream.windows.eventtime import CountJudge
+        return CountJudge()
+
+    def worker_aggregations(self, aggregations: Mapping[str, Aggregation]) -> list[Aggregation]:
+        """A record count and the event-time bounds in front of the user's aggregations."""
+        from stream.windows.counts import count_accumulators
+        return count_accumulators(aggregations)
+
+    def describe(self) -> str:
+        """``CountWindow(100)`` or ``CountWindow(100, slide 25)``."""
+        return f"CountWindow({self.size})" if self.slide == self.size else f"CountWindow({self.size}, slide {self.slide})"

@@ -40,7 +40,6 @@ from stream.codecs.avro_block import BlockDecoder
 from stream.pipeline import Pipeline
 from stream.records import Limits, Partial, RawMessage, column
 from stream.windows.eventtime import NEVER
-from stream.windows.specs import Hopping
 
 _TS, _PANE, _KTS = "__stream_ts", "__stream_pane", "__stream_kafka_ts"
 _INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
@@ -94,7 +93,8 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
     src, stage = pipeline.source_spec, pipeline.window_stage
     if src is None or stage is None or type(src.codec) is not AvroCodec or src.codec.reader_schema:
         return None
-    if not isinstance(stage.spec, Hopping):  # sessions carry first and last event time: row path
+    pane_ms = stage.spec.columnar_pane_ms()
+    if pane_ms is None:  # sessions carry first and last event time, count windows offsets: row path
         return None
     decoder = BlockDecoder.for_schema(src.codec.schema)
     if decoder is None:
@@ -118,8 +118,8 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
             return None
         exprs += spec[0]
         columns.append(spec[1])
-    on_time = stage.spec.slide_ms + stage.grace_ms + src.out_of_order_ms
-    return ColumnarPlan(decoder, tuple(steps), key, src.timestamp, stage.spec.slide_ms, on_time,
+    on_time = pane_ms + stage.grace_ms + src.out_of_order_ms
+    return ColumnarPlan(decoder, tuple(steps), key, src.timestamp, pane_ms, on_time,
                         tuple(exprs), tuple(columns))
 
 

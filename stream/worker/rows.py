@@ -24,7 +24,7 @@ from stream.codecs.avro import encode_all
 from stream.errors import DecodeError, EncodeError
 from stream.pipeline import Pipeline
 from stream.records import Failure, Late, Limits, Partial, RawMessage, Single, column
-from stream.windows.eventtime import FOREVER, NEVER, Judge, judge_for
+from stream.windows.eventtime import FOREVER, NEVER, Judge
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 # Below these many records a batch takes the row path, as the columnar passes have a fixed
@@ -236,7 +236,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
         _encode_passthrough(pipeline, items, out, raw)
     else:
         ooo = pipeline.checked_source().out_of_order_ms
-        _group(stage, _extract(stage, items, out, raw), out, raw, judge_for(stage.spec, stage.grace_ms, ooo))
+        _group(stage, _extract(stage, items, out, raw), out, raw, stage.judge(ooo))
     out.failures.sort(key=lambda f: f.offset)
     return out
 
