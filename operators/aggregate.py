@@ -27,7 +27,7 @@ class Aggregation:
     - `merge(a, b)` combines two accumulators and must leave both unchanged (a pane's
       accumulator is merged into several hopping windows); it must be associative, and
       `merge(add(create(), xs), add(create(), ys))` must give the result of
-      `add(create(), xs + ys)` (tests/test_aggregate.py checks this on random inputs);
+      `add(create(), xs + ys)` (tests/unit/operators/test_aggregate.py checks this on random inputs);
     - `result(acc)` turns an accumulator into the output value (default: itself);
     - `result_kinds(field_kinds)` says which Avro kinds `result` returns, so a sink schema
       that cannot hold them fails when the pipeline is defined (default: unknown, unchecked).

@@ -6,13 +6,19 @@ Each test makes its own topics (`topic_name`), so tests never see each other's d
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 # Corrupt values make polars' Avro reader panic (caught: the batch goes record by record);
 # keep that to one line on stderr, not a full Rust backtrace.
 os.environ["RUST_BACKTRACE"] = "0"
+
+# The kits, helpers and apps the tests share live in tests/support and import by plain name
+# (`from helpers import ...`), from any folder of tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from stream.config import KafkaConfig
 

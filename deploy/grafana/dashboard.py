@@ -4,7 +4,7 @@
 
 The JSON is generated so that every panel is laid out the same way and every query is in one
 readable list; tests/test_grafana.py checks the committed JSON matches this file and
-tests/test_prometheus.py runs every query against a real Prometheus.
+tests/integration/test_prometheus.py runs every query against a real Prometheus.
 
 >>> [p["title"] for p in build()["panels"] if p["type"] == "row"][0]
 'Throughput'

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from stream import faults
@@ -40,6 +41,7 @@ from stream.driver.core import (
 )
 from stream.errors import FatalError
 from stream.pipeline import Pipeline
+from stream.protocols import Changelog, Executor, Reader, Session, Sink
 from stream.records import TP, Limits
 from stream.status import driver_status
 from stream.worker.task import RangeTask, run_range
@@ -54,11 +56,11 @@ class TaskLoop:
     `reader()` gives the reader each range task reads with; `sink` takes the records.
     """
 
-    def __init__(self, core: DriverCore, executor: Any, sink: Any, reader: Callable[[], Any],
+    def __init__(self, core: DriverCore, executor: Executor, sink: Sink, reader: Callable[[], Reader],
                  limits: Limits) -> None:
         self.core, self.executor, self.sink = core, executor, sink
         self.reader, self.limits = reader, limits
-        self.futures: dict[int, Any] = {}  # task id -> the executor's future
+        self.futures: dict[int, Future[Any]] = {}  # task id -> the executor's future
 
     @property
     def stats(self) -> DriverStats:
@@ -120,8 +122,8 @@ class TaskLoop:
 class Driver(TaskLoop):
     """Runs one pipeline over the partitions a session assigns, on an executor."""
 
-    def __init__(self, pipeline: Pipeline, session: Any, sink: Any, executor: Any,
-                 changelog: Any, topics: Topics, *, range_records: int = 50_000,
+    def __init__(self, pipeline: Pipeline, session: Session, sink: Sink, executor: Executor,
+                 changelog: Changelog, topics: Topics, *, range_records: int = 50_000,
                  max_inflight: int = 6, commit_interval_s: float = 1.0,
                  limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
@@ -178,7 +180,8 @@ class Driver(TaskLoop):
         if not self.failed:
             self.handle(EndEpoch())
         cl = self.core.topics.changelog
-        committed = self.session.committed(tps + [(cl, p) for p in {tp[1] for tp in tps}])
+        state_tps = [] if cl is None else [(cl, p) for p in sorted({tp[1] for tp in tps})]
+        committed = self.session.committed(tps + state_tps)
         logs = self.changelog.load(sorted({tp[1] for tp in tps}))
         self.handle(Assigned(tps, committed, logs))
 

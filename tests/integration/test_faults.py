@@ -325,7 +325,7 @@ class SlowSink:
 def test_slow_sink_and_slow_tasks_pause_consumption_with_bounded_memory(kafka, topic_name):
     import psutil
     from helpers import payment_pipeline
-    from tests_payments import produce_into
+    from payments import produce_into
 
     from stream.app.run import PipelineRun
     from stream.config import RunConfig

@@ -73,7 +73,7 @@ def test_stream_demo_app_fraud_runs_the_application_and_prints_precision_and_rec
     model_dir, _ = models
     out = subprocess.run([sys.executable, "-m", "stream", "demo", "--app", "fraud", "--records", "12000",
                           "--metrics-port", "0"], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "FRAUD_MODEL_DIR": str(model_dir)})
+                         cwd=Path(__file__).resolve().parents[2], env={**os.environ, "FRAUD_MODEL_DIR": str(model_dir)})
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"models: {model_dir}" in out.stdout
     table = out.stdout[out.stdout.index("measured against the generator's labels"):]

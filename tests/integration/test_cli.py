@@ -17,7 +17,7 @@ from stream.app.admin import ensure_topic
 from stream.app.broker import free_port
 
 STREAM = [sys.executable, "-m", "stream"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, timeout=240, **kw):
@@ -83,7 +83,7 @@ def test_a_busy_metrics_port_fails_before_the_dask_cluster_starts(kafka, topic_n
     ensure_topic(kafka.client(), src, 1)
     ensure_topic(kafka.client(), out, 1)
     (tmp_path / "busy_app.py").write_text(f"import helpers\npipeline = helpers.payment_pipeline('busy', {src!r}, {out!r})\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests' / 'support'}"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -102,7 +102,7 @@ def test_run_with_bad_pipeline_reference_says_what_is_wrong():
 @pytest.mark.parametrize("kind", ["tumbling", "session", "count"])
 def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_name, tmp_path, kind):
     from helpers import count_windows, sessions
-    from tests_payments import produce_into
+    from payments import produce_into
 
     src, out = topic_name("in"), topic_name("out")
     ensure_topic(kafka.client(), src, 2)
@@ -110,7 +110,7 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
     records = produce_into(kafka, src, 6_000, partitions=2)
     (tmp_path / "mypipe.py").write_text(textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path.insert(0, {str(ROOT / 'tests' / 'support')!r})
         from helpers import count_pipeline, payment_pipeline, session_pipeline
         if {kind!r} == "session":
             pipeline = session_pipeline("cli-app-{out[-8:]}", {src!r}, {out!r}, gap_ms=500, grace_ms=2_500)
@@ -145,13 +145,13 @@ def test_stream_run_processes_until_ctrl_c_and_tail_shows_results(kafka, topic_n
     emitted = _read(kafka, out)
     assert diff_windows({k: v for k, v in expected.items() if k in {(r["user_id"], r["window_start"]) for r in emitted}},
                         emitted) == []
-    tail = run_cli("tail", out, "--bootstrap", kafka.bootstrap, "--schema", str(ROOT / "tests" / "out.avsc"),
+    tail = run_cli("tail", out, "--bootstrap", kafka.bootstrap, "--schema", str(ROOT / "tests" / "support" / "out.avsc"),
                    "--limit", "3", timeout=60)
     assert tail.returncode == 0 and tail.stdout.count('"window_start"') == 3, tail.stderr
 
 
 def _read(kafka, topic):
-    from tests_payments import read_windows
+    from payments import read_windows
 
     return read_windows(kafka, topic, partitions=1)
 

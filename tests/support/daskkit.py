@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).with_name("dask"))
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "support")}
 
 
 def _dask(args: list[str], log: Path) -> subprocess.Popen:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import diff_windows, payment_pipeline, recompute
-from tests_payments import produce_into, read_windows, run_to_end
+from payments import produce_into, read_windows, run_to_end
 
 from stream.app.admin import ensure_topic
 from stream.app.run import PipelineRun, run_pipeline
@@ -22,7 +22,7 @@ from stream.errors import BrokerUnavailable, ConfigError
 from stream.secrets import Secret
 from stream.sources.kafka import read_all
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55-7f1d"
 
 
@@ -453,7 +453,7 @@ def test_a_malicious_pickle_in_the_changelog_stops_the_restore_without_running_i
               headers=list(epoch_headers(5001)))
     p.flush(30)
     (tmp_path / "evil_app.py").write_text(f"import helpers\npipeline = helpers.payment_pipeline({app!r}, {src!r}, {out!r})\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests' / 'support'}{os.pathsep}{ROOT}"}
     done = subprocess.run([sys.executable, "-m", "stream", "run", "evil_app:pipeline", "--bootstrap",
                            kafka.bootstrap, "--workers", "1", "--metrics-port", "0"],
                           capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.feeder import payment_pool, zigzag_long
 from bench.measure import closing_times
@@ -12,7 +12,7 @@ from stream.codecs.schemas import load_schema
 
 
 def test_the_feeder_writes_payments_with_the_event_time_it_appends():
-    codec = AvroCodec(load_schema(Path(__file__).resolve().parents[1] / "schemas" / "payment.avsc"))
+    codec = AvroCodec(load_schema(Path(__file__).resolve().parents[2] / "schemas" / "payment.avsc"))
     pool, span = payment_pool(users=50, seed=3, step_ms=0.1, partitions=4, size=1_000)
     value, key, partition, offset = pool[123]
     record = codec.decode(value + zigzag_long(1_767_225_600_000 + offset))

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from helpers import payment_pipeline
-from tests_payments import produce_into, read_windows, run_to_end
+from payments import produce_into, read_windows, run_to_end
 
 from stream.app.admin import ensure_topic
 from stream.app.generator import PaymentGenerator
 from stream.app.replay import parse_time
 from stream.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START = PaymentGenerator().start_ms  # event time of the first generated payment
 
 pytestmark = pytest.mark.kafka
@@ -34,7 +34,7 @@ def test_replay_writes_exactly_the_live_windows_inside_the_range(kafka, dask_exe
     live_windows = read_windows(kafka, live)
     (tmp_path / "replayed.py").write_text(textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        sys.path.insert(0, {str(ROOT / 'tests' / 'support')!r})
         from helpers import payment_pipeline
         pipeline = payment_pipeline("replay-{live[-8:]}", {src!r}, {live!r})
     """))

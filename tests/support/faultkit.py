@@ -38,7 +38,7 @@ from helpers import OUT_SCHEMA, PAYMENT, diff_windows, payment_pipeline, recompu
 
 from stream.app.generator import PaymentGenerator, partition_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SENTINEL = "sentinel"
 
 
@@ -60,7 +60,7 @@ class StreamProcess:
             args.append("--local")
         if not supervise:
             args.append("--no-supervise")
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'support'}",
                "STREAM_TEST_APP": app, "STREAM_TEST_SRC": src, "STREAM_TEST_OUT": out,
                "STREAM_FAULTS": str(self.faults), "STREAM_TEST_PATH": path}
         self._log = open(self.log_path, "w")

@@ -8,7 +8,7 @@ import math
 
 import pytest
 from helpers import payment_pipeline, session_pipeline
-from tests_payments import produce_into, read_windows, run_to_end
+from payments import produce_into, read_windows, run_to_end
 
 from stream.app.admin import ensure_topic
 from stream.config import RunConfig

@@ -11,7 +11,7 @@ import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 PURE = ["operators", "operators.aggregate", "operators.transform", "stream.records", "stream.pipeline",
         "stream.protocols", "stream.windows.specs", "stream.windows.eventtime", "stream.windows.store",

@@ -9,7 +9,7 @@ import threading
 import pytest
 from daskkit import start_scheduler, start_worker, stop_all
 from helpers import diff_windows, payment_pipeline, recompute
-from tests_payments import produce_into, read_windows, run_to_end
+from payments import produce_into, read_windows, run_to_end
 
 from stream.app.admin import ensure_topic
 from stream.app.broker import free_port

@@ -16,12 +16,12 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
-from tests_payments import produce_into
+from payments import produce_into
 
 from stream.app.admin import ensure_topic
 from stream.app.broker import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium's own calls home are refused on a closed network: turned off, as is the sandbox (root)
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -63,7 +63,7 @@ def test_the_status_page_renders_a_running_pipeline_in_a_browser(kafka, topic_na
         pipeline = helpers.payment_pipeline("page-{out[-8:]}", {src!r}, {out!r})
     """))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests' / 'support'}{os.pathsep}{ROOT}"}
     proc = subprocess.Popen([sys.executable, "-m", "stream", "run", "page_app:pipeline", "--bootstrap",
                              kafka.bootstrap, "--workers", "1", "--metrics-port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

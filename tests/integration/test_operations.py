@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from helpers import diff_windows, payment_pipeline, recompute
-from tests_payments import produce_into, read_windows, run_to_end
+from payments import produce_into, read_windows, run_to_end
 
 from stream.app.admin import ensure_topic
 from stream.app.manage import plan_reset
 from stream.app.run import PipelineRun
 from stream.config import RunConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.kafka
 
 
