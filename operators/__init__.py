@@ -8,26 +8,13 @@ tested with a list of dicts.
 [{'amount': 1}]
 """
 
-from operators.aggregate import (
-    Aggregation,
-    Collect,
-    Count,
-    Last,
-    Max,
-    Mean,
-    Min,
-    Sum,
-    TopK,
-)
+from operators.aggregate import Aggregation, Collect, Count, Last, Max, Mean, Min, Sum, TopK
 from operators.base import BatchOperator, Operator, OperatorFailure, OperatorUnavailable
 from operators.expr import Expr, col
 from operators.features import Features, Field, OneHot, Ratio, Same
 from operators.score import Score
 from operators.sketches import ApproxDistinct, ApproxQuantile
-from operators.transform import FilterOp as Filter
-from operators.transform import FlatMapOp as FlatMap
-from operators.transform import KeyBy, Project
-from operators.transform import MapOp as Map
+from operators.transform import Filter, FlatMap, KeyBy, Map, Project
 
 __all__ = [
     "Aggregation", "ApproxDistinct", "ApproxQuantile", "BatchOperator", "Collect", "Count",

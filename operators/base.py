@@ -3,8 +3,8 @@
 An operator turns one record (a dict) into zero or more records. `apply` runs it over a
 batch and collects records that raise as failures instead of stopping the batch.
 
->>> from operators.transform import MapOp
->>> MapOp(lambda r: {**r, "x": 1}).apply([{"a": 1}])
+>>> from operators.transform import Map
+>>> Map(lambda r: {**r, "x": 1}).apply([{"a": 1}])
 [{'a': 1, 'x': 1}]
 """
 

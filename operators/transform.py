@@ -17,7 +17,7 @@ Record = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class MapOp(Operator):
+class Map(Operator):
     """Replace each record with `fn(record)`."""
 
     fn: Callable[[Record], Record]
@@ -28,7 +28,7 @@ class MapOp(Operator):
 
 
 @dataclass(frozen=True, slots=True)
-class FilterOp(Operator):
+class Filter(Operator):
     """Keep the records for which `predicate(record)` is true."""
 
     predicate: Callable[[Record], bool]
@@ -39,7 +39,7 @@ class FilterOp(Operator):
 
 
 @dataclass(frozen=True, slots=True)
-class FlatMapOp(Operator):
+class FlatMap(Operator):
     """Replace each record with the records of `fn(record)` (zero or more)."""
 
     fn: Callable[[Record], Iterable[Record]]

@@ -6,13 +6,6 @@
 """
 
 from stream.pipeline import Pipeline
-from stream.windows.specs import (
-    CountWindow,
-    Hopping,
-    Session,
-    Tumbling,
-    minutes,
-    seconds,
-)
+from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, minutes, seconds
 
 __all__ = ["CountWindow", "Hopping", "Pipeline", "Session", "Tumbling", "minutes", "seconds"]

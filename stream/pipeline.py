@@ -20,15 +20,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from operators.aggregate import Aggregation
 from operators.base import Operator
-from operators.transform import FilterOp, FlatMapOp, KeyBy, MapOp, Project
+from operators.transform import Filter, FlatMap, KeyBy, Map, Project
 from stream.codecs.avro import AvroCodec
-from stream.codecs.schemas import (
-    field_kinds,
-    field_names,
-    fits,
-    load_schema,
-    required_fields,
-)
+from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
 from stream.codecs.state import StateFormatError, check_storable
 from stream.errors import PipelineError
 from stream.protocols import WindowState
@@ -115,10 +109,7 @@ def make_codec(schema: str | Path | dict[str, Any] | None, codec: Codec | None,
     if parsed is None:
         raise PipelineError("give a schema (an .avsc path or dict) or a codec")
     if registry_url:
-        from stream.codecs.registry import (  # confluent_kafka lazily
-            RegistryAvroCodec,
-            RegistrySecurity,
-        )
+        from stream.codecs.registry import RegistryAvroCodec, RegistrySecurity  # confluent_kafka lazily
         security = registry_security if registry_security is not None else RegistrySecurity.from_env()
         return RegistryAvroCodec(registry_url, parsed, settings=security.settings())
     return AvroCodec(parsed)
@@ -178,13 +169,13 @@ class Pipeline:
         return replace(self, steps=self.steps + (op,), _fields=fields, _kinds=kinds)
 
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Pipeline:
-        return self._then(MapOp(fn), None)
+        return self._then(Map(fn), None)
 
     def filter(self, predicate: Callable[[dict[str, Any]], bool]) -> Pipeline:
-        return self._then(FilterOp(predicate), self._fields)
+        return self._then(Filter(predicate), self._fields)
 
     def flat_map(self, fn: Callable[[dict[str, Any]], Iterable[dict[str, Any]]]) -> Pipeline:
-        return self._then(FlatMapOp(fn), None)
+        return self._then(FlatMap(fn), None)
 
     def project(self, fields: Iterable[str]) -> Pipeline:
         wanted = tuple(fields)

@@ -18,15 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from examples.fraud.generator import FraudGenerator
-from examples.fraud.pipelines import (
-    ALERTS,
-    INPUT,
-    MODEL_DIR,
-    SCORES,
-    THRESHOLD,
-    payment_scores,
-    window_alerts,
-)
+from examples.fraud.pipelines import ALERTS, INPUT, MODEL_DIR, SCORES, THRESHOLD, payment_scores, window_alerts
 
 PARTITIONS = 4
 MINUTE = 60_000

@@ -24,13 +24,7 @@ from typing import Any
 import numpy as np
 
 from examples.fraud.generator import FraudGenerator
-from examples.fraud.pipelines import (
-    MODEL_DIR,
-    PAYMENT_FEATURES,
-    THRESHOLD,
-    WINDOW_FEATURES,
-    window_features,
-)
+from examples.fraud.pipelines import MODEL_DIR, PAYMENT_FEATURES, THRESHOLD, WINDOW_FEATURES, window_features
 from operators import Features
 
 TRAINING_SEED = 3  # the demo streams seed 11: the models never saw its payments

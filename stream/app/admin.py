@@ -12,12 +12,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from stream.errors import (
-    AuthenticationFailed,
-    BrokerUnavailable,
-    StreamError,
-    TopicMissing,
-)
+from stream.errors import AuthenticationFailed, BrokerUnavailable, StreamError, TopicMissing
 from stream.secrets import Secret, masked, reveal_config
 
 

@@ -18,14 +18,7 @@ import sys
 import time
 from typing import Any, NoReturn, Sequence
 
-from stream.errors import (
-    BrokerUnavailable,
-    ConfigError,
-    FatalError,
-    PipelineError,
-    SchedulerUnavailable,
-    StreamError,
-)
+from stream.errors import BrokerUnavailable, ConfigError, FatalError, PipelineError, SchedulerUnavailable, StreamError
 
 log = logging.getLogger("stream")
 

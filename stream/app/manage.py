@@ -97,8 +97,7 @@ def _committed(admin: Any, app: str) -> dict[tuple[str, int], int]:
 def status(kafka: Any, app: str) -> Status:
     """The group's state and members, each input partition's committed offset, end and lag,
     and the changelog's newest entry time and live size."""
-    from stream.app.admin import admin as make_admin
-    from stream.app.admin import wait_for_broker
+    from stream.app.admin import admin as make_admin, wait_for_broker
     from stream.app.replay import partition_bounds
     from stream.sources.kafka import KafkaReader, read_all
 
@@ -141,8 +140,7 @@ class ResetPlan:
 def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan:
     """New offsets: each input partition's first offset, or (with `to_time_ms`) the first at or
     after that Kafka timestamp. Raises when the group is active or unknown."""
-    from stream.app.admin import admin as make_admin
-    from stream.app.admin import wait_for_broker
+    from stream.app.admin import admin as make_admin, wait_for_broker
     from stream.app.replay import partition_bounds, start_offset, time_hints
     from stream.sources.kafka import KafkaReader
 

@@ -62,9 +62,7 @@ class AvroCodec:
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
         """Many records at once (`BatchEncoder`), or None: then encode them one by one."""
         if self._batch is False:
-            from stream.codecs.avro_batch import (
-                BatchEncoder,  # NumPy and polars: loaded when used
-            )
+            from stream.codecs.avro_batch import BatchEncoder  # NumPy and polars: loaded when used
 
             self._batch = BatchEncoder.for_schema(self.schema)
         return self._batch.encode(records) if self._batch is not None else None

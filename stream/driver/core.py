@@ -28,15 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, Union
 
 from stream.codecs.state import StateFormatError
-from stream.driver.checkpoint import (
-    Meta,
-    delta_tombstones,
-    deltas,
-    encode_meta,
-    next_epoch,
-    open_marker,
-    restore,
-)
+from stream.driver.checkpoint import Meta, delta_tombstones, deltas, encode_meta, next_epoch, open_marker, restore
 from stream.driver.scheduler import PartitionPlan, Planned
 from stream.pipeline import Pipeline
 from stream.protocols import WindowState

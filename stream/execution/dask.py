@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import dask
-from distributed import Client, Future, LocalCluster
-from distributed import wait as dask_wait
+from distributed import Client, Future, LocalCluster, wait as dask_wait
 
 from stream.errors import SchedulerUnavailable
 from stream.secrets import worker_environment

@@ -28,8 +28,6 @@ class KafkaChangelog:
 
     def load(self, partitions: list[int]) -> dict[int, list[RawMessage]]:
         """Every entry of each changelog partition, to the end the fetch reports."""
-        from stream.sources.kafka import (
-            read_partitions,  # the reader lives with the Kafka source
-        )
+        from stream.sources.kafka import read_partitions  # the reader lives with the Kafka source
 
         return read_partitions(self.consumer_config, self.topic, partitions, self.timeout_s)

@@ -15,13 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.records import BEGINNING, TP, RawMessage, ReadBatch
 from stream.secrets import reveal_config

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any, Mapping
 
-from operators.aggregate import Aggregation
-from operators.aggregate import Count as CountRecords
+from operators.aggregate import Aggregation, Count as CountRecords
 from stream.windows.eventtime import NEVER
 from stream.windows.sessions import FirstEventTime, LastEventTime
 from stream.windows.specs import CountWindow

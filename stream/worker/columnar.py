@@ -34,7 +34,7 @@ import polars as pl
 
 from operators.aggregate import Count, Max, Mean, Min, Sum
 from operators.expr import Expr
-from operators.transform import FilterOp, KeyBy, Project
+from operators.transform import Filter, KeyBy, Project
 from stream.codecs.avro import AvroCodec
 from stream.codecs.avro_block import BlockDecoder
 from stream.pipeline import Pipeline
@@ -50,7 +50,7 @@ class ColumnarPlan:
     """What the fast path needs of a pipeline, found once per pipeline."""
 
     decoder: BlockDecoder
-    steps: tuple[Any, ...]           # FilterOp and Project, in order
+    steps: tuple[Any, ...]           # Filter and Project, in order
     key: str
     timestamp: str | None
     slide_ms: int
@@ -103,7 +103,7 @@ def plan_for(pipeline: Pipeline) -> ColumnarPlan | None:
     for op in pipeline.steps:
         if isinstance(op, KeyBy) and op.field is not None:
             key = op.field
-        elif isinstance(op, (FilterOp, Project)) and key is None:
+        elif isinstance(op, (Filter, Project)) and key is None:
             steps.append(op)
         else:
             return None

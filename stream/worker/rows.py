@@ -355,10 +355,7 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
     where the pipeline allows it; a batch it declines (bad input, an operator that raises)
     is processed here record by record, after one block decode if it is large enough.
     """
-    from stream.worker.columnar import (  # polars loads only where batches run
-        aggregate_batch,
-        decode_rows,
-    )
+    from stream.worker.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
 
     if len(messages) >= COLUMNAR_MIN_RECORDS:
         fast = aggregate_batch(pipeline, messages, limits, carry)

@@ -4,8 +4,7 @@ import time
 
 import pytest
 from helpers import diff_windows, payment_pipeline, recompute
-from payments import produce_into as produce
-from payments import read_windows
+from payments import produce_into as produce, read_windows
 
 from stream.app.admin import ensure_topic
 from stream.app.run import PipelineRun, run_pipeline

@@ -11,15 +11,7 @@ import signal
 import time
 
 import pytest
-from faultkit import (
-    Feeder,
-    StreamProcess,
-    _committed_records,
-    committed_epoch_set,
-    decoder,
-    wait_for,
-    wait_verified,
-)
+from faultkit import Feeder, StreamProcess, _committed_records, committed_epoch_set, decoder, wait_for, wait_verified
 from helpers import OUT_SCHEMA, diff_windows
 
 from stream.app.admin import ensure_topic

@@ -3,8 +3,7 @@ ranges and workers, restart from the changelog, against an obvious recomputation
 
 
 from helpers import OUT_SCHEMA, diff_windows, session_pipeline, sessions
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from test_executors import make_topic, run_with_restart
 
 from stream.codecs.avro import AvroCodec

@@ -26,14 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import fastavro
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from helpers import OUT_SCHEMA, PAYMENT, diff_windows, payment_pipeline, recompute
 
 from stream.app.generator import PaymentGenerator, partition_of

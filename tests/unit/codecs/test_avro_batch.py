@@ -5,8 +5,7 @@ import math
 
 import fastavro
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from stream.codecs.avro_batch import BatchEncoder
 

@@ -8,29 +8,11 @@ import pickle
 
 import msgpack
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from operators import (
-    Aggregation,
-    ApproxDistinct,
-    ApproxQuantile,
-    Collect,
-    Count,
-    Last,
-    Mean,
-    Sum,
-    TopK,
-)
+from operators import Aggregation, ApproxDistinct, ApproxQuantile, Collect, Count, Last, Mean, Sum, TopK
 from stream.codecs.state import StateFormatError, decode, encode
-from stream.driver.checkpoint import (
-    Meta,
-    deltas,
-    encode_meta,
-    epoch_headers,
-    meta_key,
-    restore,
-)
+from stream.driver.checkpoint import Meta, deltas, encode_meta, epoch_headers, meta_key, restore
 from stream.errors import PipelineError
 from stream.pipeline import Pipeline
 from stream.records import RawMessage

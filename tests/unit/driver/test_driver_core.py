@@ -16,17 +16,8 @@ import random
 from collections import defaultdict
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from test_schedules import (
-    PARTITIONS,
-    SPECS,
-    ShortReader,
-    assert_sequential,
-    payments_topic,
-    pipeline,
-    records_st,
-)
+from hypothesis import HealthCheck, given, settings, strategies as st
+from test_schedules import PARTITIONS, SPECS, ShortReader, assert_sequential, payments_topic, pipeline, records_st
 
 from stream.codecs.avro import AvroCodec
 from stream.driver.core import (

@@ -16,8 +16,7 @@ import random
 from collections import defaultdict
 
 from helpers import PAYMENT
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from operators import Count, Sum
 from stream.codecs.avro import AvroCodec

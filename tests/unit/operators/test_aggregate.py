@@ -51,8 +51,7 @@ def test_names_are_stable():
 # -- the user-defined aggregation protocol, checked on random inputs (property-based) ---------
 import pickle
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from examples.custom_aggregation import Spread
 from operators import ApproxDistinct, ApproxQuantile, Collect, TopK

@@ -1,11 +1,5 @@
 from operators import Count, Sum
-from stream.driver.checkpoint import (
-    Meta,
-    delta_tombstones,
-    deltas,
-    encode_meta,
-    restore,
-)
+from stream.driver.checkpoint import Meta, delta_tombstones, deltas, encode_meta, restore
 from stream.windows.specs import Hopping, Tumbling
 from stream.windows.store import WindowStore
 

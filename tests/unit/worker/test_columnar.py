@@ -12,12 +12,7 @@ from stream.codecs.avro_block import BlockDecoder
 from stream.pipeline import Hopping, Pipeline, Tumbling
 from stream.records import Limits, Partial, RawMessage
 from stream.worker.columnar import aggregate_batch, plan_for
-from stream.worker.rows import (
-    _finder,
-    aggregate_records,
-    decode_messages,
-    process_messages,
-)
+from stream.worker.rows import _finder, aggregate_records, decode_messages, process_messages
 
 SCHEMA = {"type": "record", "name": "E", "fields": [
     {"name": "user", "type": "string"}, {"name": "amount", "type": "double"},
