@@ -25,13 +25,12 @@ from stream.codecs.avro import AvroCodec
 from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
 from stream.codecs.state import StateFormatError, check_storable
 from stream.errors import PipelineError
-from stream.protocols import WindowState
+from stream.protocols import Codec, WindowState
 from stream.windows.eventtime import Judge
 from stream.windows.specs import CountWindow, Hopping, Session, Tumbling, WindowSpec, to_ms
 
 __all__ = ["Pipeline", "SourceSpec", "SinkSpec", "WindowStage", "Tumbling", "Hopping"]
 
-Codec = Any  # decode(bytes) -> dict, encode(dict) -> bytes, fields
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,8 @@ class Pipeline:
         if not names:
             raise PipelineError("source() needs at least one topic")
         c = make_codec(schema, codec, registry_url, registry_security, format)
-        known = tuple(c.fields) if getattr(c, "fields", None) else None
+        fields = getattr(c, "fields", None)  # a codec of your own may leave it out
+        known = tuple(fields) if fields else None
         if timestamp is not None and known is not None and timestamp not in known:
             raise PipelineError(f"timestamp field {timestamp!r} is not in the source schema "
                                 f"(fields: {', '.join(known)})")

@@ -22,6 +22,24 @@ KeyValue = tuple[bytes | None, bytes | None]
 
 
 @runtime_checkable
+class Codec(Protocol):
+    """Values to records and back (docs/codecs.md): Avro, JSON, a registry, or your own."""
+
+    @property
+    def fields(self) -> list[str] | None:
+        """The field names `decode` yields; None: unknown."""
+        ...
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        """The record in `data`; `stream.errors.DecodeError` for a value that is not one."""
+        ...
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """The value for `record`; `stream.errors.EncodeError` when it does not fit."""
+        ...
+
+
+@runtime_checkable
 class Reader(Protocol):
     """Reads a range of one partition; picklable, with per-process client state."""
 
@@ -42,6 +60,10 @@ class Session(Protocol):
     def assigned(self) -> list[TP]: ...
 
     def committed(self, tps: list[TP]) -> dict[TP, int]: ...
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        """Commit input offsets outside a transaction (at-least-once)."""
+        ...
 
     def reader(self) -> Reader: ...
 

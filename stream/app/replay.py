@@ -30,6 +30,7 @@ from stream.driver.core import Assigned, DriverCore, Finish, Tick, Topics
 from stream.driver.loop import TaskLoop
 from stream.errors import ConfigError
 from stream.pipeline import Pipeline
+from stream.protocols import Executor
 from stream.records import BEGINNING, Limits
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def start_offset(reader: Any, hint: int | None, topic: str, partition: int, from
     return low
 
 
-def replay(pipeline: Pipeline, kafka: Any, executor: Any, from_ms: int, to_ms: int, output: str,
+def replay(pipeline: Pipeline, kafka: Any, executor: Executor, from_ms: int, to_ms: int, output: str,
            dead_letter: str | None = None, range_records: int = 50_000, max_inflight: int = 8,
            progress: Callable[[ReplaySummary], None] | None = None) -> ReplaySummary:
     """Replay `pipeline` over event times ``[from_ms, to_ms)`` of its input into `output`."""

@@ -16,6 +16,7 @@ from stream.config import CONSUMER_DEFAULTS, DEAD_LETTER_MAX_BYTES, RunConfig
 from stream.driver.loop import Driver, DriverStats, Topics
 from stream.metrics import ENV_RESTARTS, Metrics, env_count
 from stream.pipeline import Pipeline
+from stream.protocols import Executor
 from stream.records import Limits
 from stream.sinks.kafka import KafkaSink, TransactionalSink
 from stream.sources.changelog import KafkaChangelog
@@ -68,7 +69,7 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
 class PipelineRun:
     """A started pipeline: `driver.run(...)` drives it; `close()` releases everything."""
 
-    def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Any = None,
+    def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Executor | None = None,
                  metrics: Metrics | None = None, create_topics: int | None = None,
                  watchdog: Watchdog | None = None, leave_group_on_failure: bool = True,
                  local: bool = False) -> None:
@@ -149,7 +150,7 @@ class PipelineRun:
         self.close()
 
 
-def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Any = None,
+def run_pipeline(pipeline: Pipeline, config: RunConfig, *, executor: Executor | None = None,
                  until: Callable[[Driver], bool] = lambda d: False,
                  should_stop: Callable[[], bool] = lambda: False, drain: bool = False,
                  on_step: Callable[[Driver], None] | None = None,

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream import faults
 from stream.errors import FatalError
-from stream.protocols import StepGuard
+from stream.protocols import Session, StepGuard
 from stream.records import TP
 from stream.secrets import reveal_config
 
@@ -138,7 +138,7 @@ class KafkaSink:
                              f"{timeout:.0f} s; delivery errors: {errors[:5] or 'none'}. "
                              "Offsets were not committed; restart to resume from the last commit.")
 
-    def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
+    def commit_epoch(self, offsets: dict[TP, int], session: Session) -> None:
         """Flush everything produced, then commit `offsets` to the group."""
         self.flush()
         faults.point("after_offsets")
@@ -217,7 +217,7 @@ class TransactionalSink(KafkaSink):
                 self._raise_fatal(exc.args[0])
             self._open = True
 
-    def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
+    def commit_epoch(self, offsets: dict[TP, int], session: Session) -> None:
         """Send `offsets` into the transaction with the group's metadata, then commit it."""
         self._before_produce()
         self.flush()

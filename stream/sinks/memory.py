@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from stream.protocols import Session
 from stream.records import TP, RawMessage
 
 
@@ -42,7 +43,7 @@ class MemorySink:
     def flush(self, timeout: float = 30.0) -> None:
         self.flushes += 1
 
-    def commit_epoch(self, offsets: dict[TP, int], session: Any) -> None:
+    def commit_epoch(self, offsets: dict[TP, int], session: Session) -> None:
         self.flush()
         session.commit(offsets)
         self.epochs += 1
