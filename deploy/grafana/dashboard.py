@@ -3,7 +3,7 @@
     .venv/bin/python deploy/grafana/dashboard.py   # rewrites deploy/grafana/dashboards/stream.json
 
 The JSON is generated so that every panel is laid out the same way and every query is in one
-readable list; tests/test_grafana.py checks the committed JSON matches this file and
+readable list; tests/unit/deploy/test_monitoring_files.py checks the committed JSON matches this file and
 tests/integration/test_prometheus.py runs every query against a real Prometheus.
 
 >>> [p["title"] for p in build()["panels"] if p["type"] == "row"][0]

@@ -29,7 +29,7 @@ from stream.app.broker import BrokerNotFound, BrokerProcess, free_port
 from stream.errors import StreamError
 
 VERSION = "4.1.1"
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 TRANSACTION_TIMEOUT_MAX_MS = 60_000
 
 

@@ -25,7 +25,7 @@ from stream.app.kafka_broker import cache_dir, java, maven_copy
 from stream.errors import StreamError
 
 VERSION = "2.6.13.Final"
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "registry"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "registry"
 ARCHIVE = f"apicurio-registry-app-{VERSION}-all.tar.gz"
 RUNNER = f"apicurio-registry-app-{VERSION}-runner.jar"
 API = "/apis/ccompat/v7"
