@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import baseline, measure, workloads
+from bench import baseline, measure, targets, workloads
 from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT
 
 SOAK_RECORDS = 10_000_000  # bounded data volume: see the soak step in main()
@@ -334,6 +334,7 @@ def main() -> int:
         finally:
             bench.close()
             close_pool()  # this process's pooled readers go before their broker does
+    result["targets"] = targets.judge(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if "curves" in result:
@@ -378,6 +379,9 @@ def summary(r: dict) -> None:
         say(f"curve {name:12s}: " + ", ".join(f"{x:,} → {y:,}" for x, y in points))
     if t:
         say(f"windows checked: {t['windows']:,}, mismatches: {t['mismatches']}")
+    say("\n== targets (issue 18) ==")
+    for line in targets.lines(r.get("targets") or targets.judge(r)):
+        say(line)
 
 
 if __name__ == "__main__":

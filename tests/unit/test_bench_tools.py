@@ -25,3 +25,17 @@ def test_a_window_closes_when_the_last_partition_reaches_its_end():
     at = closing_times({"0": [[1000, 5.0], [2000, 6.0]], "1": [[1000, 5.5]]})
     assert at(1000) == 5.5   # the later of the two partitions
     assert at(2000) is None  # partition 1 never got there: not counted
+
+
+def test_the_targets_are_judged_from_a_committed_result():
+    import json
+
+    from bench.targets import judge, lines
+    result = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench-results.json").read_text())
+    rows = {r["target"]: r for r in judge(result)}
+    windowed = rows["windowed throughput, exactly-once (x hand-written)"]
+    assert windowed["value"] == result["throughput"]["ratio"] and windowed["met"] is (windowed["value"] >= 1.0)
+    assert rows["driver RSS slope in the soak"]["met"] is True  # 0.171 MiB/min
+    assert rows["latency p99 at 1/8 of the maximum rate, exactly-once"]["value"] == 0.812
+    assert rows["recovery: SIGKILL of the driver to the next commit"]["met"] is None  # not measured yet
+    assert all(line.split()[0] in ("MET", "MISSED", "not") for line in lines(list(rows.values())))
