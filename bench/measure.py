@@ -76,17 +76,23 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
                         **settings: Any) -> dict[str, Any]:
     """Run `pipeline` over `records` input records; rates count from the partitions' assignment.
 
-    Start-up (group join, restore) is reported apart: it is paid once per process start.
+    Start-up (group join, restore) is reported apart: it is paid once per process start. The
+    peak RSS of the driver and the Dask workers (sampled every half second) is reported too.
     """
     config = RunConfig(app_id=app_id, kafka=kafka, workers=executor.workers, guarantee=guarantee,
                        **settings)
     t0 = time.perf_counter()
     assigned: list[float] = []
     progress = Progress(every_s=2.0)
+    peak, sampled = [sum(rss_mib())], [t0]
 
     def on_step(d: Any) -> None:
+        now = time.perf_counter()
         if d.parts and not assigned:
-            assigned.append(time.perf_counter())
+            assigned.append(now)
+        if now - sampled[0] >= 0.5:
+            sampled[0] = now
+            peak[0] = max(peak[0], sum(rss_mib()))
         progress.update(Status.of(d, label))
     with PipelineRun(pipeline, config, executor) as run:
         cpu = CpuMeter()
@@ -99,7 +105,8 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
             "rps": round(stats.records_in / seconds), "startup_s": round(assigned[0] - t0, 2),
             "windows": stats.windows, "records_out": stats.records_out,
             "driver_cpu_us_per_record": round(driver_cpu / stats.records_in * 1e6, 2),
-            "worker_cpu_us_per_record": round(worker_cpu / stats.records_in * 1e6, 2)}
+            "worker_cpu_us_per_record": round(worker_cpu / stats.records_in * 1e6, 2),
+            "peak_rss_mib": round(max(peak[0], sum(rss_mib())), 1)}
 
 
 class Feeder:

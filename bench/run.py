@@ -122,6 +122,7 @@ class Bench:
         return {"records": a.records, "baseline_rps": [round(x) for x in base_rps],
                 "exactly_once": eo, "at_least_once": alo, "baseline_median_rps": round(b),
                 "exactly_once_median_rps": round(p), "ratio": round(p / b, 3),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in eo),
                 "at_least_once_ratio": round(alo["rps"] / b, 3), "windows": len(base),
                 "mismatches": len(problems), "mismatch_examples": problems[:5], "source": src}
 
