@@ -40,7 +40,7 @@ from bench import baseline, measure, targets, workloads
 from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT
 
 SOAK_RECORDS = 10_000_000  # bounded data volume: see the soak step in main()
-STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "curves", "soak")
+STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "recovery", "curves", "soak")
 
 
 def compare(base: dict, rows: list[dict]) -> list[str]:
@@ -191,6 +191,19 @@ class Bench:
             points.append({"share_of_max": f"1/{share}", **r})
         return {**points[0], "curve": points}
 
+    # -- 4b. recovery -----------------------------------------------------------------------
+    def recovery(self, max_rps: float) -> dict:
+        """SIGKILL the driver of a supervised `stream run` at 1/8 of the maximum rate; the time
+        to the new driver's first commit."""
+        from bench.recovery import recovery
+
+        src, out = self.topic("rec-in"), self.topic("rec-out")
+        rate = max_rps / 8
+        say(f"recovery: stream run at {rate:,.0f} records/s, its driver SIGKILLed after 10 s of commits ...")
+        r = recovery(self.kafka.bootstrap, src, out, rate)
+        say(f"  first commit of the new driver {r['first_commit_s']} s after the kill")
+        return r
+
     # -- 5. curves -------------------------------------------------------------------------
     def curves(self) -> dict:
         from stream.execution.dask import DaskExecutor
@@ -307,7 +320,7 @@ def main() -> int:
         bench = Bench(args, broker)
         try:
             t: dict = {}
-            if "throughput" in steps or "stateless" in steps or ({"latency", "soak"} & steps and not args.rate):
+            if "throughput" in steps or "stateless" in steps or ({"latency", "soak", "recovery"} & steps and not args.rate):
                 if "throughput" not in steps:
                     args.repeat = 1
                 t = bench.throughput()
@@ -324,6 +337,8 @@ def main() -> int:
             if "memory" in steps:
                 from bench.workloads import windowed
                 result["memory"] = measure.state_bytes_per_entry(windowed("a", "b"))
+            if "recovery" in steps:
+                result["recovery"] = bench.recovery(max_rps)
             if "curves" in steps:
                 result["curves"] = bench.curves()
             if "soak" in steps:
@@ -370,6 +385,8 @@ def summary(r: dict) -> None:
     for lat in r.get("latency", {}).get("curve", []):
         say(f"latency at {lat['rate']:,} rec/s ({lat['share_of_max']} of max): p50 {lat.get('p50_s')} s  "
             f"p99 {lat.get('p99_s')} s")
+    if rec := r.get("recovery"):
+        say(f"recovery: first commit {rec['first_commit_s']} s after a SIGKILL of the driver")
     mem = r.get("memory", {})
     if "bytes_per_entry" in mem:
         say(f"driver state: {mem['bytes_per_entry']} bytes per open (key, window)")

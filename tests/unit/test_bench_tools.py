@@ -39,3 +39,10 @@ def test_the_targets_are_judged_from_a_committed_result():
     assert rows["latency p99 at 1/8 of the maximum rate, exactly-once"]["value"] == 0.812
     assert rows["recovery: SIGKILL of the driver to the next commit"]["met"] is None  # not measured yet
     assert all(line.split()[0] in ("MET", "MISSED", "not") for line in lines(list(rows.values())))
+
+
+def test_the_recovery_step_reads_the_first_value_of_each_metric():
+    from bench.recovery import parse
+    text = ('# HELP stream_commits_total Epochs\nstream_commits_total{pipeline="bench"} 3.0\n'
+            'stream_driver_restarts_total{pipeline="bench"} 1.0\nstream_commits_total{pipeline="x"} 9.0\n')
+    assert parse(text) == {"stream_commits_total": 3.0, "stream_driver_restarts_total": 1.0}
