@@ -298,6 +298,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_broker(args: argparse.Namespace) -> int:
     from stream.app.broker import EmbeddedBroker
     from stream.app.kafka_broker import KafkaBroker
@@ -307,6 +311,10 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         what, note = "Apache Kafka broker", "data in " + str(broker.data_dir)
     else:
         broker, what, note = EmbeddedBroker(args.port), "embedded broker", "data is in memory only"
+    # Ctrl-C and SIGTERM stop it the same way, even when the shell that started it in the
+    # background ignored SIGINT (Python then installs no KeyboardInterrupt handler of its own)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:  # Ctrl-C may come at any point, even right after the address is printed
         if args.engine == "kafka":
             print(f"starting Apache Kafka (KRaft, one node) on port {broker.port} ...", flush=True)
