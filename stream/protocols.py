@@ -137,8 +137,9 @@ class WindowState(Protocol):
 
     def merge(self, partials: Mapping[Any, list[Any]]) -> None: ...
 
-    def advance(self, watermark: int) -> list[Any]:
-        """Close the windows the event time `watermark` has passed; their results."""
+    def advance(self, watermark: int) -> Any:
+        """Close the windows the event time `watermark` has passed; their results, as
+        `stream.windows.store.WindowResults` (columns)."""
         ...
 
     def early_results(self) -> list[Any]: ...

@@ -33,7 +33,7 @@ from stream.pipeline import Pipeline
 from stream.records import Failure, RawMessage
 from stream.windows.eventtime import NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
-from stream.windows.store import WindowResult
+from stream.windows.store import WindowResult, WindowResults
 from stream.worker.rows import _finder, aggregate_records, result_records
 
 
@@ -99,7 +99,7 @@ class TestDriver:
         self.now_ms += ms
         if self.advance_after_ms is None:
             return []
-        results = []
+        results: list[WindowResult] = []
         for p, store in self.stores.items():
             clock, beyond = self.clocks[p], self.now_ms - self._fed_ms.get(p, 0) - self.advance_after_ms
             if beyond > 0 and clock.event_time != NEVER:
@@ -119,8 +119,8 @@ class TestDriver:
         items = result_records(self.pipeline, sorted(results, key=lambda w: w.start), failed, self.scored)
         return [record for _, _, record in items]
 
-    def _closed(self, results: list[WindowResult]) -> list[dict[str, Any]]:
-        out = self._rows(results)
+    def _closed(self, results: WindowResults | list[WindowResult]) -> list[dict[str, Any]]:
+        out = self._rows(list(results))
         for store in self.stores.values():
             store.check_invariants()
         self.emitted += out

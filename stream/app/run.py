@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -66,6 +68,22 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
                      {"cleanup.policy": "delete", "retention.ms": "-1", "max.message.bytes": big})
 
 
+def preload_encoders() -> threading.Thread:
+    """Import the batch encoder (NumPy) in the background while the executor starts: the
+    first window results would otherwise wait half a second for it on the hot path.
+
+    >>> preload_encoders().join()
+    """
+    def load() -> None:
+        try:
+            importlib.import_module("stream.codecs.avro_batch")
+        except ImportError as exc:  # the record-by-record path still works: say why it is slow
+            log.warning("the batch encoder cannot be loaded (%s): results are encoded one by one", exc)
+    thread = threading.Thread(target=load, name="stream-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 class PipelineRun:
     """A started pipeline: `driver.run(...)` drives it; `close()` releases everything."""
 
@@ -91,6 +109,7 @@ class PipelineRun:
             if config.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(config.metrics_port, config.metrics_addr)
                 self._stack.callback(self.metrics.close)
+            preload_encoders()
             self.executor = executor if executor is not None else make_executor(config, local)
             if executor is None:
                 self._stack.callback(self.executor.close)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import fastavro
 
@@ -61,11 +61,21 @@ class AvroCodec:
 
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
         """Many records at once (`BatchEncoder`), or None: then encode them one by one."""
+        batch = self._batch_encoder()
+        return batch.encode(records) if batch is not None else None
+
+    def encode_columns(self, columns: Mapping[str, list[Any]], n: int) -> list[bytes] | None:
+        """`n` records given field by field (`BatchEncoder.encode_columns`), or None: then
+        encode them one by one."""
+        batch = self._batch_encoder()
+        return batch.encode_columns(columns, n) if batch is not None else None
+
+    def _batch_encoder(self) -> Any:
         if self._batch is False:
             from stream.codecs.avro_batch import BatchEncoder  # NumPy and polars: loaded when used
 
             self._batch = BatchEncoder.for_schema(self.schema)
-        return self._batch.encode(records) if self._batch is not None else None
+        return self._batch
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """A record to bytes; raises EncodeError naming the problem."""

@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -148,13 +148,34 @@ class BatchEncoder:
 
     def encode(self, records: list[dict[str, Any]]) -> list[bytes] | None:
         """Each record's schemaless Avro bytes, or None: then encode record by record."""
-        n = len(records)
+        try:
+            columns = {name: self._values(records, name) for name, _, _ in self.fields}
+        except _Unsupported:
+            return None
+        return self.encode_columns(columns, len(records))
+
+    def encode_columns(self, columns: Mapping[str, list[Any]], n: int) -> list[bytes] | None:
+        """The schemaless Avro bytes of `n` records given field by field (one list of `n`
+        values per field; a field missing takes its default), or None: then encode record by
+        record.
+
+        >>> enc = BatchEncoder.for_schema({"type": "record", "name": "R", "fields": [
+        ...     {"name": "k", "type": "string"}, {"name": "n", "type": "long", "default": 0}]})
+        >>> enc.encode_columns({"k": ["a", "b"]}, 2)
+        [b'\\x02a\\x00', b'\\x02b\\x00']
+        """
         if n == 0:
             return []
         try:
             parts: list[tuple[Callable[[np.ndarray, np.ndarray], None], np.ndarray]] = []
             for name, kind, branch in self.fields:
-                values = self._values(records, name)
+                values = columns.get(name)
+                if values is None:
+                    if name not in self.defaults:
+                        return None  # fastavro names the missing field
+                    values = [self.defaults[name]] * n
+                elif len(values) != n:
+                    return None
                 if branch is None:
                     column = _Column(values, kind)
                     parts.append((column.write, column.sizes))

@@ -169,7 +169,16 @@ class RegistryAvroCodec:
     def encode_batch(self, records: list[dict[str, Any]]) -> list[bytes] | None:
         """Many records at once, each framed with the schema id; None: encode one by one."""
         schema_id, codec = self._registered()
-        values = codec.encode_batch(records)
+        return self._framed(schema_id, codec.encode_batch(records))
+
+    def encode_columns(self, columns: Mapping[str, list[Any]], n: int) -> list[bytes] | None:
+        """`n` records given field by field, each framed with the schema id; None: encode
+        one by one."""
+        schema_id, codec = self._registered()
+        return self._framed(schema_id, codec.encode_columns(columns, n))
+
+    @staticmethod
+    def _framed(schema_id: int, values: list[bytes] | None) -> list[bytes] | None:
         if values is None:
             return None
         header = _HEADER.pack(MAGIC, schema_id)

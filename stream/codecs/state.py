@@ -6,7 +6,7 @@ strings), `{"i": "<digits>"}` an integer beyond 64 bits and `{"x": ["<name>", <b
 value of a registered type (a sketch, or a user's accumulator class) in its own bytes.
 Numbers, strings, bytes, booleans, None and lists are MessagePack's own. A dict whose values
 are lists of one length (a pane's accumulators per key) is stored by column,
-`{"tbl": [keys, columns]}`, and a column of equally long tuples of plain values as
+`{"tbl": [keys, columns]}` (`{"tblt": ...}` when the values are tuples), and a column of equally long tuples of plain values as
 `{"T": [their columns]}`, so most columns are arrays of numbers that pack and unpack at C
 speed. Decoding only ever builds these, and calls the decoder registered for a name; an
 unknown name, an extension type, or bytes that are not format 1 are an error that names
@@ -95,17 +95,22 @@ def _column(values: tuple[Any, ...]) -> Any:
     return [plain(v) for v in values]
 
 
+_TABLES: dict[type, str] = {list: "tbl", tuple: "tblt"}  # the type of a table's rows: its tag
+
+
 def _table(value: dict[Any, Any]) -> Any:
     rows = list(value.values())
-    if not rows or set(map(type, rows)) != {list} or len(set(map(len, rows))) != 1 or not rows[0]:
+    kinds = set(map(type, rows))
+    if not rows or len(kinds) != 1 or len(set(map(len, rows))) != 1 or not rows[0]:
         return None
-    return {"tbl": [_column(tuple(value)), [_column(c) for c in zip(*rows)]]}
+    tag = _TABLES.get(kinds.pop())
+    return None if tag is None else {tag: [_column(tuple(value)), [_column(c) for c in zip(*rows)]]}
 
 
-def _untable(keys: list[Any], columns: list[list[Any]]) -> dict[Any, list[Any]]:
+def _untable(keys: list[Any], columns: list[list[Any]], row: type = list) -> dict[Any, Any]:
     if any(len(c) != len(keys) for c in columns):
         raise StateFormatError("a table whose columns are not as long as its keys")
-    return dict(zip(keys, map(list, zip(*columns))))
+    return dict(zip(keys, map(row, zip(*columns))))
 
 
 def _tagged(obj: dict[str, Any]) -> Any:
@@ -115,8 +120,9 @@ def _tagged(obj: dict[str, Any]) -> Any:
             return tuple(body)
         if tag == "T":
             return list(zip(*body))
-        if tag == "tbl":
-            return _untable(*body)
+        if tag == "tbl" or tag == "tblt":
+            keys, columns = body
+            return _untable(keys, columns, tuple if tag == "tblt" else list)
         if tag == "d":
             return {k: v for k, v in body}  # a tuple key is already a tuple: tags decode inside out
         if tag == "i":

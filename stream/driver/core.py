@@ -35,7 +35,7 @@ from stream.protocols import WindowState
 from stream.records import BEGINNING, TP, Failure, Late
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.merge import advance, merge_range
-from stream.windows.store import WindowResult
+from stream.windows.store import WindowResult, WindowResults
 from stream.worker.rows import encode_results, result_failure
 from stream.worker.task import RangeResult
 
@@ -571,14 +571,14 @@ class DriverCore:
         times = [st.plan.clock.now for st in self.parts.values() if st.plan.clock.now != NEVER]
         return min(times) - self.out_of_order_ms if times else -1
 
-    def _emit(self, event_time: int | None) -> list[WindowResult]:
+    def _emit(self, event_time: int | None) -> WindowResults:
         """Move every partition's event time to `event_time` (FOREVER: the end of bounded input)
         and emit what closes; with None only the opted-in wall-clock advance moves it."""
-        results: list[WindowResult] = []
+        results = WindowResults()
         for st in self.parts.values():
             target = event_time if event_time is not None else self._quiet_advance(st)
             if st.store is not None and target is not None:
-                results += advance(st.store, st.plan.clock, target, self.out_of_order_ms)
+                results.extend(advance(st.store, st.plan.clock, target, self.out_of_order_ms))
         return self._emitted(results)
 
     def _quiet_advance(self, st: PartitionState) -> int | None:
@@ -592,10 +592,10 @@ class DriverCore:
         beyond = plan.quiet_ms - plan.data_ms - self.advance_after_ms
         return plan.clock.event_time + beyond if beyond > 0 else None
 
-    def _emitted(self, results: list[WindowResult]) -> list[WindowResult]:
+    def _emitted(self, results: WindowResults) -> WindowResults:
         """Write closed windows to the sink (final results)."""
         if self.keep is not None and results:
-            kept = [w for w in results if self.keep(w)]
+            kept = results.select(self.keep)
             self.stats.outside += len(results) - len(kept)
             results = kept
         if not results:
@@ -604,13 +604,13 @@ class DriverCore:
         written = self._write_results(results, b"final")
         self.stats.windows += len(results)
         if self.metrics:
-            self._closed.append((self.now, max(w.end for w in results)))
+            self._closed.append((self.now, max(results.ends)))
             self.metrics.windows(len(results))
             self.metrics.stage("produce", time.perf_counter() - t0)
         self._count_out(written)
         return results
 
-    def _write_results(self, results: list[WindowResult], kind: bytes) -> int:
+    def _write_results(self, results: WindowResults, kind: bytes) -> int:
         """Run the result operators, encode and produce; header `stream.result` says final or
         partial. Returns the number of records written."""
         headers = self.headers() + ((("stream.result", kind),) if self.stamp else ())
@@ -625,10 +625,11 @@ class DriverCore:
             self.metrics.scored(scored)
         return len(ready)
 
-    def emit_early(self) -> list[WindowResult]:
+    def emit_early(self) -> WindowResults:
         """Partial results of the open windows that changed since the last early emission."""
         self._last_early = self.now
-        results = [r for st in self.parts.values() if st.store is not None for r in st.store.early_results()]
+        results = WindowResults.of(r for st in self.parts.values() if st.store is not None
+                                   for r in st.store.early_results())
         if results:
             written = self._write_results(results, b"partial")
             self.stats.partial += len(results)

@@ -25,7 +25,7 @@ from operators.aggregate import Aggregation, Count as CountRecords
 from stream.windows.eventtime import NEVER
 from stream.windows.sessions import FirstEventTime, LastEventTime
 from stream.windows.specs import CountWindow
-from stream.windows.store import PaneKey, WindowResult
+from stream.windows.store import PaneKey, WindowResult, WindowResults
 
 STATE = 0  # the one changelog bucket: every key's count state lives in it
 
@@ -79,11 +79,11 @@ class CountStore:
         values = {n: a.result(acc) for n, a, acc in zip(self.aggregations, self._aggs[3:], accs[3:])}
         return WindowResult(key, accs[1], accs[2] + 1, values)
 
-    def advance(self, watermark: int) -> list[WindowResult]:
+    def advance(self, watermark: int) -> WindowResults:
         """The windows filled since the last call (count windows do not wait for the watermark)."""
         self.emitted_through = max(self.emitted_through, watermark)
         ready, self._ready = self._ready, []
-        return ready
+        return WindowResults.of(ready)
 
     def early_results(self) -> list[WindowResult]:
         """The window being filled, for keys changed since the last call (partial)."""

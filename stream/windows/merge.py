@@ -24,17 +24,17 @@ from typing import Any
 from stream.protocols import WindowState
 from stream.records import Late, Partial
 from stream.windows.eventtime import PartitionClock
-from stream.windows.store import WindowResult
+from stream.windows.store import WindowResults
 
 
 def merge_range(store: Any, clock: PartitionClock, partial: Partial,
-                out_of_order_ms: int) -> tuple[list[WindowResult], list[Late]]:
+                out_of_order_ms: int) -> tuple[WindowResults, list[Late]]:
     """Merge `partial` (judged at `clock.now`, or at a lower bound it `holds` for) into `store`;
     returns the windows it closed, oldest first, and every record late on the partition."""
-    results: list[WindowResult] = []
+    results = WindowResults()
     store.merge(partial.partials)
     for stage, partials in partial.staged:  # hopping: ascending latest-closed window start
-        results += store.advance(store.closes_at(stage))
+        results.extend(store.advance(store.closes_at(stage)))
         store.merge(partials)
     late = list(partial.late)
     for s in partial.singles:  # session keys the workers could not decide, in offset order
@@ -44,13 +44,13 @@ def merge_range(store: Any, clock: PartitionClock, partial: Partial,
             late.append(Late(s.offset, s.ts, (missed,), False, m.key if m else None,
                              m.value if m else None, m.headers if m else ()))
     clock.observe(partial.max_ts)
-    results += store.advance(clock.now - out_of_order_ms)
+    results.extend(store.advance(clock.now - out_of_order_ms))
     return results, late
 
 
-def advance(store: WindowState, clock: PartitionClock, event_time: int, out_of_order_ms: int) -> list[WindowResult]:
+def advance(store: WindowState, clock: PartitionClock, event_time: int, out_of_order_ms: int) -> WindowResults:
     """Move a partition's event time on without records (the wall-clock advance, or the end of
     bounded input); returns the windows that closes."""
     clock.advance_to(event_time)
-    closed: list[WindowResult] = store.advance(clock.now - out_of_order_ms)
+    closed: WindowResults = store.advance(clock.now - out_of_order_ms)
     return closed

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from operators.aggregate import Aggregation, Max, Min
 from stream.windows.eventtime import NEVER
 from stream.windows.specs import Session
-from stream.windows.store import PaneKey, WindowResult
+from stream.windows.store import PaneKey, WindowResult, WindowResults
 
 TAIL = "\x00tail"  # changelog entries (TAIL, key) hold a key's last emitted session
 
@@ -139,10 +139,10 @@ class SessionStore:
                 out.append(([pane], accs))
         return out
 
-    def advance(self, watermark: int) -> list[WindowResult]:
+    def advance(self, watermark: int) -> WindowResults:
         """Emit the sessions the watermark closes (last + gap + grace <= watermark)."""
         if watermark <= self.emitted_through:
-            return []
+            return WindowResults()
         horizon = watermark - self.spec.gap_ms - self.grace_ms  # sessions ending by here close
         candidates = {k for p, keys in self.panes.items() if p <= horizon for k in keys}
         out: list[WindowResult] = []
@@ -160,7 +160,7 @@ class SessionStore:
         self.emitted_through = watermark
         self._forget_tails(watermark)
         out.sort(key=lambda w: (w.start, str(w.key)))
-        return out
+        return WindowResults.of(out)
 
     def _keep_tail(self, key: Any, first: int, last: int) -> None:
         """Remember a key's last emitted session, so a record that would join it is late."""

@@ -17,7 +17,7 @@ to the changelog.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from operators.aggregate import Aggregation
 from stream.windows.eventtime import NEVER
@@ -34,6 +34,59 @@ class WindowResult:
     start: int
     end: int
     values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class WindowResults:
+    """Window results by column: a key, a start, an end and each output's value per row.
+
+    What the stores emit: the columns go straight to a batch encoder, and no object is made
+    per result unless someone iterates, which yields `WindowResult` rows.
+
+    >>> r = WindowResults(["a", "b"], [0, 0], [10, 10], {"n": [1, 2]})
+    >>> r.extend(WindowResults.of([WindowResult("a", 10, 20, {"n": 5})]))
+    >>> [(w.key, w.start, w.values) for w in r], len(r)
+    ([('a', 0, {'n': 1}), ('b', 0, {'n': 2}), ('a', 10, {'n': 5})], 3)
+    """
+
+    keys: list[Any] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    values: dict[str, list[Any]] = field(default_factory=dict)  # output name: one value per row
+
+    @classmethod
+    def of(cls, rows: Iterable[WindowResult]) -> "WindowResults":
+        """The columns of `rows`, which all have the same output names."""
+        rows = list(rows)
+        names = list(rows[0].values) if rows else []
+        return cls([w.key for w in rows], [w.start for w in rows], [w.end for w in rows],
+                   {n: [w.values[n] for w in rows] for n in names})
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[WindowResult]:
+        names, columns = list(self.values), list(self.values.values())
+        for key, start, end, *vals in zip(self.keys, self.starts, self.ends, *columns):
+            yield WindowResult(key, start, end, dict(zip(names, vals)))
+
+    def extend(self, other: "WindowResults") -> None:
+        """Append `other`'s rows (results of the same window stage: the same outputs)."""
+        if not other:
+            return
+        if not self:
+            self.values = {n: [] for n in other.values}
+        if self.values.keys() != other.values.keys():
+            raise ValueError(f"results with outputs {list(other.values)} do not extend {list(self.values)}")
+        self.keys += other.keys
+        self.starts += other.starts
+        self.ends += other.ends
+        for name, column in other.values.items():
+            self.values[name] += column
+
+    def select(self, keep: Callable[[WindowResult], bool]) -> "WindowResults":
+        """The rows `keep` accepts."""
+        return WindowResults.of(w for w in self if keep(w))
 
 
 @dataclass
@@ -93,11 +146,13 @@ class WindowStore:
         return sorted(s for s in starts
                       if self.emitted_through < self.closes_at(s) <= watermark)
 
-    def advance(self, watermark: int) -> list[WindowResult]:
+    def advance(self, watermark: int) -> WindowResults:
         """Emit the windows the watermark closes, oldest first, and forget dead panes."""
+        out = WindowResults()
         if watermark <= self.emitted_through:
-            return []
-        out = [r for s in self._closing_windows(watermark) for r in self._results(s)]
+            return out
+        for start in self._closing_windows(watermark):
+            out.extend(self._columns(start))
         self.emitted_through = watermark
         for pane in [p for p in self.panes if self.pane_closed(p)]:
             del self.panes[pane]
@@ -115,9 +170,9 @@ class WindowStore:
             for start, _ in self.spec.windows_of_pane(pane):
                 if self.closes_at(start) > self.emitted_through:
                     wanted.setdefault(start, set()).update(keys)
-        return [r for start in sorted(wanted) for r in self._results(start, wanted[start])]
+        return [r for start in sorted(wanted) for r in self._columns(start, wanted[start])]
 
-    def _results(self, start: int, keys: set[Any] | None = None) -> list[WindowResult]:
+    def _columns(self, start: int, keys: set[Any] | None = None) -> WindowResults:
         panes = self.spec.panes_of_window(start)
         merged: dict[Any, Any] = {}
         if len(panes) == 1:  # tumbling: the pane's accumulators are the window's
@@ -129,13 +184,11 @@ class WindowStore:
                 items = held.items() if keys is None else ((k, held[k]) for k in keys if k in held)
                 for key, accs in items:
                     merged[key] = self._combine(merged.get(key), accs)
-        end = start + self.spec.size_ms
-        names, aggs = list(self.aggregations), list(self.aggregations.values())
-        if all(type(a).result is Aggregation.result for a in aggs):  # results are the accumulators
-            return [WindowResult(key, start, end, dict(zip(names, accs))) for key, accs in merged.items()]
-        return [WindowResult(key, start, end,
-                             {n: a.result(acc) for n, a, acc in zip(names, aggs, accs)})
-                for key, accs in merged.items()]
+        n = len(merged)
+        columns = list(zip(*merged.values())) if n else [() for _ in self.aggregations]
+        values = {name: list(col) if type(a).result is Aggregation.result else [a.result(acc) for acc in col]
+                  for (name, a), col in zip(self.aggregations.items(), columns)}
+        return WindowResults(list(merged), [start] * n, [start + self.spec.size_ms] * n, values)
 
     def has_changes(self) -> bool:
         return bool(self._dropped) or any(self._dirty.values())

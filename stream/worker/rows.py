@@ -25,6 +25,7 @@ from stream.errors import DecodeError, EncodeError
 from stream.pipeline import Pipeline
 from stream.records import Failure, Late, Limits, Partial, RawMessage, Single, column
 from stream.windows.eventtime import FOREVER, NEVER, Judge
+from stream.windows.store import WindowResults
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
 # Below these many records a batch takes the row path, as the columnar passes have a fixed
@@ -71,14 +72,29 @@ def result_failure(w: Any, exc: BaseException, reason: str = "operator_error", r
                    json.dumps(body, default=str).encode())
 
 
-def encode_results(pipeline: Pipeline, results: Iterable[Any], failed: Callable[..., None],
+def encode_results(pipeline: Pipeline, results: WindowResults, failed: Callable[..., None],
                    tallies: dict[tuple[str, str], int] | None = None) -> list[tuple[bytes, bytes]]:
     """Window results as encoded (Kafka key, value) pairs for the sink; a result an operator
     raises on goes to `failed(result, error)`, one that does not fit the sink schema to
-    `failed(result, error, "encode_failed", record)`."""
+    `failed(result, error, "encode_failed", record)`.
+
+    Without operators after window(), a codec that encodes columns (`encode_columns`) takes
+    the results' columns as they are: no record is built per result.
+    """
+    codec = pipeline.validate().sink.codec
+    by_columns = getattr(codec, "encode_columns", None)
+    if by_columns is not None and not pipeline.result_steps and results:
+        columns = {pipeline.key_field: results.keys, "window_start": results.starts,
+                   "window_end": results.ends, **results.values}
+        try:
+            values = by_columns(columns, len(results))
+        except Exception:  # noqa: BLE001 - record by record below, each bad result gets its error
+            values = None
+        if values is not None:
+            return [(f"{k}@{s}".encode(), v) for k, s, v in zip(results.keys, results.starts, values)]
     items = result_records(pipeline, results, failed, tallies)
     ready = []
-    for (w, key, record), value in zip(items, encode_all(pipeline.validate().sink.codec, [r for _, _, r in items])):
+    for (w, key, record), value in zip(items, encode_all(codec, [r for _, _, r in items])):
         if isinstance(value, Exception):
             if not isinstance(value, EncodeError):
                 raise value

@@ -83,3 +83,21 @@ def test_schemas_with_nested_or_logical_types_take_the_record_path():
 def test_a_float_out_of_the_32_bit_range_is_declined():
     schema = {"type": "record", "name": "F", "fields": [{"name": "f", "type": "float"}]}
     assert BatchEncoder.for_schema(schema).encode([{"f": 1e300}]) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(schemas_and_records())
+def test_columns_encode_as_the_records_they_hold(case):
+    schema, records = case
+    columns = {f["name"]: [r[f["name"]] for r in records] for f in schema["fields"]}
+    got = BatchEncoder.for_schema(schema).encode_columns(columns, len(records))
+    assert got == [fastavro_bytes(schema, r) for r in records]
+
+
+def test_columns_it_cannot_encode_exactly_are_declined():
+    enc = BatchEncoder.for_schema(SCHEMA)
+    assert enc.encode_columns({"k": ["a"], "n": [1], "x": [None]}, 1) == [
+        fastavro_bytes(SCHEMA, {"k": "a", "n": 1, "x": None})]          # "c" takes its default
+    assert enc.encode_columns({"k": ["a"], "x": [None]}, 1) is None      # "n" has no default
+    assert enc.encode_columns({"k": ["a"], "n": [1, 2], "x": [None]}, 1) is None  # ragged
+    assert enc.encode_columns({"k": ["a"], "n": ["1"], "x": [None]}, 1) is None   # a string for a long

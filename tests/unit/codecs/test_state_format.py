@@ -24,11 +24,20 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.tu
                       | st.dictionaries(keys, inner, max_size=3), max_leaves=12)
 
 
-@given(st.dictionaries(keys, st.lists(values, max_size=4), max_size=5))
+rows = st.lists(values, max_size=4)
+
+
+@given(st.dictionaries(keys, rows | rows.map(tuple), max_size=5))
 def test_any_plain_state_round_trips_with_its_types(state):
     back = decode(encode(state))
     assert back == state
     assert [type(v) for v in _walk(back)] == [type(v) for v in _walk(state)]
+
+
+def test_a_pane_held_as_tuples_is_stored_by_column_and_read_back_as_tuples():
+    pane = {"u1": (2, 1.5), "u2": (1, 0.5)}
+    assert msgpack.unpackb(encode(pane)) == {"tblt": [["u1", "u2"], [[2, 1], [1.5, 0.5]]]}
+    assert decode(encode(pane)) == pane and type(decode(encode(pane))["u1"]) is tuple
 
 
 def _walk(v):
