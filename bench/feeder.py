@@ -126,10 +126,13 @@ def main() -> int:
     ap.add_argument("--boundary-ms", type=int, default=1_000)
     ap.add_argument("--linger-ms", type=int, default=LINGER_MS,
                     help="the producer's linger.ms: how long it gathers records into one batch")
+    ap.add_argument("--step-ms", type=float, default=0.1,
+                    help="event time between consecutive payments (1000/rate: event time keeps pace "
+                         "with the wall clock)")
     ap.add_argument("--out", required=True, help="where to write the JSON summary")
     a = ap.parse_args()
-    result = feed(a.bootstrap, a.topic, a.rate, a.seconds, a.partitions, boundary_ms=a.boundary_ms,
-                  extra={"linger.ms": a.linger_ms})
+    result = feed(a.bootstrap, a.topic, a.rate, a.seconds, a.partitions, step_ms=a.step_ms,
+                  boundary_ms=a.boundary_ms, extra={"linger.ms": a.linger_ms})
     Path(a.out).write_text(json.dumps(result))
     return 0
 

@@ -77,7 +77,8 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
     """Run `pipeline` over `records` input records; rates count from the partitions' assignment.
 
     Start-up (group join, restore) is reported apart: it is paid once per process start. The
-    peak RSS of the driver and the Dask workers (sampled every half second) is reported too.
+    peak RSS of the driver and the Dask workers (sampled every half second) is reported too,
+    and how often `stream_records_in_total` moved (`update_gaps`).
     """
     config = RunConfig(app_id=app_id, kafka=kafka, workers=executor.workers, guarantee=guarantee,
                        **settings)
@@ -85,11 +86,17 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
     assigned: list[float] = []
     progress = Progress(every_s=2.0)
     peak, sampled = [sum(rss_mib())], [t0]
+    moved: list[float] = []  # when records_in moved: the counter and the lag gauges move with it
+    seen = [0]
 
     def on_step(d: Any) -> None:
         now = time.perf_counter()
         if d.parts and not assigned:
             assigned.append(now)
+        if d.stats.records_in != seen[0]:
+            seen[0] = d.stats.records_in
+            if seen[0] < records:  # while processing: not the drain at the end
+                moved.append(now)
         if now - sampled[0] >= 0.5:
             sampled[0] = now
             peak[0] = max(peak[0], sum(rss_mib()))
@@ -106,18 +113,34 @@ def pipeline_throughput(kafka: Any, pipeline: Any, records: int, executor: DaskE
             "windows": stats.windows, "records_out": stats.records_out,
             "driver_cpu_us_per_record": round(driver_cpu / stats.records_in * 1e6, 2),
             "worker_cpu_us_per_record": round(worker_cpu / stats.records_in * 1e6, 2),
-            "peak_rss_mib": round(max(peak[0], sum(rss_mib())), 1)}
+            "peak_rss_mib": round(max(peak[0], sum(rss_mib())), 1),
+            "update_gaps": update_gaps(moved)}
+
+
+def update_gaps(times: list[float]) -> dict[str, float | None]:
+    """The gaps between consecutive moments a metric moved: median, p99 and longest, in s.
+
+    >>> update_gaps([0.0, 0.1, 0.2, 0.5])
+    {'p50_s': 0.1, 'p99_s': 0.3, 'max_s': 0.3}
+    """
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    if not gaps:
+        return {"p50_s": None, "p99_s": None, "max_s": None}
+    return {"p50_s": round(gaps[len(gaps) // 2], 3), "p99_s": round(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))], 3),
+            "max_s": round(gaps[-1], 3)}
 
 
 class Feeder:
     """`bench/feeder.py` in its own process: a paced producer that does not share the GIL
     with the driver. `result()` waits for it and returns its summary."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float, seconds: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, rate: float, seconds: float,
+                 step_ms: float | None = None) -> None:
         self._out = Path(tempfile.mkstemp(suffix=".json", prefix="feed-")[1])
+        step = [] if step_ms is None else ["--step-ms", str(step_ms)]
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.feeder", "--bootstrap", bootstrap,
                                       "--topic", topic, "--rate", str(rate), "--seconds", str(seconds),
-                                      "--out", str(self._out)], cwd=ROOT)
+                                      "--out", str(self._out), *step], cwd=ROOT)
         self.started = time.monotonic()
 
     def done(self) -> bool:
