@@ -101,10 +101,10 @@ _TABLES: dict[type, str] = {list: "tbl", tuple: "tblt"}  # the type of a table's
 def _table(value: dict[Any, Any]) -> Any:
     rows = list(value.values())
     kinds = set(map(type, rows))
-    if not rows or len(kinds) != 1 or len(set(map(len, rows))) != 1 or not rows[0]:
+    tag = _TABLES.get(kinds.pop()) if len(kinds) == 1 else None
+    if tag is None or len(set(map(len, rows))) != 1 or not rows[0]:
         return None
-    tag = _TABLES.get(kinds.pop())
-    return None if tag is None else {tag: [_column(tuple(value)), [_column(c) for c in zip(*rows)]]}
+    return {tag: [_column(tuple(value)), [_column(c) for c in zip(*rows)]]}
 
 
 def _untable(keys: list[Any], columns: list[list[Any]], row: type = list) -> dict[Any, Any]:

@@ -35,9 +35,13 @@ def test_the_targets_are_judged_from_a_committed_result():
     rows = {r["target"]: r for r in judge(result)}
     windowed = rows["windowed throughput, exactly-once (x hand-written)"]
     assert windowed["value"] == result["throughput"]["ratio"] and windowed["met"] is (windowed["value"] >= 1.0)
-    assert rows["driver RSS slope in the soak"]["met"] is True  # 0.171 MiB/min
-    assert rows["latency p99 at 1/8 of the maximum rate, exactly-once"]["value"] == 0.812
-    assert rows["recovery: SIGKILL of the driver to the next commit"]["met"] is None  # not measured yet
+    slope = result["memory"]["soak"]["driver_slope_mib_per_min"]
+    assert rows["driver RSS slope in the soak"]["value"] == slope
+    assert rows["driver RSS slope in the soak"]["met"] is (slope < 1.0)
+    eighth = [p["p99_s"] for p in result["latency"]["curve"] if p["share_of_max"] == "1/8"]
+    assert rows["latency p99 at 1/8 of the maximum rate, exactly-once"]["value"] == eighth[0]
+    if "metrics" not in result:  # a figure the run did not measure is never met
+        assert rows["metrics update interval while processing"]["met"] is None
     assert all(line.split()[0] in ("MET", "MISSED", "not") for line in lines(list(rows.values())))
 
 

@@ -34,6 +34,13 @@ def test_any_plain_state_round_trips_with_its_types(state):
     assert [type(v) for v in _walk(back)] == [type(v) for v in _walk(state)]
 
 
+@given(st.dictionaries(keys, values, max_size=5))
+def test_any_dict_of_plain_values_round_trips_with_its_types(state):
+    back = decode(encode(state))  # e.g. a session store's {key: None} marks
+    assert back == state
+    assert [type(v) for v in _walk(back)] == [type(v) for v in _walk(state)]
+
+
 def test_a_pane_held_as_tuples_is_stored_by_column_and_read_back_as_tuples():
     pane = {"u1": (2, 1.5), "u2": (1, 0.5)}
     assert msgpack.unpackb(encode(pane)) == {"tblt": [["u1", "u2"], [[2, 1], [1.5, 0.5]]]}
