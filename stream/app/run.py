@@ -69,7 +69,8 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
 
 
 def preload_encoders() -> threading.Thread:
-    """Import the batch encoder (NumPy) in the background while the executor starts: the
+    """Import the batch encoder in the background while the executor starts: it brings in
+    polars (`stream.codecs.avro_block`; NumPy is already loaded by the operators), and the
     first window results would otherwise wait half a second for it on the hot path.
 
     >>> preload_encoders().join()
