@@ -10,7 +10,8 @@ from stream import Pipeline, Tumbling, seconds
 
 pipeline = (
     Pipeline("user-spend")
-    .source("payments", schema="schemas/payment.avsc", timestamp="ts")
+    .source("payments", schema="schemas/payment.avsc", timestamp="ts",
+            keyed_by="user_id")         # producers key payments by user (checked against key_by)
     .filter(col("amount") > 0)          # or any function of the record: lambda r: r["amount"] > 0
     .key_by("user_id")
     .window(Tumbling(minutes=1), grace=seconds(5),

@@ -88,5 +88,10 @@ class EncodeError(StreamError):
     """A result could not be encoded with the sink schema."""
 
 
+class NotKeyedError(StreamError):
+    """A grouping key came from two input partitions: the input is not partitioned by the
+    window's key, so each partition would emit its own partial result (raised while running)."""
+
+
 class FatalError(StreamError):
     """The driver cannot go on safely (for example, outputs that could not be delivered)."""

@@ -41,6 +41,7 @@ class SourceSpec:
     codec: Codec
     timestamp: str | None = None
     out_of_order_ms: int = 0
+    keyed_by: str | None = None  # the field the producers key (and so partition) the input by
 
 
 @dataclass(frozen=True)
@@ -136,23 +137,30 @@ class Pipeline:
     def source(self, topics: str | Iterable[str], schema: str | Path | dict[str, Any] | None = None, *,
                codec: Codec | None = None, timestamp: str | None = None,
                out_of_order: int | timedelta = 0, registry_url: str | None = None,
-               registry_security: Any = None, format: str = "avro") -> Pipeline:
+               registry_security: Any = None, format: str = "avro",
+               keyed_by: str | None = None) -> Pipeline:
         """Read `topics`; event time from field `timestamp` (epoch ms) or the Kafka timestamp.
-        Values are Avro (the default) or JSON objects (`format="json"`, schema optional)."""
+        Values are Avro (the default) or JSON objects (`format="json"`, schema optional).
+
+        `keyed_by` declares the field the input's producers use as the Kafka key, which
+        decides the partition: `window()` then refuses to group by anything else at once,
+        instead of the run failing when it meets a key on two partitions.
+        """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         if not names:
             raise PipelineError("source() needs at least one topic")
         c = make_codec(schema, codec, registry_url, registry_security, format)
         fields = getattr(c, "fields", None)  # a codec of your own may leave it out
         known = tuple(fields) if fields else None
-        if timestamp is not None and known is not None and timestamp not in known:
-            raise PipelineError(f"timestamp field {timestamp!r} is not in the source schema "
-                                f"(fields: {', '.join(known)})")
+        for option, name in (("timestamp", timestamp), ("keyed_by", keyed_by)):
+            if name is not None and known is not None and name not in known:
+                raise PipelineError(f"{option} field {name!r} is not in the source schema "
+                                    f"(fields: {', '.join(known)})")
         ooo = to_ms(out_of_order, "out_of_order")
         if ooo < 0:
             raise PipelineError(f"out_of_order must be >= 0, got {ooo} ms")
         schema = getattr(c, "schema", None)
-        return replace(self, source_spec=SourceSpec(names, c, timestamp, ooo), _fields=known,
+        return replace(self, source_spec=SourceSpec(names, c, timestamp, ooo, keyed_by), _fields=known,
                        _kinds=field_kinds(schema) if isinstance(schema, dict) else {})
 
     # -- operators ------------------------------------------------------------------------
@@ -221,6 +229,14 @@ class Pipeline:
         """Name of the key in window results: the key_by field, or "key"."""
         return (self.key.field if self.key is not None else None) or "key"
 
+    @property
+    def key_label(self) -> str:
+        """The grouping key as errors name it: `'user_id'`, or the key function's name."""
+        key = self.key
+        if key is None:
+            return "none"
+        return repr(key.field) if key.field is not None else getattr(key.by, "__name__", repr(key.by))
+
     # -- window ---------------------------------------------------------------------------
     def window(self, spec: Hopping | Session | CountWindow, *, grace: int | timedelta = 0,
                aggregate: Mapping[str, Aggregation],
@@ -234,6 +250,13 @@ class Pipeline:
             raise PipelineError("window() needs key_by() before it: windows are per key")
         if self.window_stage is not None:
             raise PipelineError("one window() per pipeline: chain a second pipeline through a topic")
+        keyed_by = self.source_spec.keyed_by if self.source_spec is not None else None
+        if keyed_by is not None and self.key.field != keyed_by:
+            raise PipelineError(
+                f"window() groups by key_by({self.key_label}) but the source is keyed_by {keyed_by!r}: "
+                "window state lives with the input partition, so each partition would emit its own "
+                f"partial result per key. Group by {keyed_by!r}, or re-key the input into a topic "
+                "keyed by the new key with a pipeline without window() and read that topic")
         if not isinstance(spec, WindowSpec):
             raise PipelineError(f"window spec must be Tumbling, Hopping, Session or CountWindow, got {spec!r}")
         grace_ms = to_ms(grace, "grace")

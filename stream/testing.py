@@ -32,6 +32,7 @@ from typing import Any, Iterable
 from stream.pipeline import Pipeline
 from stream.records import Failure, RawMessage
 from stream.windows.eventtime import NEVER, PartitionClock
+from stream.windows.keying import KeyHomes
 from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowResults
 from stream.worker.rows import _finder, aggregate_records, result_records
@@ -52,6 +53,8 @@ class TestDriver:
         self._fed_ms: dict[int, int] = {}  # partition: wall clock of its last records
         self._offsets: dict[int, int] = {}
         self._floor = NEVER  # event time every partition was advanced to
+        self.homes = KeyHomes(pipeline.key_label)  # a key on two partitions: NotKeyedError
+        self._topic = pipeline.source_spec.topics[0] if pipeline.source_spec else "input"
         self.emitted: list[dict[str, Any]] = []
         self.outputs: list[tuple[bytes | None, bytes]] = []
         self.failures: list[Failure] = []
@@ -88,6 +91,7 @@ class TestDriver:
         if store is None:
             clock.observe(partial.max_ts)
             return []
+        self.homes.check_partial((self._topic, partition), partial)
         results, late = merge_range(store, clock, partial, self.out_of_order_ms)
         self.late += [(rows[rec.offset - first][1], rec.windows) for rec in late]
         return self._closed(results)

@@ -80,7 +80,8 @@ def window_features(size: str, source: str = INPUT) -> Pipeline:
     """Per-holder window features (no model): what the window model is trained on."""
     return (
         Pipeline(f"fraud-{size}")
-        .source(source, schema="schemas/card_payment.avsc", timestamp="ts", out_of_order=seconds(2))
+        .source(source, schema="schemas/card_payment.avsc", timestamp="ts", out_of_order=seconds(2),
+                keyed_by="user_id")
         .map(signals)
         .key_by("user_id")
         .window(WINDOWS[size], grace=seconds(5), aggregate=WINDOW_AGGREGATIONS)

@@ -25,7 +25,7 @@ def demo_pipeline() -> Pipeline:
     """Per-user spend over 1-minute event-time windows; refunds (amount <= 0) are filtered out."""
     return (
         Pipeline("user-spend")
-        .source(INPUT, schema="schemas/payment.avsc", timestamp="ts")
+        .source(INPUT, schema="schemas/payment.avsc", timestamp="ts", keyed_by="user_id")
         .filter(lambda r: r["amount"] > 0)
         .key_by("user_id")
         .window(Tumbling(minutes=1), grace=seconds(5),

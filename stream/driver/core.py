@@ -34,6 +34,7 @@ from stream.pipeline import Pipeline
 from stream.protocols import WindowState
 from stream.records import BEGINNING, TP, Failure, Late
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
+from stream.windows.keying import KeyHomes
 from stream.windows.merge import advance, merge_range
 from stream.windows.store import WindowResult, WindowResults
 from stream.worker.rows import encode_results, result_failure
@@ -250,6 +251,7 @@ class DriverCore:
         self._aborted: set[int] = set()  # aborted epochs found at restores, counted once each
         stage = pipeline.window_stage
         self._early_ms = stage.early_ms if stage is not None and stage.early_ms else None
+        self.homes = KeyHomes(pipeline.key_label) if stage is not None else None
         self.parts: dict[TP, PartitionState] = {}
         self.inflight: dict[int, Inflight] = {}
         self.stats = DriverStats()
@@ -498,6 +500,8 @@ class DriverCore:
         if p.scored and self.metrics:
             self.metrics.scored(p.scored)
         if st.store is not None:
+            if self.homes is not None:
+                self.homes.check_partial(tp, p)
             results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
             placed = p.windowed + len(p.singles) - (len(late) - len(p.late))  # singles the driver placed
             self.stats.windowed += placed

@@ -359,3 +359,33 @@ def _lease_held(app):
     import tempfile
 
     return any(Path(tempfile.gettempdir()).glob(f"stream-leases-{os.getuid()}/{app}.0.*.json"))
+
+
+@pytest.mark.kafka
+def test_a_window_over_a_key_the_input_is_not_partitioned_by_stops_the_run_naming_it(
+        kafka, topic_name, tmp_path):
+    """Payments partitioned by user, windows by merchant: every merchant is on both partitions,
+    so each partition would emit its own partial window per merchant. The run stops with an
+    error naming the key and both partitions (exit code 2: the supervisor does not restart
+    it). Results one partition committed before the other was first read can be there: only
+    `source(keyed_by=...)` catches this before anything runs."""
+    from payments import produce_into
+
+    src, out = topic_name("in"), topic_name("out")
+    ensure_topic(kafka.client(), src, 2)
+    ensure_topic(kafka.client(), out, 1)
+    produce_into(kafka, src, 6_000, partitions=2)
+    (tmp_path / "bymerchant.py").write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests' / 'support')!r})
+        from helpers import payment_pipeline
+        pipeline = payment_pipeline("cli-rekey-{out[-8:]}", {src!r}, {out!r},
+                                    map_fn=lambda r: dict(r, user_id=r["merchant_id"]))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*STREAM, "run", "bymerchant:pipeline", "--bootstrap", kafka.bootstrap,
+                           "--workers", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert re.search(rf"error: key 'm\d+' of key_by\('user_id'\) came from {src}\[[01]\] and from {src}\[[01]\]: "
+                     "the input is not partitioned by the window's key", done.stderr), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr

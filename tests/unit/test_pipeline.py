@@ -108,3 +108,17 @@ def test_a_record_passed_through_is_checked_against_the_sink_too():
     with pytest.raises(PipelineError, match="'amount' is double"):
         Pipeline("p").source("in", schema=PAYMENT).filter(lambda r: True).sink("out", schema=bad)
     Pipeline("p").source("in", schema=PAYMENT).map(lambda r: r).sink("out", schema=bad)  # unknown after map
+
+
+def test_a_window_over_another_key_than_the_source_is_keyed_by_fails_at_definition():
+    keyed = Pipeline("p").source("payments", schema=PAYMENT, timestamp="ts", keyed_by="user_id")
+    keyed.key_by("user_id").window(Tumbling(seconds=10), aggregate={"n": Count()})  # the same key: fine
+    with pytest.raises(PipelineError, match=r"key_by\('merchant_id'\) but the source is keyed_by 'user_id'"):
+        keyed.key_by("merchant_id").window(Tumbling(seconds=10), aggregate={"n": Count()})
+
+    def card(r):
+        return r["user_id"]
+    with pytest.raises(PipelineError, match=r"key_by\(card\) but the source is keyed_by 'user_id'"):
+        keyed.key_by(card).window(Tumbling(seconds=10), aggregate={"n": Count()})
+    with pytest.raises(PipelineError, match="keyed_by field 'card'"):
+        Pipeline("p").source("payments", schema=PAYMENT, keyed_by="card")
