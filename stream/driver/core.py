@@ -632,8 +632,10 @@ class DriverCore:
     def emit_early(self) -> WindowResults:
         """Partial results of the open windows that changed since the last early emission."""
         self._last_early = self.now
-        results = WindowResults.of(r for st in self.parts.values() if st.store is not None
-                                   for r in st.store.early_results())
+        results = WindowResults()
+        for st in self.parts.values():
+            if st.store is not None:
+                results.extend(st.store.early_results())
         if results:
             written = self._write_results(results, b"partial")
             self.stats.partial += len(results)

@@ -85,7 +85,7 @@ class CountStore:
         ready, self._ready = self._ready, []
         return WindowResults.of(ready)
 
-    def early_results(self) -> list[WindowResult]:
+    def early_results(self) -> WindowResults:
         """The window being filled, for keys changed since the last call (partial)."""
         touched, self._touched = self._touched, set()
         out = []
@@ -98,7 +98,7 @@ class CountStore:
                 whole = self._combine(whole, open_pane)
             if whole is not None:
                 out.append(self._result(key, whole))
-        return out
+        return WindowResults.of(out)
 
     def has_changes(self) -> bool:
         return bool(self._dirty)

@@ -213,10 +213,11 @@ class SessionStore:
             self._next_close.pop(key, None)
         self._touched.discard(key)
 
-    def early_results(self) -> list[WindowResult]:
+    def early_results(self) -> WindowResults:
         """Current results of the open sessions of keys changed since the last call (partial)."""
         touched, self._touched = self._touched, set()
-        return [self._result(k, accs) for k in touched if k in self._buckets for _, accs in self._sessions(k)]
+        return WindowResults.of(self._result(k, accs) for k in touched if k in self._buckets
+                                for _, accs in self._sessions(k))
 
     def has_changes(self) -> bool:
         return bool(self._dropped) or any(self._dirty.values())

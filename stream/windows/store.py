@@ -161,7 +161,7 @@ class WindowStore:
             self._dropped.add(pane)
         return out
 
-    def early_results(self) -> list[WindowResult]:
+    def early_results(self) -> WindowResults:
         """Current results of the open windows that changed since the last call: partial,
         not final (the window may still change; its final result comes when it closes)."""
         touched, self._touched = self._touched, {}
@@ -170,7 +170,10 @@ class WindowStore:
             for start, _ in self.spec.windows_of_pane(pane):
                 if self.closes_at(start) > self.emitted_through:
                     wanted.setdefault(start, set()).update(keys)
-        return [r for start in sorted(wanted) for r in self._columns(start, wanted[start])]
+        out = WindowResults()
+        for start in sorted(wanted):
+            out.extend(self._columns(start, wanted[start]))
+        return out
 
     def _columns(self, start: int, keys: set[Any] | None = None) -> WindowResults:
         panes = self.spec.panes_of_window(start)
