@@ -31,11 +31,7 @@ APP = "from bench.workloads import windowed\npipeline = windowed({src!r}, {out!r
 
 
 def scrape(port: int) -> dict[str, float]:
-    """`name -> value` of the un-labelled-by-partition series at `/metrics` ({} when down).
-
-    >>> parse('stream_commits_total{pipeline="bench"} 3.0\\n# HELP x\\n')
-    {'stream_commits_total': 3.0}
-    """
+    """`name -> value` of the un-labelled-by-partition series at `/metrics` ({} when down)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
             return parse(r.read().decode())
@@ -44,7 +40,11 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def parse(text: str) -> dict[str, float]:
-    """The first value of each metric name in Prometheus' text format."""
+    """The first value of each metric name in Prometheus' text format.
+
+    >>> parse('stream_commits_total{pipeline="bench"} 3.0\\n# HELP x\\n')
+    {'stream_commits_total': 3.0}
+    """
     out: dict[str, float] = {}
     for m in re.finditer(r"^([a-z_]+)(?:\{[^}]*\})? (\S+)$", text, re.M):
         out.setdefault(m.group(1), float(m.group(2)))

@@ -98,6 +98,7 @@ class PipelineRun:
         plan = pipeline.validate()
         check_broker_topics(pipeline, config, create_topics)
         self._stack = ExitStack()
+        self._session_closed = False
         try:
             if not config.takeover:
                 lease = Lease(config.kafka.bootstrap, config.app_id, config.replica)
@@ -105,6 +106,13 @@ class PipelineRun:
                 self._stack.callback(lease.release)
                 session_s = CONSUMER_DEFAULTS["session.timeout.ms"] / 1000
                 check_replica_free(admin(config.kafka.client()), config.app_id, config.replica, session_s + 3)
+            # join the group first: the join (seconds on some brokers) goes on in the
+            # background while the executor and the other clients start
+            reader = KafkaReader.from_config(config.kafka.consumer({"group.id": f"{config.app_id}.reader"}))
+            self.session = KafkaSession(config.kafka.consumer({"group.id": config.app_id,
+                                                               "client.id": client_id(config.replica)}),
+                                        list(plan.source.topics), reader)
+            self._stack.callback(self._close_session, leave_group_on_failure)
             self.metrics = metrics or Metrics(pipeline.name)
             self.metrics_port: int | None = None
             if config.metrics_port is not None:
@@ -114,17 +122,13 @@ class PipelineRun:
             self.executor = executor if executor is not None else make_executor(config, local)
             if executor is None:
                 self._stack.callback(self.executor.close)
+            self._stack.callback(self._close_session, leave_group_on_failure)  # leave before the executor stops
             log.info("running %s on %s, %s; metrics %s", pipeline.name, config.kafka.bootstrap,
                      self.executor.describe(),
                      "off" if self.metrics_port is None else
                      f"on http://{config.metrics_addr}:{self.metrics_port}/metrics, status page on "
                      f"http://{config.metrics_addr}:{self.metrics_port}/")
             kafka = config.kafka
-            reader = KafkaReader.from_config(kafka.consumer({"group.id": f"{config.app_id}.reader"}))
-            self.session = KafkaSession(kafka.consumer({"group.id": config.app_id,
-                                                        "client.id": client_id(config.replica)}),
-                                        list(plan.source.topics), reader)
-            self._stack.callback(self._close_session, leave_group_on_failure)
             watchdog = watchdog or Watchdog()
             if config.exactly_once:
                 self.sink: KafkaSink = TransactionalSink(
@@ -151,6 +155,11 @@ class PipelineRun:
             raise
 
     def _close_session(self, leave_on_failure: bool) -> None:
+        """Leave the group (once: it is registered to run before the executor stops, and
+        again in case the executor never started)."""
+        if self._session_closed:
+            return
+        self._session_closed = True
         driver = getattr(self, "driver", None)
         if driver is not None and driver.failed and not leave_on_failure:
             # The process is about to exit. Leaving the group now, possibly in the middle of a

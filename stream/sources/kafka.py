@@ -303,18 +303,24 @@ def read_all(config: dict[str, Any], topic: str, partition: int,
 
 def read_partitions(config: dict[str, Any], topic: str, partitions: list[int],
                     timeout_s: float = 60.0) -> dict[int, list[RawMessage]]:
-    """Every message of several partitions, from the beginning to EOF, with one consumer.
+    """Every message of several partitions, from the beginning to their end, with one consumer.
 
     For restoring state: all partitions are fetched at once, so restoring N partitions costs
-    one connection and one round of fetches, not N.
+    one connection and one round of fetches, not N. The ends are the high watermarks asked
+    for first: an empty partition is not read at all, and a partition is done when the
+    position reaches its end (a transaction marker last included) or at EOF, whichever
+    comes first. Waiting for EOF alone cost about half a second on the embedded broker.
     """
     c = Consumer(reveal_config({**config, "group.id": config.get("group.id", "stream-read-all"),
                                 "enable.auto.commit": False, "enable.partition.eof": True,
                                 "fetch.wait.max.ms": 100}))
     out: dict[int, list[Any]] = {p: [] for p in partitions}
-    left, t0 = set(partitions), time.monotonic()
+    t0 = time.monotonic()
     try:
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        bounds = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s) for p in partitions}
+        ends = {p: high for p, (low, high) in bounds.items() if high > low}
+        left = set(ends)
+        c.assign([TopicPartition(topic, p, bounds[p][0]) for p in sorted(left)])
         while left:
             if time.monotonic() - t0 > timeout_s:
                 raise TimeoutError(f"reading {topic} partitions {sorted(left)} did not reach "
@@ -327,6 +333,9 @@ def read_partitions(config: dict[str, Any], topic: str, partitions: list[int],
                     left.discard(m.partition())
                 else:
                     raise KafkaException(err)
+            for tp in c.position([TopicPartition(topic, p) for p in left]):
+                if tp.offset >= ends[tp.partition]:
+                    left.discard(tp.partition)
         return {p: list(KafkaMessages(msgs)) for p, msgs in out.items()}
     finally:
         c.close()
