@@ -15,6 +15,8 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from stream.errors import AuthenticationFailed, BrokerUnavailable, StreamError, TopicMissing
 from stream.secrets import Secret, masked, reveal_config
 
+VISIBLE_S = 10.0  # how long a topic just created may take to show in the metadata
+
 
 def admin(config: dict[str, Any]) -> AdminClient:
     """An admin client for `config`, without the consumer-only settings it would warn about."""
@@ -81,7 +83,9 @@ def check_topics(md: ClusterMetadata, topics: list[str], role: str = "input") ->
 
 def ensure_topic(config: dict[str, Any], name: str, partitions: int,
                  settings: dict[str, str] | None = None) -> None:
-    """Create `name` if it does not exist; fail if it exists with another partition count."""
+    """Create `name` if it does not exist; fail if it exists with another partition count.
+    Returns once the metadata lists it: Apache Kafka may answer the creation before every
+    broker knows the topic, and a check right after then found it missing."""
     client = admin(config)
     md = client.list_topics(timeout=10)
     if name in md.topics and md.topics[name].partitions:
@@ -97,3 +101,9 @@ def ensure_topic(config: dict[str, Any], name: str, partitions: int,
             if exc.args and exc.args[0].code() == 36:  # TOPIC_ALREADY_EXISTS: a race, fine
                 continue
             raise StreamError(f"could not create topic {name!r}: {exc}") from exc
+    deadline = time.monotonic() + VISIBLE_S
+    while time.monotonic() < deadline:
+        md = client.list_topics(timeout=10)
+        if name in md.topics and md.topics[name].partitions:
+            return
+        time.sleep(0.1)
