@@ -87,9 +87,12 @@ def ensure_topic(config: dict[str, Any], name: str, partitions: int,
     Returns once the metadata lists it: Apache Kafka may answer the creation before every
     broker knows the topic, and a check right after then found it missing."""
     client = admin(config)
-    md = client.list_topics(timeout=10)
-    if name in md.topics and md.topics[name].partitions:
-        have = len(md.topics[name].partitions)
+
+    def listed() -> int:  # its partition count in the metadata, 0 when it is not there
+        md = client.list_topics(timeout=10)
+        return len(md.topics[name].partitions) if name in md.topics else 0
+    have = listed()
+    if have:
         if have != partitions:
             raise StreamError(f"topic {name!r} exists with {have} partitions, expected {partitions}")
         return
@@ -102,8 +105,5 @@ def ensure_topic(config: dict[str, Any], name: str, partitions: int,
                 continue
             raise StreamError(f"could not create topic {name!r}: {exc}") from exc
     deadline = time.monotonic() + VISIBLE_S
-    while time.monotonic() < deadline:
-        md = client.list_topics(timeout=10)
-        if name in md.topics and md.topics[name].partitions:
-            return
+    while not listed() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -52,8 +52,8 @@ class KeyHomes:
                     "partition would emit its own partial result for the same key and window. "
                     f"Produce the input with {self.key} as the Kafka key (the key decides the "
                     "partition), or re-key it into such a topic with a pipeline without window() "
-                    "first, and declare it with source(..., keyed_by=...). Nothing of the open "
-                    "epoch is not committed.")
+                    "first, and declare it with source(..., keyed_by=...). The open epoch is not "
+                    "committed.")
 
     def check_partial(self, tp: TP, partial: Partial) -> None:
         """`check` the grouping keys of one processed range."""
