@@ -43,6 +43,9 @@ class Aggregation:
 
     field: str | None = None
     returns: ClassVar[str] = ""  # the Avro kind `result` returns; "field": the field's own; "": unknown
+    # True when the result depends on the order records come in (not only on which records):
+    # a re-keyed window, which merges several input partitions, refuses it
+    order_sensitive: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -222,6 +225,7 @@ class Last(Aggregation):
         return None if acc is None else acc[1]
 
     returns: ClassVar[str] = "field"
+    order_sensitive: ClassVar[bool] = True  # "the later one on ties"
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,7 @@ class Collect(Aggregation):
         return list(acc)
 
     returns: ClassVar[str] = "array"
+    order_sensitive: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

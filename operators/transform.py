@@ -73,6 +73,7 @@ class KeyBy(Operator):
 
     by: str | Callable[[Record], Any]
     name: str = "key_by"
+    repartition: bool | None = None  # through a repartition topic: True, False, None (decided by window())
 
     @property
     def field(self) -> str | None:

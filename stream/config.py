@@ -279,6 +279,7 @@ class RunConfig:
     takeover: bool = False  # start even if this app id and replica runs elsewhere (it is fenced)
     max_future_ms: int = 300_000  # event times further ahead of their Kafka timestamp: dead-lettered
     step_timeout_s: float = 30.0
+    repartition_partitions: int = 0  # a re-keyed window's repartition topic; 0: as many as the input
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -294,6 +295,7 @@ class RunConfig:
             _positive("advance_after_ms", self.advance_after_ms, 0)
         _positive("connect_timeout_s", self.connect_timeout_s, 0.1)
         _positive("max_inflight", self.max_inflight, 0)
+        _positive("repartition_partitions", self.repartition_partitions, 0)
         if self.guarantee not in GUARANTEES:
             raise ConfigError("guarantee", f"must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}")
         if not 0 <= self.replica < 1000:
@@ -323,6 +325,12 @@ class RunConfig:
     @property
     def late_topic(self) -> str:
         return f"{self.app_id}.late"
+
+    @property
+    def repartition_topic(self) -> str:
+        """The internal topic a re-keyed window's records go through (`key_by`; the name
+        `stream.windows.repartition.repartition_topic` gives the driver)."""
+        return f"{self.app_id}.repartition.0"
 
     @property
     def changelog_topic(self) -> str:

@@ -125,6 +125,7 @@ class Pipeline:
     window_stage: WindowStage | None = None
     result_steps: tuple[Operator, ...] = ()  # operators over window results, run by the driver
     sink_spec: SinkSpec | None = None
+    rekey: bool = False  # window() reads the records re-keyed through a repartition topic
     _fields: tuple[str, ...] | None = field(default=None, repr=False)
     _kinds: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)  # Avro kinds known
 
@@ -190,10 +191,17 @@ class Pipeline:
         self._check_fields(wanted, "project()")
         return self._then(Project(wanted), wanted)
 
-    def key_by(self, by: str | Callable[[dict[str, Any]], Any]) -> Pipeline:
+    def key_by(self, by: str | Callable[[dict[str, Any]], Any], *, repartition: bool | None = None) -> Pipeline:
+        """Group by a field or a function of the record.
+
+        A `window()` after it needs the input partitioned by that key. When the source is
+        declared `keyed_by` another field, the records go through an internal repartition
+        topic keyed by the new key first (`repartition=False` makes that an error instead);
+        `repartition=True` re-keys an input whose keying is not declared.
+        """
         if isinstance(by, str):
             self._check_fields((by,), "key_by()")
-        return self._then(KeyBy(by), self._fields)
+        return self._then(KeyBy(by, repartition=repartition), self._fields)
 
     def apply(self, op: Operator) -> Pipeline:
         """Append any operator object (user-defined operators, `Score`).
@@ -250,15 +258,11 @@ class Pipeline:
             raise PipelineError("window() needs key_by() before it: windows are per key")
         if self.window_stage is not None:
             raise PipelineError("one window() per pipeline: chain a second pipeline through a topic")
-        keyed_by = self.source_spec.keyed_by if self.source_spec is not None else None
-        if keyed_by is not None and self.key.field != keyed_by:
-            raise PipelineError(
-                f"window() groups by key_by({self.key_label}) but the source is keyed_by {keyed_by!r}: "
-                "window state lives with the input partition, so each partition would emit its own "
-                f"partial result per key. Group by {keyed_by!r}, or re-key the input into a topic "
-                "keyed by the new key with a pipeline without window() and read that topic")
         if not isinstance(spec, WindowSpec):
             raise PipelineError(f"window spec must be Tumbling, Hopping, Session or CountWindow, got {spec!r}")
+        rekey = self._rekeys()
+        if rekey:
+            self._check_rekeyable(spec, aggregate)
         grace_ms = to_ms(grace, "grace")
         if grace_ms < 0:
             raise PipelineError(f"grace must be >= 0, got {grace_ms} ms")
@@ -281,8 +285,64 @@ class Pipeline:
         kinds = {self.key_field: self._kinds.get(self.key_field, frozenset()), "window_start": long,
                  "window_end": long, **{name: agg.result_kinds(self._kinds.get(agg.field or "", frozenset()))
                                         for name, agg in aggregate.items()}}
-        return replace(self, window_stage=stage, _kinds=kinds,
+        return replace(self, window_stage=stage, rekey=rekey, _kinds=kinds,
                        _fields=(self.key_field, "window_start", "window_end", *aggregate))
+
+    def _rekeys(self) -> bool:
+        """Whether window() goes through a repartition topic (see `key_by`); a PipelineError
+        when it must and may not."""
+        assert self.key is not None
+        keyed_by = self.source_spec.keyed_by if self.source_spec is not None else None
+        keyed_right = keyed_by is not None and self.key.field == keyed_by
+        if self.key.repartition is None:
+            return keyed_by is not None and not keyed_right
+        if self.key.repartition and keyed_right:
+            raise PipelineError(f"key_by({self.key_label}, repartition=True): the source is already "
+                                f"keyed_by {keyed_by!r}; leave repartition out")
+        if not self.key.repartition and keyed_by is not None and not keyed_right:
+            raise PipelineError(
+                f"window() groups by key_by({self.key_label}) but the source is keyed_by {keyed_by!r}, "
+                "and repartition=False: window state lives with the input partition, so each "
+                f"partition would emit its own partial result per key. Group by {keyed_by!r}, or "
+                "let key_by() re-key the input through a repartition topic (leave repartition out)")
+        return self.key.repartition
+
+    @staticmethod
+    def _check_rekeyable(spec: WindowSpec, aggregate: Mapping[str, Aggregation]) -> None:
+        """A re-keyed window merges records of every input partition in the order stage 1
+        wrote them: only tumbling windows of order-free aggregations give one result then."""
+        if not isinstance(spec, Tumbling) and not (isinstance(spec, Hopping) and spec.size_ms == spec.slide_ms):
+            raise PipelineError(f"a re-keyed window (through a repartition topic) must be Tumbling for now, "
+                                f"got {spec!r}: key the input by the window's key, or use Tumbling")
+        for name, agg in aggregate.items():
+            if getattr(agg, "order_sensitive", False):
+                raise PipelineError(
+                    f"aggregation {name!r} ({agg.name}) depends on the order of records, which a re-keyed "
+                    "window takes from several input partitions: its result would depend on how they "
+                    "interleave. Key the input by the window's key, or use an order-free aggregation")
+
+    def stages(self, topic: str) -> tuple[Pipeline, Pipeline]:
+        """A re-keyed pipeline's two stages around the repartition `topic`: the first reads the
+        source and writes envelopes keyed by the new key; the second windows them.
+
+        >>> from operators import Count
+        >>> s = {"type": "record", "name": "R", "fields": [{"name": "card", "type": "string"},
+        ...      {"name": "user", "type": "string"}]}
+        >>> p = (Pipeline("f").source("pay", s, keyed_by="user").key_by("card")
+        ...      .window(Tumbling(seconds=1), aggregate={"n": Count()}))
+        >>> one, two = p.stages("f.repartition.0")
+        >>> one.sink_spec.topic, one.window_stage, two.source_spec.topics, two.key.field
+        ('f.repartition.0', None, ('f.repartition.0',), 'card')
+        """
+        from stream.windows.repartition import EnvelopeCodec
+        assert self.rekey and self.key is not None and self.source_spec is not None
+        assert self.window_stage is not None
+        judge = self.window_stage.judge(self.source_spec.out_of_order_ms)
+        first = replace(self, window_stage=None, result_steps=(), sink_spec=SinkSpec(topic, EnvelopeCodec(judge)),
+                        rekey=False)
+        src = SourceSpec((topic,), EnvelopeCodec(), None, self.source_spec.out_of_order_ms, self.key.field)
+        second = replace(self, source_spec=src, steps=(self.key,), rekey=False)
+        return first, second
 
     def output_fields(self) -> list[str]:
         """Fields of each output record (empty when a step made them unknown)."""

@@ -162,3 +162,7 @@ but counted in younger ones is both windowed and late).
     outside: int = 0       # records of a replay outside its time range
     windowed: int = 0      # records added to window state (session records the driver places: not here)
     scored: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, version) -> records
+    clocks: dict[int, int] = field(default_factory=dict)  # a repartition range: origin -> event time heard
+    firsts: dict[int, tuple[int, int]] = field(default_factory=dict)  # ... origin -> first position counted
+    marks: dict[int, tuple[int, int]] = field(default_factory=dict)   # ... origin -> last position counted
+    repeated: int = 0      # a repartition range: copies of records already counted (aborted, then redone)

@@ -27,6 +27,7 @@ opted-in wall-clock advance would.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Iterable
 
 from stream.pipeline import Pipeline
@@ -34,8 +35,17 @@ from stream.records import Failure, RawMessage
 from stream.windows.eventtime import NEVER, PartitionClock
 from stream.windows.keying import KeyHomes
 from stream.windows.merge import advance, merge_range
+from stream.windows.repartition import (
+    OriginClocks,
+    all_origins,
+    decode as decode_envelope,
+    heartbeat,
+    origin_id,
+    repartition_topic,
+    stamp,
+)
 from stream.windows.store import WindowResult, WindowResults
-from stream.worker.rows import _finder, aggregate_records, result_records
+from stream.worker.rows import _finder, aggregate_records, process_messages, result_records
 
 
 class TestDriver:
@@ -43,7 +53,12 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, pipeline: Pipeline, advance_after_ms: int | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, advance_after_ms: int | None = None, *,
+                 input_partitions: int = 1, repartition_partitions: int = 4) -> None:
+        """A re-keyed pipeline (`key_by(..., repartition=True)`, or a source keyed_by another
+        field) runs both stages: `feed` writes through an in-memory repartition topic of
+        `repartition_partitions`, and stage 2 reads it at once; windows close when every one of
+        the `input_partitions` has moved past them."""
         self.pipeline = pipeline
         self.now_ms = 0  # the scripted wall clock (advance_wall_clock moves it)
         self.out_of_order_ms = pipeline.source_spec.out_of_order_ms if pipeline.source_spec else 0
@@ -60,6 +75,10 @@ class TestDriver:
         self.failures: list[Failure] = []
         self.scored: dict[tuple[str, str], int] = {}  # (model, version) -> records scored
         self.late: list[tuple[dict[str, Any], tuple[tuple[int, int], ...]]] = []  # (record, closed windows)
+        self._rekey = None
+        if pipeline.rekey:
+            self._rekey = _Rekeyed(pipeline, input_partitions, repartition_partitions)
+            self.stores = self._rekey.stores
 
     def _partition(self, partition: int) -> tuple[Any, PartitionClock]:
         clock = self.clocks.setdefault(partition, PartitionClock(advanced=self._floor))
@@ -81,6 +100,12 @@ class TestDriver:
         rows = [(first + i, r, ts) for i, (r, ts) in enumerate(zip(records, stamps))]
         self._offsets[partition] = first + len(rows)
         self._fed_ms[partition] = self.now_ms
+        if self._rekey is not None:
+            clock = self.clocks.setdefault(partition, PartitionClock())
+            results, missed, failures = self._rekey.feed(rows, partition, clock)
+            self.failures += failures
+            self.late += missed
+            return self._closed(results)
         store, clock = self._partition(partition)
         raw = _finder([RawMessage(o, None, None, ts) for o, _, ts in rows])
         partial = aggregate_records(self.pipeline, rows, raw=raw, carry=clock.now)
@@ -135,6 +160,53 @@ class TestDriver:
         `watermark_ms`, as the end of input would; returns the window results it closes."""
         target = watermark_ms + self.out_of_order_ms
         self._floor = max(self._floor, target)
+        clocks = self._rekey.clocks if self._rekey is not None else self.clocks
         results = [w for p, store in self.stores.items()
-                   for w in advance(store, self.clocks[p], target, self.out_of_order_ms)]
+                   for w in advance(store, clocks[p], target, self.out_of_order_ms)]
         return self._closed(results)
+
+
+class _Rekeyed:
+    """Both stages of a re-keyed window in memory: stage 1 writes envelopes and heartbeats
+    to the repartition partitions as the driver does, and stage 2 reads what is new at once."""
+
+    def __init__(self, pipeline: Pipeline, input_partitions: int, repartition_partitions: int) -> None:
+        self.first, self.second = pipeline.stages(repartition_topic(pipeline.name))
+        self.ooo = pipeline.checked_source().out_of_order_ms
+        self.n = repartition_partitions
+        origins = all_origins({"input": input_partitions}, ("input",))
+        self.logs: dict[int, list[RawMessage]] = {r: [] for r in range(self.n)}
+        self.read: dict[int, int] = {r: 0 for r in range(self.n)}
+        self.origins = {r: OriginClocks(origins) for r in range(self.n)}
+        self.clocks = {r: PartitionClock() for r in range(self.n)}
+        stage = pipeline.window_stage
+        assert stage is not None
+        self.stores: dict[int, Any] = {r: stage.new_store(early=True) for r in range(self.n)}
+
+    def feed(self, rows: list[Any], partition: int, clock: PartitionClock) -> tuple[
+            WindowResults, list[tuple[dict[str, Any], tuple[tuple[int, int], ...]]], list[Failure]]:
+        raw = _finder([RawMessage(o, None, None, ts) for o, _, ts in rows])
+        partial = aggregate_records(self.first, rows, raw=raw, carry=clock.now)
+        origin, carry = origin_id(0, partition), clock.now
+        for key, value in partial.outputs:
+            r = zlib.crc32(key or b"") % self.n
+            self.logs[r].append(RawMessage(len(self.logs[r]), key, stamp(value, origin, carry), 0))
+        clock.observe(partial.max_ts)
+        if clock.now != carry:
+            for r in range(self.n):
+                self.logs[r].append(RawMessage(len(self.logs[r]), None, heartbeat(origin, clock.now), 0))
+        by_offset = {offset: record for offset, record, _ in rows}
+        late = [(by_offset[rec.offset], rec.windows) for rec in partial.late]
+        results, failures = WindowResults(), list(partial.failures)
+        for r in range(self.n):
+            new = self.logs[r][self.read[r]:]
+            self.read[r] = len(self.logs[r])
+            p = process_messages(self.second, new)
+            failures += p.failures
+            self.origins[r].update(p.clocks)
+            low = self.origins[r].now()
+            p.max_ts = None if low == NEVER else low
+            closed, missed = merge_range(self.stores[r], self.clocks[r], p, self.ooo)
+            results.extend(closed)
+            late += [(decode_envelope(rec.value).record, rec.windows) for rec in missed if rec.value]
+        return results, late, failures

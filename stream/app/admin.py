@@ -82,8 +82,9 @@ def check_topics(md: ClusterMetadata, topics: list[str], role: str = "input") ->
 
 
 def ensure_topic(config: dict[str, Any], name: str, partitions: int,
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None) -> int:
     """Create `name` if it does not exist; fail if it exists with another partition count.
+    Returns its partition count.
     Returns once the metadata lists it: Apache Kafka may answer the creation before every
     broker knows the topic, and a check right after then found it missing."""
     client = admin(config)
@@ -95,7 +96,7 @@ def ensure_topic(config: dict[str, Any], name: str, partitions: int,
     if have:
         if have != partitions:
             raise StreamError(f"topic {name!r} exists with {have} partitions, expected {partitions}")
-        return
+        return have
     futures = client.create_topics([NewTopic(name, partitions, 1, config=settings or {})])
     for fut in futures.values():
         try:
@@ -107,3 +108,4 @@ def ensure_topic(config: dict[str, Any], name: str, partitions: int,
     deadline = time.monotonic() + VISIBLE_S
     while not listed() and time.monotonic() < deadline:
         time.sleep(0.1)
+    return partitions

@@ -145,7 +145,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                             guarantee=args.guarantee, replica=args.replica, takeover=args.takeover,
                             commit_interval_s=args.commit_interval, step_timeout_s=args.step_timeout,
                             advance_after_ms=None if args.advance_after is None else int(args.advance_after * 1000),
-                            max_future_ms=int(args.max_future * 1000))
+                            max_future_ms=int(args.max_future * 1000),
+                            repartition_partitions=args.repartition_partitions)
     if not args.no_supervise:
         from stream.app.supervisor import Supervisor, child_argv
 
@@ -409,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a partition confirmed quiet this long (a read after its last record "
                           "found nothing new) moves on in event time with the wall clock, so its "
                           "last windows close; results then depend on timing (default: off)")
+    run.add_argument("--repartition-partitions", type=number(int, 0), default=0, metavar="N",
+                     help="partitions of the repartition topic a re-keyed window creates "
+                          "(<app-id>.repartition.0; default 0: as many as the input has)")
     run.add_argument("--max-future", type=number(float, 0), default=300.0, metavar="SECONDS",
                      help="dead-letter records whose event time is more than this after their "
                           "Kafka timestamp, so one bad clock cannot close windows (default 300)")

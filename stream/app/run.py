@@ -42,8 +42,9 @@ def make_executor(config: RunConfig, local: bool = False) -> Any:
                         config.dask_tls.security() if config.dask_tls.enabled else None)
 
 
-def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: int | None = None) -> None:
+def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: int | None = None) -> dict[str, int]:
     """Fail early, naming the address or the topic, if the broker or a topic is missing.
+    Returns the partition count of each input topic and of the repartition topic (if any).
 
     With `create_topics`, missing input and output topics are created with that many partitions.
     """
@@ -60,12 +61,18 @@ def check_broker_topics(pipeline: Pipeline, config: RunConfig, create_topics: in
     counts = check_topics(md, inputs, "input")
     check_topics(md, [output], "output")
     big = str(DEAD_LETTER_MAX_BYTES)
+    if pipeline.rekey:  # a re-keyed window: records and heartbeats of stage 1, read by stage 2
+        wanted = config.repartition_partitions or max(counts.values())
+        counts[config.repartition_topic] = ensure_topic(
+            config.kafka.client(), config.repartition_topic, wanted,
+            {"cleanup.policy": "delete", "retention.ms": "-1", "max.message.bytes": big})
     ensure_topic(config.kafka.client(), config.changelog_topic, max(counts.values()),
                  {"cleanup.policy": "compact", "retention.ms": "-1"})
     for side in (config.dead_letter_topic, config.late_topic):
         # dead letters keep the original bytes, up to the input's own size limit
         ensure_topic(config.kafka.client(), side, 1,
                      {"cleanup.policy": "delete", "retention.ms": "-1", "max.message.bytes": big})
+    return counts
 
 
 def preload_encoders() -> threading.Thread:
@@ -96,7 +103,8 @@ class PipelineRun:
         clear error each), then start what is heavy: the executor (without `executor`, one
         made from `config`, in-process with `local`), Kafka clients, the driver."""
         plan = pipeline.validate()
-        check_broker_topics(pipeline, config, create_topics)
+        counts = check_broker_topics(pipeline, config, create_topics)
+        self.topics_read = [*plan.source.topics, *([config.repartition_topic] if pipeline.rekey else [])]
         self._stack = ExitStack()
         self._session_closed = False
         try:
@@ -155,7 +163,9 @@ class PipelineRun:
                                  advance_after_ms=config.advance_after_ms,
                                  limits=Limits(kafka.max_record_bytes, config.max_future_ms),
                                  metrics=self.metrics, app_id=config.app_id,
-                                 transactional_id=config.transactional_id, replica=config.replica)
+                                 transactional_id=config.transactional_id, replica=config.replica,
+                                 input_partitions={t: counts[t] for t in plan.source.topics},
+                                 repartition_partitions=counts.get(config.repartition_topic, 0))
         except BaseException:
             self._stack.close()
             raise
@@ -165,7 +175,7 @@ class PipelineRun:
         reader = KafkaReader.from_config(config.kafka.consumer({"group.id": f"{config.app_id}.reader"}))
         self.session = KafkaSession(config.kafka.consumer({"group.id": config.app_id,
                                                            "client.id": client_id(config.replica)}),
-                                    list(plan.source.topics), reader)
+                                    self.topics_read, reader)
         self._stack.callback(self._close_session, leave_group_on_failure)
 
     def _close_session(self, leave_on_failure: bool) -> None:

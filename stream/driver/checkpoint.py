@@ -142,12 +142,15 @@ class Meta:
     emitted_through: int = NEVER
     max_ts: int | None = None
     offset: int = -1
+    origins: Mapping[int, Any] | None = None  # a repartition partition: OriginClocks.state()
 
 
 def encode_meta(meta: Meta) -> RawMessage:
     """A partition's meta entry as a changelog record (JSON: epoch, epochs it builds on, offset)."""
-    body = {"epoch": meta.epoch, "committed": list(meta.committed),
-            "emitted_through": meta.emitted_through, "max_ts": meta.max_ts, "offset": meta.offset}
+    body: dict[str, Any] = {"epoch": meta.epoch, "committed": list(meta.committed),
+                            "emitted_through": meta.emitted_through, "max_ts": meta.max_ts, "offset": meta.offset}
+    if meta.origins:
+        body["origins"] = {str(o): t for o, t in meta.origins.items()}
     return RawMessage(0, meta_key(meta.topic), json.dumps(body).encode(), 0, epoch_headers(meta.epoch))
 
 
@@ -227,6 +230,7 @@ class Restored:
     epoch: int = 0             # the epoch restored (restore_point)
     offset: int | None = None  # the input offset its state reflects (its meta entry)
     aborted: set[int] = field(default_factory=set)  # epochs that wrote here after it, never committed
+    origins: dict[int, Any] = field(default_factory=dict)  # a repartition partition's OriginClocks.state()
 
 
 def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Restored:
@@ -257,6 +261,7 @@ def restore(messages: list[RawMessage], topic: str, last_committed: int) -> Rest
             meta = _meta(m) if m.value is not None else {}
             out.emitted_through = meta.get("emitted_through", NEVER)
             out.max_ts = meta.get("max_ts")
+            out.origins = {int(o): t for o, t in meta.get("origins", {}).items()}
             if epoch == point and meta.get("offset", -1) != -1:  # BEGINNING (-2) too: nothing merged yet
                 out.offset = meta["offset"]
         elif m.value is not None:

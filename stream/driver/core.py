@@ -36,6 +36,7 @@ from stream.records import BEGINNING, TP, Failure, Late
 from stream.windows.eventtime import FOREVER, NEVER, PartitionClock
 from stream.windows.keying import KeyHomes
 from stream.windows.merge import advance, merge_range
+from stream.windows.repartition import OriginClocks, all_origins, heartbeat, origin_id, repartition_topic, stamp
 from stream.windows.store import WindowResult, WindowResults
 from stream.worker.rows import encode_results, result_failure
 from stream.worker.task import RangeResult
@@ -110,6 +111,7 @@ class Submit:
     tp: TP
     planned: Planned
     pin: int
+    marks: dict[int, tuple[int, int]] | None = None  # a repartition partition: positions counted
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class PartitionState:
     # deltas of it its state does not include (they would be counted twice)
     named: set[int] = field(default_factory=set)
     last_ts: int = -1              # Kafka timestamp (ms) of the last merged record
+    origins: OriginClocks | None = None  # a repartition partition: its origins' event times
 
 
 @dataclass
@@ -229,7 +232,8 @@ class DriverCore:
                  advance_after_ms: int | None = None, task_timeout_s: float = 60.0,
                  app_id: str | None = None, transactional_id: str | None = None, replica: int = 0,
                  stamp: bool = True, keep: Callable[[WindowResult], bool] | None = None,
-                 output: str | None = None, metrics: Any = None, transactional: bool = False) -> None:
+                 output: str | None = None, metrics: Any = None, transactional: bool = False,
+                 input_partitions: dict[str, int] | None = None, repartition_partitions: int = 0) -> None:
         plan = pipeline.validate()
         self.pipeline, self.topics = pipeline, topics
         self.sink_topic: str = output or plan.sink.topic
@@ -252,6 +256,17 @@ class DriverCore:
         stage = pipeline.window_stage
         self._early_ms = stage.early_ms if stage is not None and stage.early_ms else None
         self.homes = KeyHomes(pipeline.key_label) if stage is not None else None
+        # a re-keyed window: stage 1 reads the input into the repartition topic, stage 2 windows it
+        self.repartition: str | None = None
+        self.stage_of: dict[str, Pipeline] = {}
+        if pipeline.rekey:
+            self.repartition = repartition_topic(self.app_id)
+            first, second = pipeline.stages(self.repartition)
+            self.stage_of = {**{t: first for t in plan.source.topics}, self.repartition: second}
+            if input_partitions is None or repartition_partitions <= 0:
+                raise ValueError("a re-keyed pipeline needs input_partitions and repartition_partitions")
+            self.origins = all_origins(input_partitions, plan.source.topics)
+            self.repartition_partitions = repartition_partitions
         self.parts: dict[TP, PartitionState] = {}
         self.inflight: dict[int, Inflight] = {}
         self.stats = DriverStats()
@@ -267,6 +282,10 @@ class DriverCore:
         self._last_commit = self._last_early = 0
         self._headers: Headers = ()
         self._out: list[Instruction] = []
+
+    def pipeline_for(self, topic: str) -> Pipeline:
+        """The pipeline a range of `topic` is processed with (a re-keyed window's stage)."""
+        return self.stage_of.get(topic, self.pipeline)
 
     # -- the one entry point ------------------------------------------------------------
     def handle(self, event: Event, now_ms: int) -> list[Instruction]:
@@ -313,7 +332,7 @@ class DriverCore:
                             "last committed state (epoch %d); resuming at %d", tp[0], tp[1], start,
                             r.offset, r.epoch, r.offset)
                 start = r.offset
-            store = self._new_store()
+            store = self._new_store(tp[0])
             if store is not None:
                 store.load(r.panes, r.emitted_through)
             self.epoch = max(self.epoch, next_epoch(max(r.max_epoch, last), self.replica, 0))
@@ -324,6 +343,8 @@ class DriverCore:
             self.parts[tp] = PartitionState(plan, pin, store, written=r.written, state_bytes=r.sizes,
                                             live_committed=r.live_committed,
                                             named={r.epoch} if r.epoch > 0 else set())
+            if tp[0] == self.repartition:
+                self.parts[tp].origins = OriginClocks.load(self.origins, r.origins)
             self._committed[tp] = start
             restored += len(r.panes)
         self.stats.restored += restored
@@ -395,15 +416,16 @@ class DriverCore:
         RangeFailed: _on_failed, EndEpoch: _on_end_epoch, Finish: _on_finish}
 
     # -- planning and tasks -------------------------------------------------------------
-    def _new_store(self) -> WindowState | None:
-        stage = self.pipeline.window_stage
+    def _new_store(self, topic: str) -> WindowState | None:
+        stage = self.pipeline_for(topic).window_stage
         return stage.new_store(early=stage.early_ms is not None) if stage else None
 
     def _submit(self, tp: TP, st: PartitionState, planned: Planned, why: str | None = None) -> None:
         """Plan a task; `why` names a retry (failed, short_read, rejudged) for the metrics."""
         task_id, self._next_task = self._next_task, self._next_task + 1
         self.inflight[task_id] = Inflight(tp, planned, st, self.now)
-        self._out.append(Submit(task_id, tp, planned, st.pin))
+        self._out.append(Submit(task_id, tp, planned, st.pin,
+                                dict(st.origins.marks) if st.origins is not None else None))
         if why is not None and self.metrics:
             self.metrics.retried(why)
 
@@ -471,6 +493,10 @@ class DriverCore:
                 if isinstance(r, Planned):  # judged at too low an event time: read it again
                     self._submit(tp, st, r, "rejudged")
                     break
+                if st.origins is not None and st.origins.repeats(r.partial.firsts):
+                    # read before an earlier range's copies of aborted writes were counted
+                    self._submit(tp, st, Planned(r.start, r.next_offset, st.plan.clock.now), "repeated")
+                    break
                 self._merge(tp, st, r)
                 st.plan.merged_range(r)
                 if r.last_ts >= 0:
@@ -502,6 +528,13 @@ class DriverCore:
         if st.store is not None:
             if self.homes is not None:
                 self.homes.check_partial(tp, p)
+            if st.origins is not None:  # a repartition partition: its event time is its origins' lowest
+                st.origins.update(p.clocks, p.marks)
+                self.stats.skipped += p.repeated
+                if self.metrics and p.repeated:
+                    self.metrics.skipped("repeated", p.repeated)
+                low = st.origins.now()
+                p.max_ts = None if low == NEVER else low
             results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
             placed = p.windowed + len(p.singles) - (len(late) - len(p.late))  # singles the driver placed
             self.stats.windowed += placed
@@ -509,10 +542,28 @@ class DriverCore:
                 self.metrics.windowed(placed)
             self._route_late(tp, late)
             self._emitted(results)
+        elif self.repartition is not None:
+            self._rekey(tp, st, p)
         else:
             st.plan.clock.observe(p.max_ts)
             self._produce(self.sink_topic, p.outputs, self.headers())
             self._count_out(len(p.outputs))
+
+    def _rekey(self, tp: TP, st: PartitionState, p: Any) -> None:
+        """Stage 1 of a re-keyed window: write the range's records to the repartition topic,
+        each stamped with its origin and the origin's event time before it, then a heartbeat
+        with the origin's event time to every repartition partition when it moved."""
+        assert self.repartition is not None
+        origin = origin_id(self.pipeline.checked_source().topics.index(tp[0]), tp[1])
+        clock = st.plan.clock
+        carry = clock.now
+        self._produce(self.repartition, [(k, stamp(v, origin, carry)) for k, v in p.outputs], self.headers())
+        self._route_late(tp, p.late)
+        clock.observe(p.max_ts)
+        if clock.now != carry:
+            beat = heartbeat(origin, clock.now)
+            for r in range(self.repartition_partitions):
+                self._produce(self.repartition, [(None, beat)], self.headers(), r)
 
     def _route_late(self, tp: TP, late: list[Late]) -> None:
         """Count late records and write them, with the windows they missed, to the late topic
@@ -591,7 +642,8 @@ class DriverCore:
         time beyond `advance_after_ms`, measured up to that read's start. A slow or stalled
         read confirms nothing, so it never moves time."""
         plan = st.plan
-        if self.advance_after_ms is None or plan.clock.event_time == NEVER or plan.quiet_ms < plan.data_ms:
+        if (self.advance_after_ms is None or plan.clock.event_time == NEVER or plan.quiet_ms < plan.data_ms
+                or st.origins is not None):  # a repartition partition moves with its origins only
             return None
         beyond = plan.quiet_ms - plan.data_ms - self.advance_after_ms
         return plan.clock.event_time + beyond if beyond > 0 else None
@@ -663,7 +715,8 @@ class DriverCore:
         known = tuple(sorted(st.named | st.live_committed))  # this entry alone survives compaction
         meta = encode_meta(Meta(topic, self.epoch, known,
                                 st.store.emitted_through if st.store is not None else NEVER,
-                                None if st.plan.clock.now == NEVER else st.plan.clock.now, st.plan.merged))
+                                None if st.plan.clock.now == NEVER else st.plan.clock.now, st.plan.merged,
+                                st.origins.state() if st.origins is not None else None))
         self._out.append(Produce(cl, [(meta.key, meta.value)], meta.headers, tp[1]))
         return bool(changed or dropped)
 

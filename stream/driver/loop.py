@@ -76,7 +76,8 @@ class TaskLoop:
 
     def _submit(self, s: Submit) -> None:
         task = RangeTask(s.tp[0], s.tp[1], s.planned.start, s.planned.end, self.core.range_records,
-                         self.reader(), self.core.pipeline, self.limits, carry=s.planned.carry)
+                         self.reader(), self.core.pipeline_for(s.tp[0]), self.limits, carry=s.planned.carry,
+                         marks=s.marks)
         self.futures[s.task_id] = self.executor.submit(run_range, task, pin=s.pin)
 
     def _cancel(self, c: Cancel) -> None:
@@ -128,8 +129,10 @@ class Driver(TaskLoop):
                  limits: Limits = Limits(), metrics: Any = None,
                  app_id: str | None = None, transactional_id: str | None = None,
                  replica: int = 0, result_commit_s: float = 0.1,
-                 advance_after_ms: int | None = None, task_timeout_s: float = 60.0) -> None:
+                 advance_after_ms: int | None = None, task_timeout_s: float = 60.0,
+                 input_partitions: dict[str, int] | None = None, repartition_partitions: int = 0) -> None:
         core = DriverCore(pipeline, topics, range_records=range_records, max_inflight=max_inflight,
+                          input_partitions=input_partitions, repartition_partitions=repartition_partitions,
                           commit_interval_s=commit_interval_s, result_commit_s=result_commit_s,
                           advance_after_ms=advance_after_ms, task_timeout_s=task_timeout_s,
                           app_id=app_id, transactional_id=transactional_id, replica=replica,

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from operators.base import BatchOperator, Operator, OperatorUnavailable
 from operators.transform import KeyBy
 from stream.codecs.avro import encode_all
+from stream.codecs.state import StateFormatError
 from stream.errors import DecodeError, EncodeError
 from stream.pipeline import Pipeline
 from stream.records import Failure, Late, Limits, Partial, RawMessage, Single, column
 from stream.windows.eventtime import FOREVER, NEVER, Judge
+from stream.windows.repartition import EnvelopeCodec, decode as decode_envelope, encode_record
 from stream.windows.store import WindowResults
 
 Row = tuple[int, dict[str, Any], int]  # (offset, record, kafka timestamp ms)
@@ -217,11 +219,14 @@ def _check_future(ts: int, kafka_ts: int, limits: Limits) -> None:
 
 def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | None = None,
                       raw: Callable[[int], RawMessage | None] = lambda offset: None,
-                      limits: Limits = Limits(), carry: int = NEVER) -> Partial:
+                      limits: Limits = Limits(), carry: int = NEVER,
+                      befores: Mapping[int, int] | None = None) -> Partial:
     """Run operators and partial aggregation over decoded rows (in offset order).
 
     `raw(offset)` finds the original message, so failures and late records keep their
-    bytes; `carry` is the partition's event time before the first row.
+    bytes; `carry` is the partition's event time before the first row. A re-keyed window
+    (`stream.windows.repartition`) gives `befores` instead: each record's own origin's event
+    time before it, by offset.
     """
     out = out if out is not None else Partial()
     out.carry = carry
@@ -252,7 +257,7 @@ def aggregate_records(pipeline: Pipeline, rows: Iterable[Row], out: Partial | No
         _encode_passthrough(pipeline, items, out, raw)
     else:
         ooo = pipeline.checked_source().out_of_order_ms
-        _group(stage, _extract(stage, items, out, raw), out, raw, stage.judge(ooo))
+        _group(stage, _extract(stage, items, out, raw), out, raw, stage.judge(ooo), befores)
     out.failures.sort(key=lambda f: f.offset)
     return out
 
@@ -274,19 +279,23 @@ def _extract(stage: Any, items: list[Item], out: Partial,
 
 
 def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int], RawMessage | None],
-           judge: Judge) -> None:
+           judge: Judge, origin_befores: Mapping[int, int] | None = None) -> None:
     """The event-time pass, record by record in offset order, then a fold per (key, pane).
 
     Each record is judged at the partition's event time before it: `out.carry`, raised by the
-    range's own records so far. Late records go to `out.late`; session keys with a doubtful
-    record go to `out.singles`, all of that key's records, for the driver to place.
+    range's own records so far (a re-keyed window: its origin's, in `origin_befores`). Late
+    records go to `out.late`; session keys with a doubtful record go to `out.singles`, all of
+    that key's records, for the driver to place.
     """
     aggs = stage.worker_aggregations
     before, valid = out.carry, FOREVER
     befores: list[int] = []
-    for _, ts, _, _ in rows:
-        befores.append(before)
-        before = max(before, ts)
+    if origin_befores is not None:  # judged at their origins' event time: the carry plays no part
+        befores = [origin_befores[offset] for offset, _, _, _ in rows]
+    else:
+        for _, ts, _, _ in rows:
+            befores.append(before)
+            before = max(before, ts)
     if rows:
         out.max_ts = max(ts for _, ts, _, _ in rows)
     doubts = [judge.doubtful(b, ts) for (_, ts, _, _), b in zip(rows, befores)]
@@ -295,7 +304,7 @@ def _group(stage: Any, rows: list[Extracted], out: Partial, raw: Callable[[int],
     grouped = 0
     for (offset, ts, key, values), b, doubtful in zip(rows, befores, doubts):
         placed = judge.place(b, ts)
-        if not doubtful:
+        if not doubtful and origin_befores is None:
             valid = min(valid, placed.valid_below)
         if placed.closed:
             m = raw(offset)
@@ -343,12 +352,81 @@ def _fold(aggs: list[Any], offsets: list[int], columns: list[list[Any]], out: Pa
 
 def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
                         raw: Callable[[int], RawMessage | None]) -> None:
-    values = encode_all(pipeline.validate().sink.codec, [record for _, _, record in items])
+    codec = pipeline.validate().sink.codec
+    if isinstance(codec, EnvelopeCodec):
+        _encode_envelopes(items, out, raw, codec.judge)
+        return
+    values = encode_all(codec, [record for _, _, record in items])
     for ((offset, _), key, _), value in zip(items, values):
         if isinstance(value, Exception):  # the result does not fit the sink schema
             out.failures.append(_failure(offset, "encode_failed", value, raw(offset)))
         else:
             out.outputs.append((None if key is None else str(key).encode(), value))
+
+
+def _encode_envelopes(items: list[Item], out: Partial, raw: Callable[[int], RawMessage | None],
+                      judge: Judge) -> None:
+    """Stage 1 of a re-keyed window: each record in an envelope with its event time and the
+    range's own event time before it (the driver raises that to the origin's, `stamp`).
+    A record late at its place in the partition (judged at `out.carry` raised by the range's
+    records, as `_group` does) goes to `out.late` with its original bytes instead."""
+    local, valid = NEVER, FOREVER
+    index, last = 0, None
+    for (offset, ts), key, record in items:
+        index = index + 1 if offset == last else 0  # a step may make several records of one
+        last = offset
+        placed = judge.place(max(out.carry, local), ts)
+        valid = min(valid, placed.valid_below)
+        if placed.pane is None:
+            m = raw(offset)
+            out.late.append(Late(offset, ts, placed.closed, False, m.key if m else None,
+                                 m.value if m else None, m.headers if m else ()))
+        else:
+            try:
+                out.outputs.append((None if key is None else str(key).encode(),
+                                    encode_record(local, ts, (offset, index), record)))
+            except StateFormatError as exc:
+                out.failures.append(_failure(offset, "encode_failed", exc, raw(offset)))
+                continue
+        local = max(local, ts)
+    out.valid_below = valid
+
+
+def decode_envelopes(messages: Iterable[RawMessage], out: Partial,
+                     marks: Mapping[int, tuple[int, int]] | None = None) -> tuple[list[Row], dict[int, int]]:
+    """Stage 2 of a re-keyed window: the records of a repartition range as rows (event time in
+    the timestamp's place), each one's origin event time before it by offset; heartbeats go
+    to `out.clocks` and are not records. A record at or below the highest position counted
+    of its origin (`marks` before the range, then the range's own) is a copy of an aborted
+    write and is skipped (`stream.windows.repartition`)."""
+    rows: list[Row] = []
+    befores: dict[int, int] = {}
+    seen = dict(marks or {})
+    for m in messages:
+        if m.value is None:
+            out.records_in += 1
+            out.skipped += 1
+            continue
+        try:
+            env = decode_envelope(m.value)
+        except DecodeError as exc:
+            out.records_in += 1
+            out.failures.append(_failure(m.offset, exc.reason, exc, m))
+            continue
+        if env.record is None:
+            if env.before > out.clocks.get(env.origin, NEVER):
+                out.clocks[env.origin] = env.before
+            continue
+        out.records_in += 1
+        if env.origin in seen and env.position <= seen[env.origin]:
+            out.repeated += 1
+            continue
+        seen[env.origin] = out.marks[env.origin] = env.position
+        out.firsts.setdefault(env.origin, env.position)
+        out.bytes_in += len(m.value)
+        rows.append((m.offset, env.record, env.ts))
+        befores[m.offset] = env.before
+    return rows, befores
 
 
 def _finder(messages: Sequence[RawMessage]) -> Callable[[int], RawMessage | None]:
@@ -364,7 +442,8 @@ def _finder(messages: Sequence[RawMessage]) -> Callable[[int], RawMessage | None
 
 
 def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
-                     limits: Limits = Limits(), carry: int = NEVER) -> Partial:
+                     limits: Limits = Limits(), carry: int = NEVER,
+                     marks: Mapping[int, tuple[int, int]] | None = None) -> Partial:
     """Decode and process one batch of raw messages (in offset order).
 
     Batches of at least COLUMNAR_MIN_RECORDS take the columnar path (`stream.worker.columnar`)
@@ -372,6 +451,12 @@ def process_messages(pipeline: Pipeline, messages: Sequence[RawMessage],
     is processed here record by record, after one block decode if it is large enough.
     """
     from stream.worker.columnar import aggregate_batch, decode_rows  # polars loads only where batches run
+
+    if isinstance(pipeline.checked_source().codec, EnvelopeCodec):  # stage 2 of a re-keyed window
+        messages = list(messages)
+        out = Partial()
+        envelopes, befores = decode_envelopes(messages, out, marks)
+        return aggregate_records(pipeline, envelopes, out, _finder(messages), limits, carry, befores)
 
     if len(messages) >= COLUMNAR_MIN_RECORDS:
         fast = aggregate_batch(pipeline, messages, limits, carry)

@@ -37,6 +37,7 @@ class RangeTask:
     limits: Limits = Limits()
     tail_wait_s: float = 0.2
     carry: int = NEVER  # the partition's event time before `start` (exact, or a lower bound)
+    marks: dict[int, tuple[int, int]] | None = None  # a repartition partition: positions counted
 
     @property
     def tp(self) -> tuple[str, int]:
@@ -65,7 +66,7 @@ def run_range(task: RangeTask) -> RangeResult:
     t0 = time.perf_counter()
     batch = task.reader.read(task.topic, task.partition, task.start, task.end,
                              task.max_records, task.tail_wait_s)
-    partial = process_messages(task.pipeline, batch.messages, task.limits, task.carry)
+    partial = process_messages(task.pipeline, batch.messages, task.limits, task.carry, task.marks)
     last_ts = batch.messages[-1].timestamp_ms if len(batch.messages) else -1
     return RangeResult(task.topic, task.partition, task.start, batch.next_offset, batch.high,
                        batch.eof, partial, time.perf_counter() - t0, last_ts)

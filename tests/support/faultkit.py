@@ -286,16 +286,17 @@ def read_committed_problems(kafka, app, out, partitions, in_partitions, expected
 
 
 def verify(kafka, app, out, records, out_partitions=2, in_partitions=4, last=True,
-           bad=(), late=()) -> Verdict:
+           bad=(), late=(), rekey=False) -> Verdict:
     """Compare every committed output window with a recomputation from `records`; the
     committed dead letters must be exactly the `bad` keys and the committed late records
-    exactly the `late` payment ids, once each."""
+    exactly the `late` payment ids, once each. With `rekey`, windows are per merchant (the
+    fault app's STREAM_TEST_PATH=rekey)."""
     decode = decoder(OUT_SCHEMA)
     epochs = committed_epoch_set(kafka, app, f"{app}.changelog", in_partitions)
     msgs, aborted, skipped = _committed_records(kafka, app, out, out_partitions, epochs)
     committed = [decode(m.value) for m in msgs]
     rows = [r for r in committed if not r["user_id"].startswith(SENTINEL)]
-    expected = recompute(records, last=last)
+    expected = recompute([dict(r, user_id=r["merchant_id"]) for r in records] if rekey else records, last=last)
     problems = diff_windows(expected, rows)
     dead, _, _ = _committed_records(kafka, app, f"{app}.dlq", 1, epochs)
     problems += exactly("dead letter", list(bad), [m.key.decode() for m in dead])
@@ -308,12 +309,13 @@ def verify(kafka, app, out, records, out_partitions=2, in_partitions=4, last=Tru
 
 
 def wait_verified(kafka, app, out, records, timeout=180, procs=(), feeder=None, settle_s=4.0,
-                  last=True) -> Verdict:
+                  last=True, rekey=False) -> Verdict:
     """Poll until every window is there (or time runs out); then keep the run going for
     `settle_s` more and verify again, so output written after the first clean verdict (a
     repeat by a restarted driver) is seen too. With `feeder`, its dead letters and late
     records are checked as well. Returns the last verdict."""
     extra = {"bad": feeder.bad, "late": feeder.late} if feeder is not None else {}
+    extra["rekey"] = rekey
     deadline = time.monotonic() + timeout
     while True:
         v = verify(kafka, app, out, records, last=last, **extra)

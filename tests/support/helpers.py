@@ -28,7 +28,7 @@ OUT_SCHEMA = {
 
 def payment_pipeline(name: str, source: str, sink: str, size_ms: int = 10_000,
                      slide_ms: int | None = None, grace_ms: int = 3_000,
-                     map_fn: Any = None, last: bool = True) -> Pipeline:
+                     map_fn: Any = None, last: bool = True, repartition: bool | None = None) -> Pipeline:
     """Payments per user and window. With `last` (the default) the `Last` aggregation sends
     every batch down the record path; without it, batches of 200 records or more take the
     columnar path (stream.worker.columnar), as the README's example does."""
@@ -41,7 +41,7 @@ def payment_pipeline(name: str, source: str, sink: str, size_ms: int = 10_000,
     if last:
         aggregate["last_merchant"] = Last("merchant_id")
     return (p.filter(lambda r: r["amount"] > 0)
-            .key_by("user_id")
+            .key_by("user_id", repartition=repartition)
             .window(spec, grace=grace_ms, aggregate=aggregate)
             .sink(sink, schema=OUT_SCHEMA))
 

@@ -110,15 +110,16 @@ def test_a_record_passed_through_is_checked_against_the_sink_too():
     Pipeline("p").source("in", schema=PAYMENT).map(lambda r: r).sink("out", schema=bad)  # unknown after map
 
 
-def test_a_window_over_another_key_than_the_source_is_keyed_by_fails_at_definition():
+def test_a_window_over_another_key_than_the_source_is_keyed_by_with_repartitioning_off_fails_at_definition():
     keyed = Pipeline("p").source("payments", schema=PAYMENT, timestamp="ts", keyed_by="user_id")
-    keyed.key_by("user_id").window(Tumbling(seconds=10), aggregate={"n": Count()})  # the same key: fine
-    with pytest.raises(PipelineError, match=r"key_by\('merchant_id'\) but the source is keyed_by 'user_id'"):
-        keyed.key_by("merchant_id").window(Tumbling(seconds=10), aggregate={"n": Count()})
+    assert not keyed.key_by("user_id").window(Tumbling(seconds=10), aggregate={"n": Count()}).rekey
+    assert keyed.key_by("merchant_id").window(Tumbling(seconds=10), aggregate={"n": Count()}).rekey
+    with pytest.raises(PipelineError, match=r"key_by\('merchant_id'\) but the source is keyed_by 'user_id', and repartition=False"):
+        keyed.key_by("merchant_id", repartition=False).window(Tumbling(seconds=10), aggregate={"n": Count()})
 
     def card(r):
         return r["user_id"]
     with pytest.raises(PipelineError, match=r"key_by\(card\) but the source is keyed_by 'user_id'"):
-        keyed.key_by(card).window(Tumbling(seconds=10), aggregate={"n": Count()})
+        keyed.key_by(card, repartition=False).window(Tumbling(seconds=10), aggregate={"n": Count()})
     with pytest.raises(PipelineError, match="keyed_by field 'card'"):
         Pipeline("p").source("payments", schema=PAYMENT, keyed_by="card")
