@@ -116,4 +116,5 @@ def driver_status(core: Any, workers: int, now_ms: int | None = None) -> dict[st
             "worker": st.pin % workers if workers else st.pin,
             "open_windows": st.store.open_windows() if st.store is not None else 0})
     return {"partitions": parts, "inflight": len(core.inflight), "epoch": core.epoch,
-            "watermark_ms": core.watermark(), "graph": pipeline_graph(core.pipeline)}
+            "watermark_ms": core.watermark(), "graph": pipeline_graph(core.pipeline),
+            "repartition": getattr(core, "repartition", None)}

@@ -21,6 +21,7 @@ from typing import Any
 from stream.errors import StreamError
 
 CHANGELOG = "{app}.changelog"
+REPARTITION = "{app}.repartition.0"  # stream.windows.repartition.repartition_topic
 ACTIVE = {"STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE"}
 
 
@@ -139,7 +140,8 @@ class ResetPlan:
 
 def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan:
     """New offsets: each input partition's first offset, or (with `to_time_ms`) the first at or
-    after that Kafka timestamp. Raises when the group is active or unknown."""
+    after that Kafka timestamp; a repartition topic's end (stage 1 refills it). Raises when the
+    group is active or unknown."""
     from stream.app.admin import admin as make_admin, wait_for_broker
     from stream.app.replay import partition_bounds, start_offset, time_hints
     from stream.sources.kafka import KafkaReader
@@ -160,10 +162,13 @@ def plan_reset(kafka: Any, app: str, to_time_ms: int | None = None) -> ResetPlan
     tps = [(t, p) for t in inputs for p in range(len(md.topics[t].partitions))]
     hints = {} if to_time_ms is None else time_hints(kafka, f"{app}.reset", tps, to_time_ms)
     offsets = {}
+    repartition = REPARTITION.format(app=app)
     for t, p in tps:
         first, high = partition_bounds(reader, t, p)
         low = first if first is not None else (high or 0)
-        if to_time_ms is None:
+        if t == repartition:  # a re-keyed window: stage 1 writes its input again from the new offsets
+            offsets[(t, p)] = high if high is not None else low
+        elif to_time_ms is None:
             offsets[(t, p)] = low
         else:  # the broker's answer if it checks out, else scan from the first record
             offsets[(t, p)] = _first_at(reader, t, p, to_time_ms,

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from stream.driver.core import Assigned, DriverCore, Finish, Tick, Topics
 from stream.driver.loop import TaskLoop
-from stream.errors import ConfigError
+from stream.errors import ConfigError, PipelineError
 from stream.pipeline import Pipeline
 from stream.protocols import Executor
 from stream.records import BEGINNING, Limits
@@ -116,6 +116,10 @@ def replay(pipeline: Pipeline, kafka: Any, executor: Executor, from_ms: int, to_
 
     if to_ms <= from_ms:
         raise ConfigError("--to", f"must be after --from ({to_ms} <= {from_ms})")
+    if pipeline.rekey:
+        raise PipelineError(f"stream replay does not run re-keyed windows yet: {pipeline.name} windows by "
+                            f"key_by({pipeline.key_label}) through a repartition topic. Run it with `stream run` "
+                            "under a new --app-id, reading from the start of the input")
     t0 = time.monotonic()
     md = wait_for_broker(kafka.client(), 30)
     topics = list(pipeline.validate().source.topics)
