@@ -267,6 +267,8 @@ class DriverCore:
                 raise ValueError("a re-keyed pipeline needs input_partitions and repartition_partitions")
             self.origins = all_origins(input_partitions, plan.source.topics)
             self.repartition_partitions = repartition_partitions
+        self._rekeyed = False          # this epoch wrote to the repartition topic
+        self._rekeyed_ms = -1          # when the last epoch that did committed
         self.parts: dict[TP, PartitionState] = {}
         self.inflight: dict[int, Inflight] = {}
         self.stats = DriverStats()
@@ -554,6 +556,7 @@ class DriverCore:
         each stamped with its origin and the origin's event time before it, then a heartbeat
         with the origin's event time to every repartition partition when it moved."""
         assert self.repartition is not None
+        self._rekeyed = self._rekeyed or bool(p.outputs)
         origin = origin_id(self.pipeline.checked_source().topics.index(tp[0]), tp[1])
         clock = st.plan.clock
         carry = clock.now
@@ -562,6 +565,7 @@ class DriverCore:
         clock.observe(p.max_ts)
         if clock.now != carry:
             beat = heartbeat(origin, clock.now)
+            self._rekeyed = True
             for r in range(self.repartition_partitions):
                 self._produce(self.repartition, [(None, beat)], self.headers(), r)
 
@@ -749,12 +753,19 @@ class DriverCore:
         self.epoch = next_epoch(self.epoch, self.replica, self.now)
         self._headers = ()
         self._produced = self._results = False
+        if self._rekeyed:
+            self._rekeyed, self._rekeyed_ms = False, self.now
 
     # -- views --------------------------------------------------------------------------
     def caught_up(self) -> bool:
         """True when every assigned partition has been merged up to the end its last read saw
-        (bounded input: up to its stop)."""
-        return bool(self.parts) and all(st.plan.settled() for st in self.parts.values())
+        (bounded input: up to its stop). A re-keyed window also needs what stage 1 wrote
+        committed, and each repartition partition read to its end since."""
+        if self._rekeyed:
+            return False
+        return bool(self.parts) and all(
+            st.plan.settled() and (st.origins is None or st.plan.quiet_ms >= self._rekeyed_ms)
+            for st in self.parts.values())
 
     def finished(self) -> bool:
         """Bounded input: every partition merged up to its stop, nothing in flight."""

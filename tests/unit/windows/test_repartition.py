@@ -144,3 +144,38 @@ def test_copies_of_aborted_writes_are_counted_once():
     assert [r[1]["k"] for r in rows] == [7, 102] and out.repeated == 4
     clocks = OriginClocks((0, 1), marks={0: (101, 0)})
     assert clocks.repeats({0: (100, 0)}) and not clocks.repeats({0: (102, 0), 1: (0, 0)})
+
+
+def test_the_driver_is_caught_up_only_once_stage_two_read_what_stage_one_committed():
+    """A drained run (the demo, the benchmark) must not close re-keyed windows before stage 2
+    has read every record stage 1 wrote: those become readable only at the commit."""
+    from stream.driver.core import Assigned, Commit, DriverCore, RangeDone, Submit, Tick, Topics
+    from stream.records import Partial
+    from stream.worker.task import RangeResult
+
+    core = DriverCore(rekeyed(), Topics("rk.changelog"), input_partitions={"pay": 1}, repartition_partitions=2,
+                      commit_interval_s=0.5)
+    rp = core.repartition
+
+    pending = {}
+
+    def handle(event, now):
+        out = core.handle(event, now)
+        pending.update({i.tp: i for i in out if isinstance(i, Submit)})
+        return out
+
+    def done(tp, start, end, partial, now):
+        result = RangeResult(tp[0], tp[1], start, end, end, True, partial, 0.0)
+        return handle(RangeDone(pending.pop(tp).task_id, result), now)
+    handle(Assigned([("pay", 0), (rp, 0), (rp, 1)], committed={}, logs={0: [], 1: []}), 1_000)
+    value = encode_record(-1, 5_000, (0, 0), {"user": "u", "card": "c", "cents": 1, "ts": 5_000})
+    done(("pay", 0), 0, 1, Partial(outputs=[(b"c", value)], max_ts=5_000, records_in=1), 1_010)
+    for r in (0, 1):
+        done((rp, r), 0, 0, Partial(), 1_020)
+    assert not core.caught_up()  # stage 1's records are not committed yet
+    assert any(isinstance(i, Commit) for i in handle(Tick(), 2_000)) and not core.caught_up()
+    for r in (0, 1):  # reads of the repartition topic that started after the commit, to its end
+        if (rp, r) not in pending:
+            handle(Tick(), 2_050)
+        done((rp, r), 0, 0, Partial(), 2_100)
+    assert core.caught_up()
