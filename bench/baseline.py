@@ -1,7 +1,8 @@
 """What a skilled engineer writes by hand: confluent-kafka + fastavro, one process per core.
 
 `run_windowed` aggregates 10 s tumbling windows in a dict (no output, no commits: the
-pipeline does strictly more); `run_stateless` decodes, maps, encodes and produces each
+pipeline does strictly more), per user or (a re-keyed window) per merchant, the processes'
+dicts merged at the end; `run_stateless` decodes, maps, encodes and produces each
 record. Each process consumes its share of the partitions with `assign()`. Processes are
 spawned (forking a process that runs Dask and librdkafka threads can deadlock), and the clock
 starts once every process has imported its libraries and created its clients.
@@ -76,7 +77,7 @@ def _send(p: Any, topic: str, value: bytes, m: Any) -> None:
 
 
 def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: dict, q: Any,
-                    go: Any) -> None:
+                    go: Any, key: str = "user_id") -> None:
     import fastavro
 
     parsed = fastavro.parse_schema(schema)
@@ -91,7 +92,7 @@ def windowed_worker(bootstrap: str, topic: str, partitions: list[int], schema: d
         n += 1
         if r["amount"] <= 0:
             continue
-        k = (r["user_id"], r["ts"] - r["ts"] % WINDOW_MS)
+        k = (r[key], r["ts"] - r["ts"] % WINDOW_MS)
         a = acc.get(k)
         if a is None:
             acc[k] = [1, r["amount"], r["amount"]]
@@ -176,14 +177,17 @@ def _run(target: Any, procs: int, *args: Any) -> tuple[float, int, dict]:
     for w in workers:
         w.join()
     merged: dict = {}
-    for _, acc in results:
-        merged.update(acc)  # keys live in one partition, so shares never overlap
+    for _, acc in results:  # a key of several partitions (a re-keyed window) is in several shares
+        for k, (n, total, largest) in acc.items():
+            a = merged.get(k)
+            merged[k] = [n, total, largest] if a is None else [a[0] + n, a[1] + total, max(a[2], largest)]
     return elapsed, sum(n for n, _ in results), merged
 
 
-def run_windowed(bootstrap: str, topic: str, schema: dict, procs: int) -> tuple[float, int, dict]:
-    """(seconds, records, {(user, window start): [n, total, largest]})."""
-    return _run(windowed_worker, procs, bootstrap, topic, schema)
+def run_windowed(bootstrap: str, topic: str, schema: dict, procs: int,
+                 key: str = "user_id") -> tuple[float, int, dict]:
+    """(seconds, records, {(key, window start): [n, total, largest]})."""
+    return _run(windowed_worker, procs, bootstrap, topic, schema, key)
 
 
 def run_scoring(bootstrap: str, topic: str, schema: dict, procs: int, out: str, out_schema: dict,

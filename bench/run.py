@@ -40,12 +40,12 @@ from bench import baseline, measure, targets, workloads
 from bench.workloads import GRACE_MS, PARTITIONS, PAYMENT, WINDOW_OUT
 
 SOAK_RECORDS = 10_000_000  # bounded data volume: see the soak step in main()
-STEPS = ("throughput", "stateless", "scoring", "latency", "memory", "recovery", "curves", "soak")
+STEPS = ("throughput", "rekeyed", "stateless", "scoring", "latency", "memory", "recovery", "curves", "soak")
 
 
-def compare(base: dict, rows: list[dict]) -> list[str]:
+def compare(base: dict, rows: list[dict], key: str = "user_id") -> list[str]:
     """Differences between the baseline's windows and the pipeline's output rows."""
-    got = {(r["user_id"], r["window_start"]): r for r in rows}
+    got = {(r[key], r["window_start"]): r for r in rows}
     problems = [f"missing {k}" for k in base if k not in got]
     problems += [f"unexpected {k}" for k in got if k not in base]
     for k, (n, total, largest) in base.items():
@@ -91,11 +91,11 @@ class Bench:
         say(f"  {label}: {result['rps']:,} records/s (start-up {result['startup_s']} s)")
         return result
 
-    def read_rows(self, topic: str) -> list[dict]:
+    def read_rows(self, topic: str, schema: dict = WINDOW_OUT) -> list[dict]:
         from stream.codecs.avro import AvroCodec
         from stream.sources.kafka import read_partitions
 
-        codec = AvroCodec(WINDOW_OUT)
+        codec = AvroCodec(schema)
         logs = read_partitions(self.kafka.consumer({"group.id": "bench-check",
                                                     "isolation.level": "read_committed"}),
                                topic, list(range(PARTITIONS)))
@@ -125,6 +125,24 @@ class Bench:
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in eo),
                 "at_least_once_ratio": round(alo["rps"] / b, 3), "windows": len(base),
                 "mismatches": len(problems), "mismatch_examples": problems[:5], "source": src}
+
+    # -- 1b. a re-keyed window --------------------------------------------------------------
+    def rekeyed(self, src: str | None) -> dict:
+        """The windowed workload per merchant over payments keyed by user, through the
+        repartition topic, against the hand-written loop aggregating per merchant (each
+        process's dict merged at the end: no topic, no commits). Rates count input records."""
+        from stream.codecs.schemas import load_schema
+
+        a = self.args
+        src = src or self.payments(a.records, 10_000)
+        say(f"re-keyed baseline, {a.workers} processes ...")
+        s, n, base = baseline.run_windowed(self.kafka.bootstrap, src, load_schema(ROOT / PAYMENT), a.workers,
+                                           key="merchant_id")
+        pipe = self.pipeline(workloads.rekeyed, src, a.records, "re-keyed exactly-once")
+        pipe["input_rps"] = round(a.records / pipe["seconds"])  # records_in counts both stages
+        problems = compare(base, self.read_rows(pipe["output"], workloads.REKEYED_OUT), key="merchant_id")
+        return {"baseline_rps": round(n / s), "pipeline": pipe, "ratio": round(pipe["input_rps"] / (n / s), 3),
+                "windows": len(base), "mismatches": len(problems), "mismatch_examples": problems[:5]}
 
     # -- 2. stateless ----------------------------------------------------------------------
     def stateless(self, src: str) -> dict:
@@ -332,6 +350,8 @@ def main() -> int:
                     result["throughput"] = t
                     result["metrics"] = metrics_moves(t)
             max_rps = args.rate or t.get("exactly_once_median_rps", 0)
+            if "rekeyed" in steps:
+                result["rekeyed"] = bench.rekeyed(t.get("source"))
             if "stateless" in steps:
                 result["stateless"] = bench.stateless(t["source"])
             if "scoring" in steps:
@@ -362,10 +382,10 @@ def main() -> int:
         from bench.plots import plot_curves
         plot_curves(result["curves"], Path(args.out).with_name("scaling.png"))
     summary(result)
-    mismatches = result.get("throughput", {}).get("mismatches")
-    if mismatches:
-        print(f"MISMATCH: {result['throughput']['mismatch_examples']}", file=sys.stderr)
-        return 1
+    for step in ("throughput", "rekeyed"):
+        if result.get(step, {}).get("mismatches"):
+            print(f"MISMATCH ({step}): {result[step]['mismatch_examples']}", file=sys.stderr)
+            return 1
     print(f"written to {args.out}")
     return 0
 
@@ -398,6 +418,9 @@ def summary(r: dict) -> None:
         say(f"windowed, at-least-once: {t['at_least_once']['rps']:>9,} rec/s  ratio {t['at_least_once_ratio']:.2f}")
     if (m := r.get("metrics")) and m.get("update_interval_s") is not None:
         say(f"records_in moved every {m['update_interval_s']} s or sooner (p99; longest gap {m['longest_gap_s']} s)")
+    if k := r.get("rekeyed"):
+        say(f"re-keyed window, exactly-once: {k['pipeline']['input_rps']:>9,} rec/s  ratio {k['ratio']:.2f} "
+            f"(hand-written loop {k['baseline_rps']:,} rec/s), {k['mismatches']} windows differ")
     if s := r.get("stateless"):
         say(f"stateless, exactly-once: {s['pipeline']['rps']:>9,} rec/s  ratio {s['ratio']:.2f} "
             f"(baseline {s['baseline_rps']:,} rec/s)")

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from operators.aggregate import Aggregation
+from operators.aggregate import Aggregation, Count
 from operators.base import Operator
 from operators.transform import Filter, FlatMap, KeyBy, Map, Project
 from stream.codecs.avro import AvroCodec
@@ -338,11 +338,27 @@ class Pipeline:
         assert self.rekey and self.key is not None and self.source_spec is not None
         assert self.window_stage is not None
         judge = self.window_stage.judge(self.source_spec.out_of_order_ms)
-        first = replace(self, window_stage=None, result_steps=(), sink_spec=SinkSpec(topic, EnvelopeCodec(judge)),
-                        rekey=False)
+        codec = EnvelopeCodec(judge, self._carried_fields())
+        first = replace(self, window_stage=None, result_steps=(), sink_spec=SinkSpec(topic, codec), rekey=False)
         src = SourceSpec((topic,), EnvelopeCodec(), None, self.source_spec.out_of_order_ms, self.key.field)
         second = replace(self, source_spec=src, steps=(self.key,), rekey=False)
         return first, second
+
+    def _carried_fields(self) -> tuple[str, ...] | None:
+        """The fields a re-keyed window's stage 2 reads: the key's and those the aggregations
+        take by the default `extract`; None (all) for a key function or an aggregation of
+        its own `extract`."""
+        assert self.key is not None and self.window_stage is not None
+        if self.key.field is None:
+            return None
+        need = {self.key.field}
+        for agg in self.window_stage.worker_aggregations:
+            if isinstance(agg, Count):
+                continue
+            if type(agg).extract is not Aggregation.extract or agg.field is None:
+                return None
+            need.add(agg.field)
+        return tuple(sorted(need))
 
     def output_fields(self) -> list[str]:
         """Fields of each output record (empty when a step made them unknown)."""

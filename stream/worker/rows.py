@@ -354,7 +354,7 @@ def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
                         raw: Callable[[int], RawMessage | None]) -> None:
     codec = pipeline.validate().sink.codec
     if isinstance(codec, EnvelopeCodec):
-        _encode_envelopes(items, out, raw, codec.judge)
+        _encode_envelopes(items, out, raw, codec.judge, codec.carried)
         return
     values = encode_all(codec, [record for _, _, record in items])
     for ((offset, _), key, _), value in zip(items, values):
@@ -365,7 +365,7 @@ def _encode_passthrough(pipeline: Pipeline, items: list[Item], out: Partial,
 
 
 def _encode_envelopes(items: list[Item], out: Partial, raw: Callable[[int], RawMessage | None],
-                      judge: Judge) -> None:
+                      judge: Judge, fields: tuple[str, ...] | None = None) -> None:
     """Stage 1 of a re-keyed window: each record in an envelope with its event time and the
     range's own event time before it (the driver raises that to the origin's, `stamp`).
     A record late at its place in the partition (judged at `out.carry` raised by the range's
@@ -384,7 +384,7 @@ def _encode_envelopes(items: list[Item], out: Partial, raw: Callable[[int], RawM
         else:
             try:
                 out.outputs.append((None if key is None else str(key).encode(),
-                                    encode_record(local, ts, (offset, index), record)))
+                                    encode_record(local, ts, (offset, index), record, fields)))
             except StateFormatError as exc:
                 out.failures.append(_failure(offset, "encode_failed", exc, raw(offset)))
                 continue

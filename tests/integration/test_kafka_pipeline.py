@@ -56,7 +56,7 @@ def test_stop_mid_stream_and_restart_loses_no_window(kafka, topic_name, dask_exe
 
 
 @pytest.mark.parametrize("range_records", [300, 20_000])
-def test_a_rekeyed_window_stopped_mid_stream_and_drained_matches_recomputation(kafka, topic_name, executor,
+def test_a_rekeyed_window_stopped_mid_stream_and_drained_matches_recomputation(kafka, topic_name, dask_executor,
                                                                                range_records):
     """Payments partitioned by user, windows by merchant through the repartition topic, at two
     range sizes, with a stop (no drain) in the middle: every window exact and once. The
@@ -68,9 +68,9 @@ def test_a_rekeyed_window_stopped_mid_stream_and_drained_matches_recomputation(k
     app = topic_name("app")
     pipeline = payment_pipeline(app, src, out, last=False, map_fn=by_merchant, repartition=True)
     cfg = RunConfig(app_id=app, kafka=kafka, commit_interval_s=0.2, range_records=range_records)
-    with PipelineRun(pipeline, cfg, executor) as run:
+    with PipelineRun(pipeline, cfg, dask_executor) as run:
         first = run.driver.run(until=lambda d: d.stats.records_in >= 6_000)
-    with PipelineRun(pipeline, cfg, executor) as run:
+    with PipelineRun(pipeline, cfg, dask_executor) as run:
         assert run.driver.core.repartition == f"{app}.repartition.0"
         second = run.driver.run(until=lambda d: d.caught_up() and d.stats.records_in > 0, drain=True)
     assert first.failed == second.failed == 0 and first.late == second.late == 0 and second.restored > 0

@@ -112,6 +112,18 @@ def test_envelopes_and_clocks():
     env = decode(stamp(encode_record(5, 7, (9, 1), {"a": 1}), origin=2, carry=3))
     assert (env.origin, env.before, env.ts, env.position, env.record) == (2, 5, 7, (9, 1), {"a": 1})
     assert decode(heartbeat(1, 99)).before == 99
+    odd = {"big": 2**70, "pair": (1, "a"), "when": 5}  # not plain MessagePack: the typed state format
+    assert decode(encode_record(0, 0, (0, 0), odd)).record == odd
+    assert decode(encode_record(0, 0, (0, 0), odd, fields=("when", "gone"))).record == {"when": 5}
+
+
+def test_stage_one_carries_only_the_fields_stage_two_reads():
+    def carried(p):
+        return p.stages("t")[0].sink_spec.codec.carried
+    assert carried(rekeyed()) == ("card", "cents")
+    keyed = Pipeline("p").source("pay", SCHEMA, timestamp="ts", keyed_by="user")
+    by_fn = keyed.key_by(lambda r: r["card"]).window(Tumbling(seconds=1), aggregate={"n": Count()})
+    assert carried(by_fn) is None  # a key function may read any field
     clocks = OriginClocks((0, 1))
     clocks.update({0: 10, 1: 4})
     clocks.update({1: 3})  # never backwards
