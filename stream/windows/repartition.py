@@ -35,10 +35,10 @@ it counted (`OriginClocks.marks`) and skips any at or below it.
 from __future__ import annotations
 
 import struct
-
-import msgpack
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
+
+import msgpack
 
 from stream.codecs.state import StateFormatError, decode as decode_state, encode as encode_state
 from stream.errors import DecodeError, EncodeError
