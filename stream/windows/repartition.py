@@ -89,7 +89,8 @@ def encode_record(before: int, ts: int, position: Position, record: dict[str, An
         record = {f: record[f] for f in fields if f in record}
     if all(type(v) in _PLAIN_TYPES for v in record.values()) and all(type(k) is str for k in record):
         try:
-            return _HEAD.pack(PLAIN, 0, before, ts, *position) + msgpack.packb(record)
+            packed: bytes = msgpack.packb(record)
+            return _HEAD.pack(PLAIN, 0, before, ts, *position) + packed
         except (OverflowError, ValueError, TypeError):  # an integer beyond 64 bits: the state format holds it
             pass
     return _HEAD.pack(RECORD, 0, before, ts, *position) + encode_state(record)
