@@ -223,21 +223,24 @@ def owned(proc):
     return lines[-1].partition("assigned [")[2].partition("]:")[0].count("', ") if lines else 0
 
 
-def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_name, tmp_path):
+@pytest.mark.parametrize("path", ["row", "rekey"])
+def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_name, tmp_path, path):
+    # a re-keyed pipeline's replicas share the repartition topic's partitions too
+    every = 8 if path == "rekey" else 4
     src, out, app = topics(kafka, topic_name)
     feeder = Feeder(kafka, src, 40_000, rate=250)
-    first = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="first")
+    first = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="first", path=path)
     feeder.start()
     second = again = back = None
     try:
         wait_for(lambda: "first epoch committed" in first.log(), 60, "the first replica to commit")
-        second = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="second")
+        second = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="second", path=path)
         wait_for(lambda: "first epoch committed" in second.log(), 60, "the second replica to commit")
         split = (owned(first), owned(second))
         time.sleep(3)
         assert second.stop() == 0                        # leaves gracefully: the first takes all
-        wait_for(lambda: owned(first) == 4, 60, "the first replica to own every partition")
-        again = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="again")
+        wait_for(lambda: owned(first) == every, 60, "the first replica to own every partition")
+        again = StreamProcess(kafka, app, src, out, tmp_path, replica=1, name="again", path=path)
         wait_for(lambda: "first epoch committed" in again.log(), 60, "the second replica to rejoin")
         time.sleep(3)
         first.kill()                                      # SIGKILL: supervisor and driver
@@ -245,22 +248,23 @@ def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_n
         # the killed driver may have died between sending its offsets and committing: on Apache
         # Kafka the group's offsets then stay unstable until transaction.timeout.ms (60 s)
         # aborts it, and the survivor restarts until then (docs/brokers.md)
-        wait_for(lambda: owned(again) == 4, 120, "the survivor to take over every partition")
+        wait_for(lambda: owned(again) == every, 120, "the survivor to take over every partition")
         takeover = time.monotonic() - killed_at
         time.sleep(3)
         # As an orchestrator would, start replica 0 again: its transactional id fences what
         # the killed one left open, which on the embedded broker would otherwise hold back
         # the group's offset commits for good (see the open-transaction test below).
-        back = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="back")
+        back = StreamProcess(kafka, app, src, out, tmp_path, replica=0, name="back", path=path)
         feeder.finish()
         feeder.join(60)
         assert feeder.error is None
-        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[again, back])
+        verdict = wait_verified(kafka, app, out, feeder.records, feeder=feeder, procs=[again, back],
+                                last=path == "row", rekey=path == "rekey")
     finally:
         for p in (first, second, again, back):
             if p is not None:
                 p.stop()
-    assert split == (2, 2), (first.log()[-2000:], second.log()[-2000:])
+    assert split == (every // 2, every // 2), (first.log()[-2000:], second.log()[-2000:])
     restored = re.findall(r"(\d+) window entries restored", again.log())
     assert int(restored[-1]) > 0
     assert verdict.problems == [], (verdict.problems[:10], verdict.explain(), again.log()[-3000:])
