@@ -64,6 +64,16 @@ class Project(Operator):
         return ({f: record[f] for f in self.fields},)
 
 
+def whole_stream(record: Record) -> str:
+    """The key of a global window (`key_by(None)`, or `window()` without `key_by`): the same
+    for every record, so one result per window covers the whole input.
+
+    >>> whole_stream({"user_id": "u1"})
+    '*'
+    """
+    return "*"
+
+
 @dataclass(frozen=True, slots=True)
 class KeyBy(Operator):
     """Set the grouping key: a field name or a function of the record.

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from operators.aggregate import Aggregation, Count
 from operators.base import Operator
-from operators.transform import Filter, FlatMap, KeyBy, Map, Project
+from operators.transform import Filter, FlatMap, KeyBy, Map, Project, whole_stream
 from stream.codecs.avro import AvroCodec
 from stream.codecs.schemas import field_kinds, field_names, fits, load_schema, required_fields
 from stream.codecs.state import StateFormatError, check_storable
@@ -191,15 +191,19 @@ class Pipeline:
         self._check_fields(wanted, "project()")
         return self._then(Project(wanted), wanted)
 
-    def key_by(self, by: str | Callable[[dict[str, Any]], Any], *, repartition: bool | None = None) -> Pipeline:
-        """Group by a field or a function of the record.
+    def key_by(self, by: str | Callable[[dict[str, Any]], Any] | None, *,
+               repartition: bool | None = None) -> Pipeline:
+        """Group by a field or a function of the record; `None` groups the whole input (a
+        global window: one result per window, its records from every input partition).
 
         A `window()` after it needs the input partitioned by that key. When the source is
         declared `keyed_by` another field, the records go through an internal repartition
         topic keyed by the new key first (`repartition=False` makes that an error instead);
         `repartition=True` re-keys an input whose keying is not declared.
         """
-        if isinstance(by, str):
+        if by is None:
+            by = whole_stream
+        elif isinstance(by, str):
             self._check_fields((by,), "key_by()")
         return self._then(KeyBy(by, repartition=repartition), self._fields)
 
@@ -238,6 +242,16 @@ class Pipeline:
         return (self.key.field if self.key is not None else None) or "key"
 
     @property
+    def is_global(self) -> bool:
+        """A global window (`key_by(None)`, or `window()` without `key_by`)."""
+        return self.key is not None and self.key.by is whole_stream
+
+    @property
+    def result_key(self) -> str | None:
+        """The key's field in window results; None for a global window, whose results have none."""
+        return None if self.is_global else self.key_field
+
+    @property
     def key_label(self) -> str:
         """The grouping key as errors name it: `'user_id'`, or the key function's name."""
         key = self.key
@@ -251,11 +265,15 @@ class Pipeline:
                early: int | timedelta | None = None) -> Pipeline:
         """Aggregate per key over event-time windows; results are emitted once, final.
 
+        Without `key_by()` (or after `key_by(None)`) the window is global: one result per
+        window over every input partition, through the repartition topic (see `key_by`).
         With `early` (a duration), windows that changed are also emitted every `early` as
         partial results (header `stream.result: partial`) before the final one.
         """
+        if self.key is None and self.window_stage is None and self.source_spec is not None:
+            return self.key_by(None).window(spec, grace=grace, aggregate=aggregate, early=early)
         if self.key is None:
-            raise PipelineError("window() needs key_by() before it: windows are per key")
+            raise PipelineError("window() needs source() before it")
         if self.window_stage is not None:
             raise PipelineError("one window() per pipeline: chain a second pipeline through a topic")
         if not isinstance(spec, WindowSpec):
@@ -282,16 +300,22 @@ class Pipeline:
             raise PipelineError(f"early must be a positive duration, got {early_ms} ms")
         stage = WindowStage(spec, grace_ms, dict(aggregate), early_ms)
         long = frozenset({"long"})
-        kinds = {self.key_field: self._kinds.get(self.key_field, frozenset()), "window_start": long,
+        keyed = () if self.is_global else (self.key_field,)
+        kinds = {**{k: self._kinds.get(k, frozenset()) for k in keyed}, "window_start": long,
                  "window_end": long, **{name: agg.result_kinds(self._kinds.get(agg.field or "", frozenset()))
                                         for name, agg in aggregate.items()}}
         return replace(self, window_stage=stage, rekey=rekey, _kinds=kinds,
-                       _fields=(self.key_field, "window_start", "window_end", *aggregate))
+                       _fields=(*keyed, "window_start", "window_end", *aggregate))
 
     def _rekeys(self) -> bool:
         """Whether window() goes through a repartition topic (see `key_by`); a PipelineError
         when it must and may not."""
         assert self.key is not None
+        if self.is_global:
+            if self.key.repartition is False:
+                raise PipelineError("a global window (key_by(None), or window() without key_by) reads every "
+                                    "input partition through a repartition topic: leave repartition=False out")
+            return True
         keyed_by = self.source_spec.keyed_by if self.source_spec is not None else None
         keyed_right = keyed_by is not None and self.key.field == keyed_by
         if self.key.repartition is None:
@@ -349,9 +373,9 @@ class Pipeline:
         take by the default `extract`; None (all) for a key function or an aggregation of
         its own `extract`."""
         assert self.key is not None and self.window_stage is not None
-        if self.key.field is None:
+        if self.key.field is None and not self.is_global:
             return None
-        need = {self.key.field}
+        need: set[str] = set() if self.key.field is None else {self.key.field}
         for agg in self.window_stage.worker_aggregations:
             if isinstance(agg, Count):
                 continue

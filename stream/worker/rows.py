@@ -53,9 +53,10 @@ def result_records(pipeline: Pipeline, results: Iterable[Any],
     duplicates can be recognised. A result that makes an operator raise goes to
     `failed(result, error)`.
     """
-    key_field = pipeline.key_field
+    key_field = pipeline.result_key
     items = [(w, f"{w.key}@{w.start}".encode(),
-              {key_field: w.key, "window_start": w.start, "window_end": w.end, **w.values})
+              {**({key_field: w.key} if key_field else {}), "window_start": w.start, "window_end": w.end,
+               **w.values})
              for w in results]
     return run_steps(pipeline.result_steps, items, failed, tallies) if pipeline.result_steps else items
 
@@ -86,8 +87,8 @@ def encode_results(pipeline: Pipeline, results: WindowResults, failed: Callable[
     codec = pipeline.validate().sink.codec
     by_columns = getattr(codec, "encode_columns", None)
     if by_columns is not None and not pipeline.result_steps and results:
-        columns = {pipeline.key_field: results.keys, "window_start": results.starts,
-                   "window_end": results.ends, **results.values}
+        keyed = {pipeline.result_key: results.keys} if pipeline.result_key else {}
+        columns = {**keyed, "window_start": results.starts, "window_end": results.ends, **results.values}
         try:
             values = by_columns(columns, len(results))
         except Exception:  # noqa: BLE001 - record by record below, each bad result gets its error

@@ -78,6 +78,42 @@ def test_a_rekeyed_window_stopped_mid_stream_and_drained_matches_recomputation(k
     assert diff_windows(expected, read_windows(kafka, out)) == []
 
 
+def test_a_global_window_gives_one_result_per_window_over_every_partition(kafka, topic_name, dask_executor):
+    """`window()` without `key_by()`: one result per window, never one per partition, equal to
+    the sums over every partition's records; stopped mid-stream, restarted and drained."""
+    import math
+
+    from operators import Count, Max, Sum
+    from stream.pipeline import Pipeline, Tumbling
+
+    src, out = setup_topics(kafka, topic_name, partitions=3)
+    records = produce(kafka, src, 9_000, partitions=3)
+    app = topic_name("app")
+    schema = {"type": "record", "name": "All", "fields": [
+        {"name": "window_start", "type": "long"}, {"name": "window_end", "type": "long"},
+        {"name": "n", "type": "long"}, {"name": "total", "type": "double"}, {"name": "high", "type": ["null", "double"]}]}
+    pipeline = (Pipeline(app).source(src, schema="schemas/payment.avsc", timestamp="ts")
+                .window(Tumbling(seconds=10), grace=3_000,
+                        aggregate={"n": Count(), "total": Sum("amount"), "high": Max("amount")})
+                .sink(out, schema=schema))
+    cfg = RunConfig(app_id=app, kafka=kafka, commit_interval_s=0.2, range_records=500)
+    with PipelineRun(pipeline, cfg, dask_executor) as run:
+        run.driver.run(until=lambda d: d.stats.records_in >= 4_000)
+    with PipelineRun(pipeline, cfg, dask_executor) as run:
+        stats = run.driver.run(until=lambda d: d.caught_up() and d.stats.records_in > 0, drain=True)
+    assert stats.late == 0 and stats.failed == 0
+    expected: dict = {}
+    for r in records:
+        w = expected.setdefault(r["ts"] - r["ts"] % 10_000, [0, 0.0, None])
+        w[0], w[1], w[2] = w[0] + 1, w[1] + r["amount"], r["amount"] if w[2] is None else max(w[2], r["amount"])
+    codec = AvroCodec(schema)
+    rows = [codec.decode(m.value) for p in range(2) for m in read_all(kafka.consumer({"group.id": "verify"}), out, p)]
+    assert sorted(r["window_start"] for r in rows) == sorted(expected)  # each window once
+    for r in rows:
+        n, total, high = expected[r["window_start"]]
+        assert (r["n"], r["high"]) == (n, high) and math.isclose(r["total"], total, rel_tol=1e-9)
+
+
 def test_undecodable_records_are_counted_and_good_ones_processed(kafka, topic_name):
     from confluent_kafka import Producer
 

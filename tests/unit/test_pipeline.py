@@ -17,9 +17,12 @@ def src():
     return Pipeline("p").source("payments", schema=PAYMENT, timestamp="ts")
 
 
-def test_window_without_key_is_rejected():
-    with pytest.raises(PipelineError, match="needs key_by"):
-        src().window(Tumbling(seconds=10), aggregate={"n": Count()})
+def test_a_window_without_key_is_global_through_the_repartition_topic():
+    p = src().window(Tumbling(seconds=10), aggregate={"n": Count()})
+    assert p.is_global and p.rekey and p.output_fields() == ["window_start", "window_end", "n"]
+    assert src().key_by(None).window(Tumbling(seconds=10), aggregate={"n": Count()}).is_global
+    with pytest.raises(PipelineError, match="global window"):
+        src().key_by(None, repartition=False).window(Tumbling(seconds=10), aggregate={"n": Count()})
 
 
 def test_unknown_aggregation_field_is_rejected():

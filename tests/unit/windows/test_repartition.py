@@ -21,14 +21,16 @@ OUT = {"type": "record", "name": "O", "fields": [
 SIZE = 10_000
 
 
-def rekeyed(grace_ms=0, out_of_order_ms=0):
+def rekeyed(grace_ms=0, out_of_order_ms=0, key="card"):
+    """Per card (re-keyed), or with `key=None` a global window: one result per window."""
+    out = OUT if key else {**OUT, "fields": OUT["fields"][1:]}
     return (Pipeline("rk").source("pay", SCHEMA, timestamp="ts", keyed_by="user", out_of_order=out_of_order_ms)
-            .key_by("card").window(Tumbling(milliseconds=SIZE), grace=grace_ms,
-                                   aggregate={"n": Count(), "total": Sum("cents"), "top": Max("cents")})
-            .sink("out", OUT))
+            .key_by(key).window(Tumbling(milliseconds=SIZE), grace=grace_ms,
+                                aggregate={"n": Count(), "total": Sum("cents"), "top": Max("cents")})
+            .sink("out", out))
 
 
-def recompute(partitions, grace_ms, ooo_ms):
+def recompute(partitions, grace_ms, ooo_ms, key="card"):
     """Windows from the rule alone: a record counts unless, at its place in its own input
     partition, the event time before it minus the out-of-orderness reached end + grace."""
     out, late = {}, 0
@@ -39,7 +41,7 @@ def recompute(partitions, grace_ms, ooo_ms):
             if start + SIZE + grace_ms <= before - ooo_ms:
                 late += 1
             else:
-                w = out.setdefault((r["card"], start), {"n": 0, "total": 0, "top": None})
+                w = out.setdefault((r[key] if key else "*", start), {"n": 0, "total": 0, "top": None})
                 w["n"] += 1
                 w["total"] += r["cents"]
                 w["top"] = r["cents"] if w["top"] is None else max(w["top"], r["cents"])
@@ -52,11 +54,12 @@ payments = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 60_000), st.inte
 
 @settings(max_examples=150, deadline=None)
 @given(parts=st.lists(payments, min_size=1, max_size=4), grace=st.sampled_from([0, 3_000]),
-       ooo=st.sampled_from([0, 2_000]), n=st.integers(1, 5), data=st.data())
-def test_every_window_is_the_recomputation_whatever_the_interleaving(parts, grace, ooo, n, data):
+       ooo=st.sampled_from([0, 2_000]), n=st.integers(1, 5), key=st.sampled_from(["card", None]), data=st.data())
+def test_every_window_is_the_recomputation_whatever_the_interleaving(parts, grace, ooo, n, key, data):
+    """Per card, and global (`key_by(None)`: one result per window, never one per partition)."""
     partitions = [[{"user": f"u{p}", "card": f"c{c}", "cents": cents, "ts": ts} for c, ts, cents in recs]
                   for p, recs in enumerate(parts)]
-    td = TestDriver(rekeyed(grace, ooo), input_partitions=len(partitions), repartition_partitions=n)
+    td = TestDriver(rekeyed(grace, ooo, key), input_partitions=len(partitions), repartition_partitions=n)
     ranges = []  # each partition cut into ranges, then the ranges interleaved at random
     for recs in partitions:
         cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(recs))), max_size=4)) | {0, len(recs)})
@@ -66,8 +69,8 @@ def test_every_window_is_the_recomputation_whatever_the_interleaving(parts, grac
         p = data.draw(st.sampled_from([i for i, r in enumerate(ranges) if r]))
         emitted += td.feed(ranges[p].pop(0), partition=p)
     emitted += td.advance_watermark(FOREVER // 2)
-    expected, late = recompute(partitions, grace, ooo)
-    got = {(w["card"], w["window_start"]): {k: w[k] for k in ("n", "total", "top")} for w in emitted}
+    expected, late = recompute(partitions, grace, ooo, key)
+    got = {(w["card"] if key else "*", w["window_start"]): {k: w[k] for k in ("n", "total", "top")} for w in emitted}
     assert len(got) == len(emitted), "a window was emitted twice"
     assert got == expected
     assert len(td.late) == late
