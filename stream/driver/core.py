@@ -17,7 +17,7 @@ state is restored from the changelog as of its last committed epoch.
 >>> schema = {"type": "record", "name": "R", "fields": [{"name": "k", "type": "string"}]}
 >>> core = DriverCore(Pipeline("p").source("in", schema).sink("out", schema), Topics("p.changelog"))
 >>> core.handle(Assigned([("in", 0)], committed={}, logs={0: []}), now_ms=1_000)
-[Submit(task_id=1, tp=('in', 0), planned=Planned(start=-2, end=None, carry=-4611686018427387904, attempt=0), pin=0)]
+[Submit(task_id=1, tp=('in', 0), planned=Planned(start=-2, end=None, carry=-4611686018427387904, attempt=0), pin=0, marks=None)]
 """
 
 from __future__ import annotations
