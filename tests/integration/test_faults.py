@@ -217,10 +217,17 @@ def test_apache_kafka_broker_killed_and_restarted_loses_nothing(tmp_path, topic_
           f"{recovered:.0f} s after the kill; driver restarts: {restarts}; {verdict}")
 
 
+def assignments(proc):
+    """(partitions, window entries restored) of each 'assigned' line of a process's log."""
+    lines = [line for line in proc.log().splitlines() if "stream.driver.core: assigned" in line]
+    return [(line.partition("assigned [")[2].partition("]:")[0].count("', "),
+             int(re.search(r"(\d+) window entries restored", line).group(1))) for line in lines]
+
+
 def owned(proc):
     """Partitions the latest 'assigned' line of a process names (its current share)."""
-    lines = [line for line in proc.log().splitlines() if "stream.driver.core: assigned" in line]
-    return lines[-1].partition("assigned [")[2].partition("]:")[0].count("', ") if lines else 0
+    shares = assignments(proc)
+    return shares[-1][0] if shares else 0
 
 
 @pytest.mark.parametrize("path", ["row", "rekey"])
@@ -265,11 +272,14 @@ def test_replicas_split_partitions_and_a_killed_one_is_taken_over(kafka, topic_n
             if p is not None:
                 p.stop()
     assert split == (every // 2, every // 2), (first.log()[-2000:], second.log()[-2000:])
-    restored = re.findall(r"(\d+) window entries restored", again.log())
-    assert int(restored[-1]) > 0
+    # the survivor restored the killed replica's windows when it took every partition over (its
+    # last assignment, once replica 0 came back, can find none open: the sentinels may have
+    # closed them all by then)
+    restored = [n for parts, n in assignments(again) if parts == every]
+    assert restored and max(restored) > 0, again.log()[-3000:]
     assert verdict.problems == [], (verdict.problems[:10], verdict.explain(), again.log()[-3000:])
     print(f"\nsplit {split}; survivor owned every partition {takeover:.1f} s after the SIGKILL, "
-          f"restoring {restored[-1]} window entries; {verdict}")
+          f"restoring {max(restored)} window entries; {verdict}")
 
 
 @pytest.mark.skipif(not STRICT, reason="on the embedded broker a replica's open transaction hides "
