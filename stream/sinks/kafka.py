@@ -26,6 +26,21 @@ _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PR
            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
 
 
+def says_fenced(text: str) -> bool:
+    """True when an error's text says a newer producer fenced this one. The embedded broker's
+    answer to a fenced send_offsets_to_transaction comes with another code, as an abortable
+    error ("There is a newer producer with the same transactionalId which fences the current
+    one"), and aborting a fenced transaction there only times out.
+
+    >>> says_fenced("Broker: There is a newer producer with the same transactionalId which fences the current one")
+    True
+    >>> says_fenced("Local: Timed out")
+    False
+    """
+    text = text.lower()
+    return "fenced" in text or "fences the current" in text
+
+
 class _NoDeadline:
     """Steps without a deadline (a run under `stream run` passes its watchdog)."""
 
@@ -76,9 +91,9 @@ class KafkaSink:
                 self._fatal_reason = self._ask_fatal_reason()
         # the cause may be in the error event, or in a delivery report served by that poll
         seen = [err] + ([self._fatal] if self._fatal is not None else [])
-        if (any(e.code() in _FENCED or "fenced" in e.str().lower() for e in seen)
-                or "fenced" in self._fatal_reason.lower()
-                or any("fenced" in e.lower() for e in self._errors)):  # a refused delivery said so
+        if (any(e.code() in _FENCED or says_fenced(e.str()) for e in seen)
+                or says_fenced(self._fatal_reason)
+                or any(says_fenced(e) for e in self._errors)):  # a refused delivery said so
             raise FatalError(f"this producer was fenced ({err.str()}): another driver with the "
                              "same transactional id is running; this one stops")
         cause = f" ({self._fatal_reason})" if self._fatal_reason else ""
@@ -184,7 +199,7 @@ class TransactionalSink(KafkaSink):
                     return
                 except KafkaException as exc:
                     err = exc.args[0]
-                    if err.code() in _FENCED or err.fatal():
+                    if err.code() in _FENCED or err.fatal() or says_fenced(err.str()):
                         self._raise_fatal(err)
                     if err.txn_requires_abort():
                         self.abort()
