@@ -203,9 +203,7 @@ class _Rekeyed:
             self.read[r] = len(self.logs[r])
             p = process_messages(self.second, new)
             failures += p.failures
-            self.origins[r].update(p.clocks)
-            low = self.origins[r].now()
-            p.max_ts = None if low == NEVER else low
+            self.origins[r].heard(p)
             closed, missed = merge_range(self.stores[r], self.clocks[r], p, self.ooo)
             results.extend(closed)
             late += [(decode_envelope(rec.value).record, rec.windows) for rec in missed if rec.value]

@@ -531,12 +531,10 @@ class DriverCore:
             if self.homes is not None:
                 self.homes.check_partial(tp, p)
             if st.origins is not None:  # a repartition partition: its event time is its origins' lowest
-                st.origins.update(p.clocks, p.marks)
+                st.origins.heard(p)
                 self.stats.skipped += p.repeated
                 if self.metrics and p.repeated:
                     self.metrics.skipped("repeated", p.repeated)
-                low = st.origins.now()
-                p.max_ts = None if low == NEVER else low
             results, late = merge_range(st.store, st.plan.clock, p, self.out_of_order_ms)
             placed = p.windowed + len(p.singles) - (len(late) - len(p.late))  # singles the driver placed
             self.stats.windowed += placed

@@ -187,6 +187,13 @@ class OriginClocks:
             if origin not in self.marks or pos > self.marks[origin]:
                 self.marks[origin] = pos
 
+    def heard(self, partial: Any) -> None:
+        """Take a merged repartition range's heartbeats and marks, and set its `max_ts` to the
+        partition's event time: the lowest of its origins' (None until each was heard)."""
+        self.update(partial.clocks, partial.marks)
+        low = self.now()
+        partial.max_ts = None if low == NEVER else low
+
     def repeats(self, firsts: Mapping[int, Position]) -> bool:
         """True when a range counted a position at or below a mark: it was read against marks
         lower than these (a range planned before an earlier one with aborted copies merged)."""
